@@ -1,1 +1,89 @@
-fn main(){}
+//! The `conclave` command.
+
+use clap::{Parser, Subcommand};
+use conclave::auth::{Grants, TokenAuthority, TokenRequest};
+use conclave::config::{Config, ServeArgs};
+use std::time::{Duration, SystemTime};
+
+#[derive(Parser)]
+#[command(name = "conclave", version, about = "Self-hosted WebRTC meeting server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a signed access token.
+    Create {
+        /// Room the token is for.
+        #[arg(long)]
+        room: String,
+        /// Identity of the holder.
+        #[arg(long)]
+        identity: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Receive only: no publishing.
+        #[arg(long)]
+        no_publish: bool,
+        /// Do not receive others' tracks.
+        #[arg(long)]
+        no_subscribe: bool,
+        /// Grant room administration (create the room through the API).
+        #[arg(long)]
+        admin: bool,
+        /// API key (name).
+        #[arg(long, env = "CONCLAVE_API_KEY")]
+        api_key: String,
+        /// API secret.
+        #[arg(long, env = "CONCLAVE_API_SECRET", hide_env_values = true)]
+        api_secret: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(args) => {
+            let config = Config::load(args)?;
+            conclave::telemetry::init(&config.log_level, &config.log_format);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let server = conclave::server::start(config).await?;
+                println!("Conclave listening on http://{}  (room page: http://{}/room/<name>)", server.http_addr, server.http_addr);
+                server.wait().await
+            })
+        }
+        Cmd::Token { command: TokenCmd::Create { room, identity, name, ttl_secs, no_publish, no_subscribe, admin, api_key, api_secret } } => {
+            let auth = TokenAuthority::new(&api_key, &api_secret);
+            let token = auth.issue(
+                &TokenRequest {
+                    room,
+                    identity,
+                    name,
+                    grants: Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, room_admin: admin },
+                    ttl: Duration::from_secs(ttl_secs),
+                },
+                SystemTime::now(),
+            );
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

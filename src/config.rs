@@ -1,0 +1,251 @@
+//! Server settings, merged from a TOML file, `CONCLAVE_*` environment variables and flags.
+//!
+//! Precedence: a flag beats its environment variable (clap reads both), which beats the file,
+//! which beats the built-in default.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Flags (and their environment variables) of `conclave serve`. Every field is optional so
+/// that an unset flag falls through to the file and then to the default.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address.
+    #[arg(long, env = "CONCLAVE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// IP address the WebRTC UDP sockets bind to (never a wildcard: see docs/configuration).
+    #[arg(long, env = "CONCLAVE_UDP_IP")]
+    pub udp_ip: Option<IpAddr>,
+    /// Lowest UDP port for WebRTC (0 with --udp-port-max 0 means any free port).
+    #[arg(long, env = "CONCLAVE_UDP_PORT_MIN")]
+    pub udp_port_min: Option<u16>,
+    /// Highest UDP port for WebRTC.
+    #[arg(long, env = "CONCLAVE_UDP_PORT_MAX")]
+    pub udp_port_max: Option<u16>,
+    /// Public IP advertised in ICE candidates instead of the bound one (1:1 NAT).
+    #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Run the embedded TURN server.
+    #[arg(long, env = "CONCLAVE_TURN_ENABLED")]
+    pub turn_enabled: Option<bool>,
+    /// UDP port of the embedded TURN server.
+    #[arg(long, env = "CONCLAVE_TURN_PORT")]
+    pub turn_port: Option<u16>,
+    /// TURN realm.
+    #[arg(long, env = "CONCLAVE_TURN_REALM")]
+    pub turn_realm: Option<String>,
+    /// Lifetime of the TURN credentials handed out at join, in seconds.
+    #[arg(long, env = "CONCLAVE_TURN_TTL_SECS")]
+    pub turn_ttl_secs: Option<u64>,
+    /// Directory for the database, models and generated keys.
+    #[arg(long, env = "CONCLAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter (`info`, `debug`, `conclave=debug,webrtc=warn`, ...).
+    #[arg(long, env = "CONCLAVE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// API key that signs access tokens (its name, put in the token's `iss`).
+    #[arg(long, env = "CONCLAVE_API_KEY")]
+    pub api_key: Option<String>,
+    /// API secret (HS256 key) for access tokens.
+    #[arg(long, env = "CONCLAVE_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Development mode: generate (and keep in the data directory) an API key pair if none is
+    /// configured, and print it.
+    #[arg(long, env = "CONCLAVE_DEV")]
+    pub dev: bool,
+    /// Largest signaling message accepted, in bytes.
+    #[arg(long, env = "CONCLAVE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Create rooms on first join (otherwise rooms must be created through the API).
+    #[arg(long, env = "CONCLAVE_AUTO_CREATE_ROOMS")]
+    pub auto_create_rooms: Option<bool>,
+    /// Let anyone with the room link get a guest token (`POST /api/rooms/{room}/guest-token`).
+    #[arg(long, env = "CONCLAVE_GUEST_ACCESS")]
+    pub guest_access: Option<bool>,
+}
+
+/// The `[...]` tables of the TOML file; field names match the flags with `_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    udp_ip: Option<IpAddr>,
+    udp_port_min: Option<u16>,
+    udp_port_max: Option<u16>,
+    public_ip: Option<IpAddr>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    max_message_bytes: Option<usize>,
+    auto_create_rooms: Option<bool>,
+    guest_access: Option<bool>,
+    #[serde(default)]
+    turn: FileTurn,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTurn {
+    enabled: Option<bool>,
+    port: Option<u16>,
+    realm: Option<String>,
+    ttl_secs: Option<u64>,
+}
+
+/// TURN settings.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// Whether the embedded TURN server runs.
+    pub enabled: bool,
+    /// Its UDP port (0 = any free port, mostly for tests).
+    pub port: u16,
+    /// Realm in TURN authentication.
+    pub realm: String,
+    /// Lifetime of handed-out credentials.
+    pub ttl_secs: u64,
+}
+
+/// Fully resolved settings of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP/WebSocket listen address.
+    pub http_addr: SocketAddr,
+    /// IP the WebRTC UDP sockets bind to.
+    pub udp_ip: IpAddr,
+    /// Inclusive UDP port range; `(0, 0)` means ephemeral ports.
+    pub udp_ports: (u16, u16),
+    /// IP advertised in ICE candidates, when different from `udp_ip`.
+    pub public_ip: Option<IpAddr>,
+    /// TURN settings.
+    pub turn: TurnSettings,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log filter.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// API key name, if configured.
+    pub api_key: Option<String>,
+    /// API secret, if configured.
+    pub api_secret: Option<String>,
+    /// Development mode.
+    pub dev: bool,
+    /// Largest signaling message, bytes.
+    pub max_message_bytes: usize,
+    /// Create rooms on first join.
+    pub auto_create_rooms: bool,
+    /// Hand out guest tokens to anyone with the link.
+    pub guest_access: bool,
+}
+
+impl Config {
+    /// Merges flags/environment over the file named by `--config` (if any) over defaults.
+    pub fn load(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let udp_ports = (
+            args.udp_port_min.or(file.udp_port_min).unwrap_or(0),
+            args.udp_port_max.or(file.udp_port_max).unwrap_or(0),
+        );
+        if udp_ports.0 > udp_ports.1 {
+            bail!("udp_port_min ({}) is above udp_port_max ({})", udp_ports.0, udp_ports.1);
+        }
+        let udp_ip = args.udp_ip.or(file.udp_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        if udp_ip.is_unspecified() {
+            bail!(
+                "udp_ip {udp_ip} is a wildcard; webrtc-rs would skip loopback. Bind a concrete \
+                 address and set public_ip for what clients should reach"
+            );
+        }
+        let max_message_bytes =
+            args.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 * 1024);
+        if max_message_bytes < 1024 {
+            bail!("max_message_bytes must be at least 1024");
+        }
+        Ok(Config {
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            udp_ip,
+            udp_ports,
+            public_ip: args.public_ip.or(file.public_ip),
+            turn: TurnSettings {
+                enabled: args.turn_enabled.or(file.turn.enabled).unwrap_or(true),
+                port: args.turn_port.or(file.turn.port).unwrap_or(3478),
+                realm: args.turn_realm.or(file.turn.realm).unwrap_or_else(|| "conclave".into()),
+                ttl_secs: args.turn_ttl_secs.or(file.turn.ttl_secs).unwrap_or(86_400),
+            },
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            log_format: args.log_format.or(file.log_format).unwrap_or_else(|| "text".into()),
+            api_key: args.api_key.or(file.api_key),
+            api_secret: args.api_secret.or(file.api_secret),
+            dev: args.dev,
+            max_message_bytes,
+            auto_create_rooms: args.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+            guest_access: args.guest_access.or(file.guest_access).unwrap_or(true),
+        })
+    }
+
+    /// The IP clients should reach the media sockets at.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.public_ip.unwrap_or(self.udp_ip)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("conclave-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[turn]\nport = 4000\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            log_level: Some("warn".into()),
+            ..Default::default()
+        };
+        let c = Config::load(args).unwrap();
+        assert_eq!(c.http_addr.port(), 9000, "file beats default");
+        assert_eq!(c.log_level, "warn", "flag beats file");
+        assert_eq!(c.turn.port, 4000);
+        assert_eq!(c.max_message_bytes, 65536, "default");
+    }
+
+    #[test]
+    fn wildcard_udp_ip_and_unknown_keys_are_refused() {
+        let args = ServeArgs { udp_ip: Some("0.0.0.0".parse().unwrap()), ..Default::default() };
+        assert!(Config::load(args).unwrap_err().to_string().contains("wildcard"));
+        let path = std::env::temp_dir().join(format!("conclave-bad-{}.toml", std::process::id()));
+        std::fs::write(&path, "htp_addr = \"x\"\n").unwrap();
+        let err = Config::load(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+}

@@ -1,0 +1,129 @@
+//! REST endpoints of the foundation: health, metrics, room creation and guest tokens.
+
+use super::error::{ApiJson, AppError};
+use crate::auth::{Grants, TokenError, TokenRequest};
+use crate::server::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use conclave_signaling::RoomName;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Guest tokens live long enough for a long meeting.
+const GUEST_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// `GET /healthz`.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`, Prometheus text format.
+pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+/// `GET /api/stats`: rooms and participants on this node.
+pub async fn stats(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let (rooms, participants) = s.rooms.counts();
+    Json(json!({"rooms": rooms, "participants": participants}))
+}
+
+/// Unknown paths get the API's error body.
+pub async fn not_found() -> AppError {
+    AppError::not_found("no such endpoint")
+}
+
+/// Body of `POST /api/rooms`.
+#[derive(Debug, Deserialize)]
+pub struct CreateRoom {
+    /// Room name.
+    pub name: String,
+}
+
+/// `POST /api/rooms`: creates a room that stays when empty. Needs a bearer token with the
+/// `roomAdmin` grant for that room.
+pub async fn create_room(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateRoom>,
+) -> Result<impl IntoResponse, AppError> {
+    let name = RoomName::validate(&body.name)
+        .ok_or_else(|| AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]"))?;
+    let token = bearer(&headers)?;
+    let claims = s.tokens.verify(token, Some(name.as_str()), SystemTime::now()).map_err(token_error)?;
+    if !claims.grants.room_admin {
+        return Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "the token lacks the roomAdmin grant"));
+    }
+    s.rooms.create(&name);
+    Ok((StatusCode::CREATED, Json(json!({"name": name}))))
+}
+
+/// Body of `POST /api/rooms/{room}/guest-token`.
+#[derive(Debug, Deserialize)]
+pub struct GuestTokenRequest {
+    /// Display name.
+    pub name: String,
+}
+
+/// Reply of the guest-token endpoint.
+#[derive(Debug, Serialize)]
+pub struct GuestToken {
+    /// Access token.
+    pub token: String,
+    /// Identity assigned.
+    pub identity: String,
+    /// Room.
+    pub room: RoomName,
+}
+
+/// `POST /api/rooms/{room}/guest-token`: a token for anyone who has the room link, when
+/// guest access is on.
+pub async fn guest_token(
+    State(s): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    ApiJson(body): ApiJson<GuestTokenRequest>,
+) -> Result<Json<GuestToken>, AppError> {
+    if !s.config.guest_access {
+        return Err(AppError::new(StatusCode::FORBIDDEN, "guest_access_disabled", "guest access is disabled on this server"));
+    }
+    let room = RoomName::validate(&room)
+        .ok_or_else(|| AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]"))?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(AppError::bad_request("name must be 1-64 characters"));
+    }
+    if !s.config.auto_create_rooms && s.rooms.get(&room).is_none() {
+        return Err(AppError::not_found(format!("room {room} does not exist")));
+    }
+    let identity = format!("guest-{}", crate::ids::random_id(10));
+    let token = s.tokens.issue(
+        &TokenRequest {
+            room: room.to_string(),
+            identity: identity.clone(),
+            name: Some(name.to_owned()),
+            grants: Grants::default(),
+            ttl: GUEST_TOKEN_TTL,
+        },
+        SystemTime::now(),
+    );
+    Ok(Json(GuestToken { token, identity, room }))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| AppError::unauthorized("missing Authorization: Bearer <token>"))
+}
+
+fn token_error(e: TokenError) -> AppError {
+    match e {
+        TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string()),
+        other => AppError::new(StatusCode::UNAUTHORIZED, "invalid_token", other.to_string()),
+    }
+}

@@ -1,0 +1,33 @@
+//! The HTTP edge: REST API, pages, metrics and the signaling WebSocket.
+
+pub mod api;
+pub mod error;
+pub mod pages;
+pub mod ws;
+
+use crate::server::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// Largest REST request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole HTTP application; tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/room/{room}", get(pages::room))
+        .route("/assets/{file}", get(pages::asset))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/stats", get(api::stats))
+        .route("/api/rooms", post(api::create_room))
+        .route("/api/rooms/{room}/guest-token", post(api::guest_token))
+        .route("/ws", get(ws::upgrade))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,12 @@
+//! Conclave: a self-hosted WebRTC meeting server. This crate wires the edges (HTTP, WebSocket,
+//! TURN) to the room domain and the SFU.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod server;
+pub mod sfu;
+pub mod telemetry;

@@ -1,0 +1,198 @@
+//! Wiring: shared state, start-up (keys, TURN, HTTP) and graceful shutdown.
+
+use crate::auth::TokenAuthority;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sfu::peer::PeerFactory;
+use crate::sfu::room::RoomManager;
+use anyhow::Context;
+use conclave_signaling::IceServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+
+/// The embedded TURN server as the join path needs it.
+pub struct TurnService {
+    server: conclave_turn::TurnServer,
+    secret: String,
+    ttl: Duration,
+}
+
+impl TurnService {
+    /// ICE server entry with fresh credentials for `identity`.
+    pub fn ice_server(&self, identity: &str, now: SystemTime) -> IceServer {
+        let c = conclave_turn::credentials(&self.secret, identity, self.ttl, now);
+        IceServer {
+            urls: self.server.urls(),
+            username: Some(c.username),
+            credential: Some(c.password),
+        }
+    }
+
+    /// The TURN listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+}
+
+/// Everything request handlers share.
+pub struct AppState {
+    /// Resolved settings.
+    pub config: Config,
+    /// Rooms of this node.
+    pub rooms: Arc<RoomManager>,
+    /// Builds server-side peer connections.
+    pub peers: PeerFactory,
+    /// Issues and checks access tokens.
+    pub tokens: TokenAuthority,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Embedded TURN, when enabled.
+    pub turn: Option<TurnService>,
+}
+
+impl AppState {
+    /// The ICE servers handed to a joining participant.
+    pub fn ice_servers_for(&self, identity: &str) -> Vec<IceServer> {
+        self.turn.iter().map(|t| t.ice_server(identity, SystemTime::now())).collect()
+    }
+}
+
+/// A started server: where it listens and how to stop it.
+pub struct RunningServer {
+    /// HTTP address actually bound.
+    pub http_addr: SocketAddr,
+    /// TURN address actually bound, if enabled.
+    pub turn_addr: Option<SocketAddr>,
+    /// Shared state (tests read counts from it).
+    pub state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Disconnects everyone, stops accepting, and waits for the HTTP server to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.send_replace(true);
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops on its own (Ctrl-C / SIGTERM).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+/// Resolves the API key pair: configured, or generated and kept in the data directory in
+/// development mode.
+fn token_authority(config: &Config) -> anyhow::Result<TokenAuthority> {
+    match (&config.api_key, &config.api_secret) {
+        (Some(k), Some(s)) => {
+            anyhow::ensure!(s.len() >= 32, "api_secret must be at least 32 characters");
+            Ok(TokenAuthority::new(k, s))
+        }
+        (None, None) if config.dev => {
+            let path = config.data_dir.join("dev-api-key.toml");
+            let (key, secret) = match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let v: toml::Table = toml::from_str(&text).context("dev-api-key.toml")?;
+                    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                    (get("api_key").context("api_key")?, get("api_secret").context("api_secret")?)
+                }
+                Err(_) => {
+                    let key = format!("dev_{}", crate::ids::random_id(8));
+                    let secret = crate::ids::random_id(40);
+                    std::fs::create_dir_all(&config.data_dir)?;
+                    std::fs::write(&path, format!("api_key = \"{key}\"\napi_secret = \"{secret}\"\n"))?;
+                    (key, secret)
+                }
+            };
+            tracing::warn!(api_key = %key, file = %path.display(), "development mode: API key pair (secret in the file)");
+            Ok(TokenAuthority::new(&key, &secret))
+        }
+        _ => anyhow::bail!(
+            "no API key pair: set api_key and api_secret (CONCLAVE_API_KEY / CONCLAVE_API_SECRET), or run with --dev"
+        ),
+    }
+}
+
+/// Starts TURN and the HTTP/WebSocket server, returning once both listen.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let tokens = token_authority(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let turn = if config.turn.enabled {
+        // The TURN secret is derived from nothing public: a fresh one per process is enough,
+        // because credentials live no longer than the process that issued them.
+        let secret = crate::ids::random_id(32);
+        let server = conclave_turn::TurnServer::start(conclave_turn::TurnConfig {
+            bind: SocketAddr::new(config.udp_ip, config.turn.port),
+            public_ip: config.advertised_ip(),
+            realm: config.turn.realm.clone(),
+            shared_secret: secret.clone(),
+            relay_port_range: None,
+        })
+        .await
+        .with_context(|| format!("cannot start TURN on {}:{}", config.udp_ip, config.turn.port))?;
+        tracing::info!(addr = %server.local_addr(), "TURN server listening");
+        Some(TurnService { server, secret, ttl: Duration::from_secs(config.turn.ttl_secs) })
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        rooms: Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone())),
+        peers: PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
+        tokens,
+        metrics,
+        config,
+        turn,
+    });
+    let turn_addr = state.turn.as_ref().map(|t| t.local_addr());
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = crate::http::app(state.clone());
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let st2 = st.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown_rx.wait_for(|s| *s) => {}
+                _ = os_shutdown_signal() => {}
+            }
+            tracing::info!("shutting down");
+            st2.rooms.shutdown();
+        };
+        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+        // Give participant tasks a moment to close their peer connections.
+        for _ in 0..50 {
+            if st.rooms.counts().1 == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(t) = &st.turn {
+            let _ = t.server.close().await;
+        }
+        Ok(())
+    });
+    tracing::info!(%http_addr, "listening");
+    Ok(RunningServer { http_addr, turn_addr, state, shutdown: shutdown_tx, task })
+}
+
+async fn os_shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
