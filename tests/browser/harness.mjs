@@ -1,0 +1,267 @@
+// Shared harness of the browser end-to-end tests: a real `conclave serve` on loopback and
+// one headless Chromium process per page (Chromium refuses several targets in one process
+// without a driver, and separate processes also keep the fake devices apart).
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+// --user-data-dir is left out on purpose: launch() makes a fresh one per browser itself.
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
+  // Without it Chromium gathers no candidates on loopback and never connects.
+  '--allow-loopback-in-peer-connection',
+];
+
+/** The server binary: $CONCLAVE_BIN, else $CARGO_TARGET_DIR's debug build, else the repo's. */
+export function serverBinary() {
+  if (process.env.CONCLAVE_BIN) return resolve(process.env.CONCLAVE_BIN);
+  const candidates = [];
+  if (process.env.CARGO_TARGET_DIR) candidates.push(join(process.env.CARGO_TARGET_DIR, 'debug/conclave'));
+  candidates.push(join(repo, 'target/debug/conclave'));
+  return candidates.find((p) => existsSync(p)) ?? candidates[candidates.length - 1];
+}
+
+export async function freeTcpPort() {
+  const srv = net.createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+export async function freeUdpPort() {
+  const sock = dgram.createSocket('udp4');
+  sock.bind(0, '127.0.0.1');
+  await once(sock, 'listening');
+  const { port } = sock.address();
+  await new Promise((r) => sock.close(r));
+  return port;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls `probe` until it returns a truthy value and returns that value; otherwise fails with
+ * `message` and the last value seen (or the last error thrown).
+ */
+export async function waitFor(probe, { timeout = 10000, interval = 250, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await probe();
+      lastErr = undefined;
+      if (last) return last;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) {
+      const seen = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for ${message} (${seen})`);
+    }
+    await sleep(interval);
+  }
+}
+
+/** Starts `conclave serve --dev` on free loopback ports with a fresh data directory. */
+export async function startServer() {
+  const bin = serverBinary();
+  if (!existsSync(bin)) {
+    throw new Error(`server binary ${bin} not found: build it (cargo build) or set CONCLAVE_BIN`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'conclave-e2e-'));
+  const httpPort = await freeTcpPort();
+  const turnPort = await freeUdpPort();
+  const logPath = join(dir, 'server.log');
+  const log = createWriteStream(logPath);
+  const args = [
+    'serve', '--dev',
+    '--http-addr', `127.0.0.1:${httpPort}`,
+    '--udp-ip', '127.0.0.1',
+    '--turn-port', String(turnPort),
+    '--data-dir', join(dir, 'data'),
+    '--log-level', 'info',
+  ];
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  proc.stdout.pipe(log, { end: false });
+  proc.stderr.pipe(log, { end: false });
+  let exited = null;
+  const exitedP = once(proc, 'exit').then(([code, signal]) => {
+    exited = { code, signal };
+  });
+  // A crashed test run must not leave servers behind.
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.on('exit', killOnExit);
+
+  const baseUrl = `http://127.0.0.1:${httpPort}`;
+  const server = {
+    baseUrl,
+    httpPort,
+    turnPort,
+    dir,
+    logPath,
+    proc,
+    tail(lines = 80) {
+      try {
+        return readFileSync(logPath, 'utf8').split('\n').slice(-lines).join('\n');
+      } catch {
+        return '(no server log)';
+      }
+    },
+    async stats() {
+      const res = await fetch(`${baseUrl}/api/stats`);
+      if (!res.ok) throw new Error(`GET /api/stats: HTTP ${res.status}`);
+      return res.json();
+    },
+    async stop() {
+      process.off('exit', killOnExit);
+      if (!exited) {
+        proc.kill('SIGTERM');
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+        await exitedP;
+        clearTimeout(timer);
+      }
+      log.end();
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  try {
+    await waitFor(
+      async () => {
+        if (exited) throw new Error(`server exited early (${JSON.stringify(exited)})`);
+        const res = await fetch(`${baseUrl}/healthz`);
+        return res.status === 200;
+      },
+      { timeout: 30000, interval: 200, message: `GET ${baseUrl}/healthz to return 200` },
+    );
+  } catch (err) {
+    await server.stop();
+    err.message += `\n--- server log (${logPath}) ---\n${server.tail()}`;
+    throw err;
+  }
+  return server;
+}
+
+/** Opens `url` in its own Chromium process; console output is kept for failure reports. */
+export async function openPage(url, label) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  const page = await browser.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`[${label}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[${label}] pageerror: ${e.message}`));
+  if (process.env.CONCLAVE_E2E_WEB_DIR) await serveWebFromDisk(page, process.env.CONCLAVE_E2E_WEB_DIR);
+  await page.goto(url);
+  return { browser, page, label, logs };
+}
+
+// For iterating on web/ without rebuilding the server (which embeds the files): the page
+// and its assets come from disk, everything else from the server. CI leaves this unset.
+async function serveWebFromDisk(page, dir) {
+  const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
+  const fulfil = (route, file) =>
+    route.fulfill({
+      status: 200,
+      contentType: `${types[file.split('.').pop()]}; charset=utf-8`,
+      body: readFileSync(join(dir, file), 'utf8'),
+    });
+  await page.route(/\/room\/[^/]+$/, (route) => fulfil(route, 'room.html'));
+  await page.route(/\/assets\/room\.(js|css)$/, (route) =>
+    fulfil(route, new URL(route.request().url()).pathname.split('/').pop()),
+  );
+}
+
+/**
+ * Runs `body(server, open)` against a fresh server; `open(path, label)` opens pages that are
+ * closed afterwards. On failure the server log tail and the pages' console output are
+ * printed, and the data directory is kept for inspection.
+ */
+export async function scenario(body) {
+  const server = await startServer();
+  const pages = [];
+  const open = async (path, label) => {
+    const p = await openPage(server.baseUrl + path, label);
+    pages.push(p);
+    return p.page;
+  };
+  let failed = false;
+  try {
+    await body(server, open);
+  } catch (err) {
+    failed = true;
+    for (const p of pages) {
+      const state = await p.page
+        .evaluate(() => ({
+          state: window.conclave?.state,
+          status: document.getElementById('status')?.textContent,
+          lastError: window.conclave?.lastError,
+          signaling: window.conclave?.pc?.signalingState,
+          connection: window.conclave?.pc?.connectionState,
+        }))
+        .catch((e) => `(page unavailable: ${e.message})`);
+      console.error(`--- page ${p.label}: ${JSON.stringify(state)}`);
+      console.error(p.logs.slice(-40).join('\n'));
+    }
+    console.error(`--- server log tail (${server.logPath}) ---\n${server.tail()}`);
+    throw err;
+  } finally {
+    await Promise.all(pages.map((p) => p.browser.close().catch(() => {})));
+    await server.stop();
+    if (!failed) server.cleanup();
+  }
+}
+
+/** Room names unique per run, so reruns against one server never meet old rooms. */
+export function roomName(prefix = 'e2e') {
+  return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/** Bytes received so far per media kind, summed over the page's inbound RTP streams. */
+export function inboundBytes(page) {
+  return page.evaluate(async () => {
+    const pc = window.conclave && window.conclave.pc;
+    const out = { audio: 0, video: 0 };
+    if (!pc) return out;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind in out) out[s.kind] += s.bytesReceived || 0;
+    });
+    return out;
+  });
+}
+
+/** Names in the page's participant list, ours included as "<name> (you)". */
+export function listedNames(page) {
+  return page.$$eval('#participants .person-name', (els) => els.map((e) => e.textContent));
+}

@@ -1,0 +1,94 @@
+//! Peers in one room receive each other's audio (decoded, not silent) and video; leaving is
+//! announced and the server forgets empty rooms.
+
+mod common;
+
+use common::client::TestClient;
+use common::{eventually, start_server, token};
+use conclave_signaling::ServerMessage;
+use std::time::Duration;
+
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Whether `to` hears `from`'s tone and sees its video.
+fn hears_and_sees(to: &TestClient, from: &TestClient) -> bool {
+    let r = to.received_from(&from.participant_id);
+    r.audio_decoded >= 25 && r.audio_peak_rms > 0.05 && r.video_packets >= 15
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_hear_and_see_each_other() {
+    let server = start_server(|_| {}).await;
+    let http = server.http_addr;
+    let a = TestClient::join(http, "duo", "alice", &token("duo", "alice"), true).await;
+    let b = TestClient::join(http, "duo", "bob", &token("duo", "bob"), true).await;
+
+    let ok = eventually(MEDIA_TIMEOUT, || hears_and_sees(&a, &b) && hears_and_sees(&b, &a)).await;
+    assert!(
+        ok,
+        "media did not flow both ways: alice got {:?} from bob, bob got {:?} from alice (states {:?}/{:?})",
+        a.received_from(&b.participant_id),
+        b.received_from(&a.participant_id),
+        a.connection_state(),
+        b.connection_state(),
+    );
+    // A participant never receives its own tracks back.
+    assert_eq!(a.received_from(&a.participant_id).audio_packets, 0);
+    assert_eq!(server.state.rooms.counts(), (1, 2));
+
+    a.leave().await;
+    b.leave().await;
+    let state = server.state.clone();
+    assert!(eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await, "room not released: {:?}", state.rooms.counts());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_then_one_leaves_and_the_rest_are_told() {
+    let server = start_server(|_| {}).await;
+    let http = server.http_addr;
+    let mut a = TestClient::join(http, "trio", "alice", &token("trio", "alice"), true).await;
+    let mut b = TestClient::join(http, "trio", "bob", &token("trio", "bob"), true).await;
+    let c = TestClient::join(http, "trio", "carol", &token("trio", "carol"), true).await;
+
+    let ok = eventually(MEDIA_TIMEOUT, || {
+        hears_and_sees(&a, &b)
+            && hears_and_sees(&a, &c)
+            && hears_and_sees(&b, &a)
+            && hears_and_sees(&b, &c)
+            && hears_and_sees(&c, &a)
+            && hears_and_sees(&c, &b)
+    })
+    .await;
+    assert!(
+        ok,
+        "not everyone got everyone: a<-b {:?} a<-c {:?} b<-a {:?} b<-c {:?} c<-a {:?} c<-b {:?}",
+        a.received_from(&b.participant_id),
+        a.received_from(&c.participant_id),
+        b.received_from(&a.participant_id),
+        b.received_from(&c.participant_id),
+        c.received_from(&a.participant_id),
+        c.received_from(&b.participant_id),
+    );
+
+    let carol = c.participant_id.clone();
+    c.leave().await;
+    for peer in [&mut a, &mut b] {
+        let left = peer
+            .wait_for(Duration::from_secs(10), |m| matches!(m, ServerMessage::ParticipantLeft { participant_id } if *participant_id == carol))
+            .await;
+        assert!(left.is_some(), "{} was not told carol left", peer.participant_id);
+    }
+    assert_eq!(server.state.rooms.counts(), (1, 2));
+
+    // Media between the remaining two keeps flowing after the renegotiation.
+    let before = a.received_from(&b.participant_id).audio_packets;
+    let flowing = eventually(Duration::from_secs(5), || a.received_from(&b.participant_id).audio_packets > before + 25).await;
+    assert!(flowing, "alice stopped hearing bob after carol left");
+
+    a.leave().await;
+    b.leave().await;
+    let state = server.state.clone();
+    assert!(eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await, "room not released: {:?}", state.rooms.counts());
+    server.shutdown().await.unwrap();
+}
