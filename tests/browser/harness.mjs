@@ -172,16 +172,19 @@ export async function startServer() {
 
 /** Opens `url` in its own Chromium process; console output is kept for failure reports. */
 export async function openPage(url, label) {
+  const fromDisk = process.env.CONCLAVE_E2E_WEB_DIR;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    // A page fulfilled by page.route() has no network origin, so Chromium's local network
+    // access checks would block its WebSocket to loopback.
+    args: fromDisk ? [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'] : CHROMIUM_ARGS,
   });
   const page = await browser.newPage();
   const logs = [];
   page.on('console', (m) => logs.push(`[${label}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`[${label}] pageerror: ${e.message}`));
-  if (process.env.CONCLAVE_E2E_WEB_DIR) await serveWebFromDisk(page, process.env.CONCLAVE_E2E_WEB_DIR);
+  if (fromDisk) await serveWebFromDisk(page, fromDisk);
   await page.goto(url);
   return { browser, page, label, logs };
 }
