@@ -24,6 +24,9 @@
     nameInput: $('name-input'),
     joinButton: $('join-button'),
     meeting: $('meeting'),
+    ended: $('ended'),
+    endedTitle: $('ended-title'),
+    rejoin: $('rejoin-button'),
     tiles: $('tiles'),
     localTile: $('local-tile'),
     localVideo: $('local-video'),
@@ -83,6 +86,8 @@
   ui.mic.addEventListener('click', () => toggle('audio'));
   ui.cam.addEventListener('click', () => toggle('video'));
   ui.leave.addEventListener('click', leave);
+  // A reload keeps ?name=…&autojoin=1, so automation and people rejoin the same way.
+  ui.rejoin.addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => {
     if (conclave.state === 'joined' || conclave.state === 'joining') leave();
   });
@@ -193,6 +198,7 @@
       if (conclave.ws !== ws || conclave.state === 'left') return;
       // Keep a refusal (bad token, full room) visible: it says more than "Disconnected".
       const prior = conclave.lastError;
+      const wasJoined = conclave.state === 'joined';
       setState('error');
       teardownMedia();
       if (prior && prior.code !== 'disconnected') {
@@ -201,6 +207,7 @@
         conclave.lastError = { code: 'disconnected', message: 'Disconnected' };
         setStatus('Disconnected', true);
       }
+      if (wasJoined) showEnded('Disconnected');
       ui.joinButton.disabled = false;
     };
   }
@@ -285,7 +292,12 @@
         setStatus(`No camera or microphone (${err.name}); joined to watch and listen`, true);
       }
     }
-    if (conclave.pc !== pc) return; // left while waiting for the devices
+    if (pc.signalingState === 'closed') {
+      // Left (or lost the socket) while waiting for the devices: release them again.
+      if (localStream) for (const t of localStream.getTracks()) t.stop();
+      localStream = null;
+      return;
+    }
     if (localStream) {
       for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
       ui.localVideo.srcObject = localStream;
@@ -390,6 +402,8 @@
       const ws = conclave.ws;
       conclave.ws = null;
       if (ws) ws.close(1000, 'join refused');
+      // A rejected ?token= would fail the same way again; a retry asks for a guest token.
+      if (code === 'invalid_token' || code === 'token_expired') opts.token = '';
       clearInterval(pingTimer);
       ui.joinButton.disabled = false;
     }
@@ -525,7 +539,7 @@
     caption.append(name, marks);
     el.append(video, audio, caption);
     ui.tiles.append(el);
-    tile = { el, video, audio, name, marks, tracks: new Set() };
+    tile = { el, video, audio, name, marks, tracks: new Set(), videoMuted: false };
     tiles.set(pid, tile);
     const p = conclave.participants.get(pid);
     updateTileLabel(pid, p ? p.name : '…', p ? mutedKinds(p) : new Set());
@@ -537,6 +551,8 @@
     if (!tile) return;
     tile.name.textContent = name;
     tile.marks.replaceChildren(...badges(muted));
+    tile.videoMuted = muted.has('video');
+    refreshTile(tile);
     tile.video.setAttribute('aria-label', `Video of ${name}`);
   }
 
@@ -574,7 +590,8 @@
     if (audioNow.length !== audios.length || audios.some((t) => !audioNow.includes(t))) {
       tile.audio.srcObject = audios.length ? new MediaStream(audios) : null;
     }
-    tile.el.classList.toggle('no-video', !video);
+    // A disabled camera still sends (black) frames; say so instead of showing black.
+    tile.el.classList.toggle('no-video', !video || Boolean(tile.videoMuted));
   }
 
   function watchStream(stream) {
@@ -640,10 +657,16 @@
     clearInterval(pingTimer);
     teardownMedia();
     if (conclave.ws) conclave.ws.close(1000, 'left');
+    setStatus('You left the room');
+    showEnded('You left the room');
+  }
+
+  function showEnded(title) {
     for (const id of [...tiles.keys()]) removeParticipant(id);
     ui.meeting.hidden = true;
     ui.lobby.hidden = true;
-    setStatus('You left the room');
+    ui.endedTitle.textContent = title;
+    ui.ended.hidden = false;
   }
 
   function teardownMedia() {
