@@ -39,10 +39,12 @@ pub struct Received {
 }
 
 type Inbox = Arc<Mutex<HashMap<String, Received>>>;
+type Remotes = Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>;
 
 struct Handler {
     out: mpsc::UnboundedSender<ClientMessage>,
     inbox: Inbox,
+    remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
 }
 
@@ -66,6 +68,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        self.remotes.lock().unwrap().push(track.clone());
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let stream = track.stream_id().await.to_string();
@@ -101,7 +104,10 @@ pub struct TestClient {
     out: mpsc::UnboundedSender<ClientMessage>,
     events: mpsc::UnboundedReceiver<ServerMessage>,
     inbox: Inbox,
+    remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
+    /// Keyframe requests (PLI/FIR) that reached this client's published video track.
+    pub keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -155,7 +161,13 @@ impl TestClient {
         let state = Arc::new(Mutex::new(RTCPeerConnectionState::New));
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        // The SFU's own keyframe tap lets this client see keyframe requests for its video.
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
+            rtc::interceptor::Slot::from(conclave::sfu::keyframe::KEYFRAME_SLOT),
+            conclave::sfu::keyframe::KeyframeRequestTap::default(),
+        );
+        let remotes: Remotes = Default::default();
+        let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_configuration(RTCConfigurationBuilder::new().build())
@@ -164,7 +176,12 @@ impl TestClient {
                 .with_setting_engine(
                     SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).build(),
                 )
-                .with_handler(Arc::new(Handler { out: out_tx.clone(), inbox: inbox.clone(), state: state.clone() }))
+                .with_handler(Arc::new(Handler {
+                    out: out_tx.clone(),
+                    inbox: inbox.clone(),
+                    remotes: remotes.clone(),
+                    state: state.clone(),
+                }))
                 .with_udp_addrs(vec!["127.0.0.1:0"])
                 .build()
                 .await
@@ -187,6 +204,9 @@ impl TestClient {
                     }],
                 )));
                 let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.unwrap();
+                if kind == RtpCodecKind::Video {
+                    tasks.push(tokio::spawn(count_keyframe_requests(track.clone(), keyframe_requests.clone())));
+                }
                 tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone())));
             }
         } else {
@@ -242,12 +262,28 @@ impl TestClient {
                 }
             }
         }));
-        TestClient { participant_id, pc, out: out_tx, events: ev_rx, inbox, state, tasks }
+        TestClient { participant_id, pc, out: out_tx, events: ev_rx, inbox, remotes, state, keyframe_requests, tasks }
     }
 
     /// What was received from `publisher` so far.
     pub fn received_from(&self, publisher: &ParticipantId) -> Received {
         self.inbox.lock().unwrap().get(publisher.as_str()).cloned().unwrap_or_default()
+    }
+
+    /// Sends a PLI for `publisher`'s video, as a decoder that lost sync would.
+    pub async fn request_keyframe_from(&self, publisher: &ParticipantId) -> bool {
+        let remotes: Vec<_> = self.remotes.lock().unwrap().clone();
+        for t in remotes {
+            if t.stream_id().await.to_string() == publisher.as_str() && t.kind().await == RtpCodecKind::Video {
+                let Some(ssrc) = t.ssrcs().await.first().copied() else { continue };
+                let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                return t.write_rtcp(vec![Box::new(pli)]).await.is_ok();
+            }
+        }
+        false
     }
 
     pub fn connection_state(&self) -> RTCPeerConnectionState {
@@ -280,6 +316,19 @@ impl TestClient {
         let _ = self.pc.close().await;
         for t in self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Counts keyframe requests arriving for a published track (once it is bound).
+async fn count_keyframe_requests(track: Arc<TrackLocalStaticRTP>, count: Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        match track.poll().await {
+            Some(_) => {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Not bound yet (or unbound): look again shortly.
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
