@@ -1,0 +1,43 @@
+//! Typed frames the pipeline emits: what happened, to whom, when.
+//!
+//! Times are milliseconds on the pipeline's injected clock (for a live room: milliseconds since
+//! the room's pipeline started), so tests can assert exact timing.
+
+/// A speaker's identifier as the pipeline knows it (the SFU passes the participant id).
+pub type SpeakerId = String;
+
+/// Something the pipeline observed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Voice activity began (after the configured start hysteresis).
+    UserStartedSpeaking(SpeechEdge),
+    /// Voice activity ended (after the configured trailing silence).
+    UserStoppedSpeaking(SpeechEdge),
+    /// A provisional transcript of an utterance still in progress.
+    InterimTranscript(Transcript),
+    /// The transcript of a finished utterance.
+    FinalTranscript(Transcript),
+}
+
+/// A speech start or end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechEdge {
+    /// Who.
+    pub speaker: SpeakerId,
+    /// When, in ms on the pipeline clock.
+    pub at_ms: u64,
+}
+
+/// Transcribed text for a stretch of one speaker's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// Who spoke.
+    pub speaker: SpeakerId,
+    /// Start of the audio, ms on the pipeline clock.
+    pub start_ms: u64,
+    /// End of the audio, ms on the pipeline clock.
+    pub end_ms: u64,
+    /// The words.
+    pub text: String,
+}
