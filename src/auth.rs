@@ -50,6 +50,12 @@ pub struct Claims {
     pub iat: u64,
     /// Expiry (unix seconds).
     pub exp: u64,
+    /// Meeting code, when the token admits to a meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting: Option<String>,
+    /// Role in that meeting (`host`, `participant`, `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Why a token was refused.
@@ -70,6 +76,7 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenAuthority {
     api_key: String,
+    api_secret: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
@@ -81,7 +88,7 @@ impl std::fmt::Debug for TokenAuthority {
 }
 
 /// The parameters of a new token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
     /// Room.
     pub room: String,
@@ -93,6 +100,10 @@ pub struct TokenRequest {
     pub grants: Grants,
     /// Lifetime.
     pub ttl: Duration,
+    /// Meeting code.
+    pub meeting: Option<String>,
+    /// Role in the meeting.
+    pub role: Option<String>,
 }
 
 impl TokenAuthority {
@@ -100,6 +111,7 @@ impl TokenAuthority {
     pub fn new(api_key: &str, api_secret: &str) -> Self {
         TokenAuthority {
             api_key: api_key.to_owned(),
+            api_secret: api_secret.to_owned(),
             encoding: EncodingKey::from_secret(api_secret.as_bytes()),
             decoding: DecodingKey::from_secret(api_secret.as_bytes()),
         }
@@ -108,6 +120,18 @@ impl TokenAuthority {
     /// The API key name.
     pub fn api_key(&self) -> &str {
         &self.api_key
+    }
+
+    /// Whether `key`/`secret` is this server's API key pair (server-to-server calls).
+    /// Compared in constant time so the secret cannot be guessed byte by byte.
+    pub fn check_api_key(&self, key: &str, secret: &str) -> bool {
+        let a = secret.as_bytes();
+        let b = self.api_secret.as_bytes();
+        let mut diff = (a.len() ^ b.len()) as u8;
+        for (x, y) in a.iter().zip(b.iter()) {
+            diff |= x ^ y;
+        }
+        key == self.api_key && diff == 0
     }
 
     /// Signs a token issued at `now`.
@@ -121,6 +145,8 @@ impl TokenAuthority {
             grants: req.grants.clone(),
             iat,
             exp: iat + req.ttl.as_secs().max(1),
+            meeting: req.meeting.clone(),
+            role: req.role.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
@@ -175,6 +201,7 @@ mod tests {
             name: Some("Ada".into()),
             grants: Grants::default(),
             ttl: Duration::from_secs(60),
+            ..Default::default()
         }
     }
 

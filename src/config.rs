@@ -71,6 +71,12 @@ pub struct ServeArgs {
     /// Let anyone with the room link get a guest token (`POST /api/rooms/{room}/guest-token`).
     #[arg(long, env = "CONCLAVE_GUEST_ACCESS")]
     pub guest_access: Option<bool>,
+    /// Database URL: empty for SQLite in the data directory, or `postgres://...`.
+    #[arg(long, env = "CONCLAVE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Seconds a meeting waits for a departed host before handing over or ending.
+    #[arg(long, env = "CONCLAVE_HOST_GRACE_SECS")]
+    pub host_grace_secs: Option<u64>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -90,6 +96,8 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     auto_create_rooms: Option<bool>,
     guest_access: Option<bool>,
+    database_url: Option<String>,
+    host_grace_secs: Option<u64>,
     #[serde(default)]
     turn: FileTurn,
 }
@@ -147,6 +155,10 @@ pub struct Config {
     pub auto_create_rooms: bool,
     /// Hand out guest tokens to anyone with the link.
     pub guest_access: bool,
+    /// Database URL; empty means SQLite in the data directory.
+    pub database_url: String,
+    /// Host-leave grace period.
+    pub host_grace: std::time::Duration,
 }
 
 impl Config {
@@ -198,6 +210,8 @@ impl Config {
             max_message_bytes,
             auto_create_rooms: args.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
             guest_access: args.guest_access.or(file.guest_access).unwrap_or(true),
+            database_url: args.database_url.or(file.database_url).unwrap_or_default(),
+            host_grace: std::time::Duration::from_secs(args.host_grace_secs.or(file.host_grace_secs).unwrap_or(30)),
         })
     }
 

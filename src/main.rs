@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                     name,
                     grants: Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, room_admin: admin },
                     ttl: Duration::from_secs(ttl_secs),
+                    ..Default::default()
                 },
                 SystemTime::now(),
             );

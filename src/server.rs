@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Embedded TURN, when enabled.
     pub turn: Option<TurnService>,
+    /// Meetings.
+    pub meetings: Arc<crate::meetings::MeetingService>,
 }
 
 impl AppState {
@@ -143,8 +145,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
+    let store = crate::store::Store::open(&config.database_url, &config.data_dir)
+        .await
+        .context("cannot open the database")?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    let rooms = Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone()));
+    let meetings = crate::meetings::MeetingService::new(store, tokens.clone(), rooms.clone(), config.host_grace);
+    let timers = meetings.run_timers();
     let state = Arc::new(AppState {
-        rooms: Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone())),
+        rooms,
+        meetings,
         peers: PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
         tokens,
         metrics,
@@ -176,6 +186,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         if let Some(t) = &st.turn {
             let _ = t.server.close().await;
         }
+        timers.abort();
+        st.meetings.store().close().await;
         Ok(())
     });
     tracing::info!(%http_addr, "listening");

@@ -134,6 +134,7 @@ async fn bad_tokens_are_refused_with_their_own_codes() {
                 name: None,
                 grants: Grants::default(),
                 ttl: Duration::from_secs(60),
+                ..Default::default()
             },
             SystemTime::now(),
         );

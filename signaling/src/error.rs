@@ -42,6 +42,8 @@ pub enum ErrorCode {
     InvalidCandidate,
     /// The named track does not exist or is not the sender's.
     UnknownTrack,
+    /// The meeting has ended; nobody may join it.
+    MeetingEnded,
     /// The server is shutting down.
     ShuttingDown,
     /// Something went wrong on the server; details are in the server log.

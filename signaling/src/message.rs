@@ -77,6 +77,22 @@ pub struct IceCandidate {
     pub username_fragment: Option<String>,
 }
 
+/// A meeting as its participants see it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingInfo {
+    /// Shareable code, `XXX-XXX-XXX`; also the room name.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// `waiting`, `active` or `ended`.
+    pub status: String,
+    /// Current host's identity.
+    pub host_identity: String,
+    /// The receiver's role: `host`, `participant` or `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -156,6 +172,30 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         /// STUN/TURN servers to configure the peer connection with.
         ice_servers: Vec<IceServer>,
+        /// The meeting this room belongs to, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meeting: Option<MeetingInfo>,
+    },
+    /// The meeting has not started; the server holds the join until the host starts it and
+    /// then sends `joined`.
+    Waiting {
+        /// The meeting.
+        meeting: MeetingInfo,
+    },
+    /// The host started the meeting.
+    MeetingStarted,
+    /// The meeting is over; the server closes the connection after this.
+    MeetingEnded {
+        /// `host_ended`, `empty` or `api`.
+        reason: String,
+    },
+    /// The meeting has a new host.
+    HostChanged {
+        /// The new host's identity.
+        identity: String,
+        /// Their participant id, when they are connected.
+        #[serde(default)]
+        participant_id: Option<ParticipantId>,
     },
     /// An SDP offer from the server (renegotiation when tracks come and go).
     Offer {

@@ -107,6 +107,7 @@ pub async fn guest_token(
             name: Some(name.to_owned()),
             grants: Grants::default(),
             ttl: GUEST_TOKEN_TTL,
+            ..Default::default()
         },
         SystemTime::now(),
     );

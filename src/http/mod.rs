@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod error;
+pub mod meetings;
 pub mod pages;
 pub mod ws;
 
@@ -25,6 +26,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/rooms", post(api::create_room))
         .route("/api/rooms/{room}/guest-token", post(api::guest_token))
+        .route("/api/meetings", post(meetings::create).get(meetings::list))
+        .route("/api/meetings/{code}", get(meetings::get))
+        .route("/api/meetings/{code}/join", post(meetings::join))
+        .route("/api/meetings/{code}/start", post(meetings::start))
+        .route("/api/meetings/{code}/end", post(meetings::end))
+        .route("/api/meetings/{code}/leave", post(meetings::leave))
+        .route("/api/meetings/{code}/participants", get(meetings::participants))
         .route("/ws", get(ws::upgrade))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -5,18 +5,20 @@ use crate::auth::TokenError;
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::sfu::participant::{self, Command, ParticipantSession, ParticipantSpec, SIGNAL_QUEUE};
+use crate::meetings::model::{MeetingStatus, Role};
+use crate::meetings::{MeetingError, MeetingService};
 use crate::sfu::room::JoinError;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use conclave_signaling::session::{Action, Session};
 use conclave_signaling::{
-    ClientMessage, ErrorCode, ParticipantId, RoomName, ServerMessage, decode_client, encode,
+    ClientMessage, ErrorCode, MeetingInfo, ParticipantId, RoomName, ServerMessage, decode_client, encode,
 };
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Frames this many times over the configured message limit are cut off by the WebSocket
 /// layer itself (the connection then closes with 1009); smaller oversize messages are read
@@ -48,14 +50,32 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
         let _ = sink.send(Message::Close(Some(frame))).await;
     });
 
-    let mut conn = Connection { state: state.clone(), session: Session::new(), signal: signal_tx, participant: None };
+    let mut conn = Connection {
+        state: state.clone(),
+        session: Session::new(),
+        signal: signal_tx,
+        participant: None,
+        waiting: None,
+        meeting: None,
+    };
     loop {
-        let frame = match conn.participant.as_mut() {
-            Some(p) => tokio::select! {
+        let frame = if let Some(p) = conn.participant.as_mut() {
+            tokio::select! {
                 frame = stream.next() => frame,
                 _ = &mut p.task => { conn.participant = None; break; }
-            },
-            None => stream.next().await,
+            }
+        } else if let Some(w) = conn.waiting.as_mut() {
+            tokio::select! {
+                frame = stream.next() => frame,
+                changed = w.status.changed() => {
+                    if changed.is_err() || !conn.on_meeting_status().await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            stream.next().await
         };
         let Some(frame) = frame else { break };
         match frame {
@@ -84,6 +104,20 @@ struct Connection {
     session: Session,
     signal: mpsc::Sender<ServerMessage>,
     participant: Option<ParticipantSession>,
+    /// A meeting join held until the host starts the meeting.
+    waiting: Option<Waiting>,
+    /// (code, identity) of the meeting this connection is in, for the lifecycle.
+    meeting: Option<(String, String)>,
+}
+
+struct Waiting {
+    status: watch::Receiver<MeetingStatus>,
+    join: ClientMessage,
+}
+
+enum Joined {
+    Now(ParticipantSession, Option<(String, String)>),
+    Later(Waiting, MeetingInfo),
 }
 
 impl Connection {
@@ -123,9 +157,14 @@ impl Connection {
             },
             Action::Join(msg) => {
                 match self.join(msg).await {
-                    Ok(p) => {
+                    Ok(Joined::Now(p, meeting)) => {
                         self.session.join_accepted();
                         self.participant = Some(p);
+                        self.meeting = meeting;
+                    }
+                    Ok(Joined::Later(w, meeting)) => {
+                        let _ = self.signal.try_send(ServerMessage::Waiting { meeting });
+                        self.waiting = Some(w);
                     }
                     Err((code, message)) => {
                         Metrics::add(&self.state.metrics.joins_refused, 1);
@@ -138,7 +177,40 @@ impl Connection {
         }
     }
 
-    async fn join(&self, msg: ClientMessage) -> Result<ParticipantSession, (ErrorCode, String)> {
+    /// The held meeting's status changed; `false` ends the connection.
+    async fn on_meeting_status(&mut self) -> bool {
+        let Some(w) = self.waiting.as_mut() else { return true };
+        let status = *w.status.borrow_and_update();
+        match status {
+            MeetingStatus::Waiting => true,
+            MeetingStatus::Ended => {
+                let _ = self.signal.try_send(ServerMessage::MeetingEnded { reason: "host_ended".into() });
+                false
+            }
+            MeetingStatus::Active => {
+                let w = self.waiting.take().expect("waiting");
+                match self.join(w.join).await {
+                    Ok(Joined::Now(p, meeting)) => {
+                        self.session.join_accepted();
+                        self.participant = Some(p);
+                        self.meeting = meeting;
+                        true
+                    }
+                    Ok(Joined::Later(w, _)) => {
+                        self.waiting = Some(w);
+                        true
+                    }
+                    Err((code, message)) => {
+                        self.error(code, message);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    async fn join(&self, msg: ClientMessage) -> Result<Joined, (ErrorCode, String)> {
+        let original = msg.clone();
         let ClientMessage::Join { room, name, token } = msg else {
             return Err((ErrorCode::Internal, "not a join".into()));
         };
@@ -160,15 +232,35 @@ impl Connection {
             .or(claims.name.clone())
             .unwrap_or_else(|| claims.sub.clone());
         let display: String = display.chars().take(64).collect();
+        let mut meeting_info = None;
+        if let Some(code) = &claims.meeting {
+            let (m, status) = self.state.meetings.admit(code).await.map_err(|e| match e {
+                MeetingError::Ended => (ErrorCode::MeetingEnded, e.to_string()),
+                MeetingError::NotFound(_) => (ErrorCode::RoomNotFound, e.to_string()),
+                other => (ErrorCode::Internal, other.to_string()),
+            })?;
+            let role = claims.role.clone().unwrap_or_else(|| "participant".into());
+            let info = MeetingService::info(&m, Some(&role));
+            if m.status == MeetingStatus::Waiting && role != "host" {
+                return Ok(Joined::Later(Waiting { status, join: original }, info));
+            }
+            meeting_info = Some(info);
+        }
         // A room can close between lookup and join when its last member leaves; retry once.
         for attempt in 0..2 {
-            let room_ref = self.state.rooms.room_for_join(&room).map_err(|e| (e.code(), e.to_string()))?;
+            let room_ref = if meeting_info.is_some() {
+                self.state.rooms.room_for_meeting(&room)
+            } else {
+                self.state.rooms.room_for_join(&room)
+            }
+            .map_err(|e| (e.code(), e.to_string()))?;
             let spec = ParticipantSpec {
                 id: ParticipantId(format!("PA_{}", crate::ids::random_id(12))),
                 identity: claims.sub.clone(),
                 name: display.clone(),
                 can_publish: claims.grants.can_publish,
                 can_subscribe: claims.grants.can_subscribe,
+                meeting: meeting_info.clone(),
             };
             match participant::start(
                 spec,
@@ -185,7 +277,20 @@ impl Connection {
                     self.state.rooms.remove_if_closed(&room);
                     continue;
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(p) => {
+                    let meeting = match (&claims.meeting, &meeting_info) {
+                        (Some(code), Some(info)) => {
+                            let role = info.role.as_deref().and_then(Role::parse).unwrap_or(Role::Participant);
+                            if let Err(e) = self.state.meetings.connected(code, &claims.sub, &display, role).await {
+                                tracing::error!(error = %e, "meeting presence not recorded");
+                            }
+                            Some((code.clone(), claims.sub.clone()))
+                        }
+                        _ => None,
+                    };
+                    return Ok(Joined::Now(p, meeting));
+                }
             }
         }
         Err((ErrorCode::RoomNotFound, format!("room {room} is closing")))
@@ -197,6 +302,11 @@ impl Connection {
             p.handle.command(Command::Close { code: None, message: "connection closed".into() });
             drop(p.client_tx);
             let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
+        }
+        if let Some((code, identity)) = self.meeting.take()
+            && let Err(e) = self.state.meetings.disconnected(&code, &identity).await
+        {
+            tracing::error!(error = %e, "meeting departure not recorded");
         }
     }
 }

@@ -50,6 +50,8 @@ pub enum Command {
     PublishedEnded(TrackId),
     /// The peer connection changed state.
     PcState(RTCPeerConnectionState),
+    /// Send this last message, then end the session.
+    Farewell(ServerMessage),
     /// End the session, telling the client why if `code` is set.
     Close {
         /// Error code sent before closing.
@@ -101,6 +103,8 @@ pub struct ParticipantSpec {
     pub can_publish: bool,
     /// May subscribe.
     pub can_subscribe: bool,
+    /// The meeting this room belongs to, for the `joined` message.
+    pub meeting: Option<conclave_signaling::MeetingInfo>,
 }
 
 /// The running participant as the WebSocket handler sees it.
@@ -174,7 +178,7 @@ pub async fn start(
         commands: cmd_tx,
         signal,
     };
-    if let Err(e) = room.join(handle.clone(), ice_servers) {
+    if let Err(e) = room.join(handle.clone(), ice_servers, spec.meeting.clone()) {
         let _ = pc.close().await;
         return Err((e.code(), e.to_string()));
     }
@@ -385,6 +389,10 @@ impl Actor {
                     tracing::info!(%state, "media connection lost");
                     return Flow::Stop;
                 }
+            }
+            Command::Farewell(msg) => {
+                self.send(msg);
+                return Flow::Stop;
             }
             Command::Close { code, message } => {
                 if let Some(code) = code {

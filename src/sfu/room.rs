@@ -8,7 +8,7 @@ use super::participant::{Command, ParticipantHandle};
 use super::producer::Producer;
 use crate::metrics::Metrics;
 use conclave_signaling::{
-    ErrorCode, IceServer, ParticipantId, ParticipantInfo, RoomName, ServerMessage, TrackId,
+    ErrorCode, IceServer, MeetingInfo, ParticipantId, ParticipantInfo, RoomName, ServerMessage, TrackId,
 };
 use dashmap::DashMap;
 use std::collections::BTreeMap;
@@ -81,6 +81,7 @@ impl Room {
         &self,
         handle: ParticipantHandle,
         ice_servers: Vec<IceServer>,
+        meeting: Option<MeetingInfo>,
     ) -> Result<(), JoinError> {
         let mut st = self.lock();
         if st.closed {
@@ -92,6 +93,7 @@ impl Room {
             participant_id: handle.id.clone(),
             participants: others,
             ice_servers,
+            meeting,
         });
         let info = ParticipantInfo {
             id: handle.id.clone(),
@@ -198,6 +200,27 @@ impl Room {
         empty
     }
 
+    /// Sends `msg` to everyone in the room.
+    pub fn broadcast(&self, msg: ServerMessage) {
+        for m in self.lock().members.values() {
+            m.handle.send(msg.clone());
+        }
+    }
+
+    /// Sends `msg` to everyone, then disconnects them, and refuses later joins.
+    pub fn close_with(&self, msg: ServerMessage) {
+        let mut st = self.lock();
+        st.closed = true;
+        for m in st.members.values() {
+            m.handle.command(Command::Farewell(msg.clone()));
+        }
+    }
+
+    /// The participant id of a connected identity, if any.
+    pub fn participant_of(&self, identity: &str) -> Option<ParticipantId> {
+        self.lock().members.values().find(|m| m.handle.identity == identity).map(|m| m.handle.id.clone())
+    }
+
     /// Asks every participant to disconnect with `code`.
     pub fn close_all(&self, code: ErrorCode, message: &str) {
         let st = self.lock();
@@ -249,6 +272,15 @@ impl RoomManager {
         Ok(self.insert(name, false))
     }
 
+    /// The room of a meeting: created on demand whatever `auto_create` says, because the
+    /// meeting itself was created through the API.
+    pub fn room_for_meeting(&self, name: &RoomName) -> Result<Arc<Room>, JoinError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(JoinError::ShuttingDown);
+        }
+        Ok(self.insert(name, false))
+    }
+
     /// Creates a room that stays when empty (API-created); returns it if it already exists.
     pub fn create(&self, name: &RoomName) -> Arc<Room> {
         self.insert(name, true)
@@ -265,9 +297,12 @@ impl RoomManager {
             .clone()
     }
 
-    /// Drops a room that closed because it emptied.
+    /// Drops a room that closed (it emptied, or its meeting ended) once nobody is left in it.
     pub fn remove_if_closed(&self, name: &RoomName) {
-        let removed = self.rooms.remove_if(name, |_, r| r.lock().closed);
+        let removed = self.rooms.remove_if(name, |_, r| {
+            let st = r.lock();
+            st.closed && st.members.is_empty()
+        });
         if removed.is_some() {
             self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(room = %name, "room closed");

@@ -189,18 +189,31 @@ export async function openPage(url, label) {
   return { browser, page, label, logs };
 }
 
-// For iterating on web/ without rebuilding the server (which embeds the files): the page
-// and its assets come from disk, everything else from the server. CI leaves this unset.
+// For iterating on web/ without rebuilding the server (which embeds the files): the pages
+// and their assets come from disk, everything else from the server. CI leaves this unset.
+// The routes mirror the server's: keep them in step with src/http.
+const PAGE_ROUTES = [
+  [/^\/$/, 'home.html'],
+  [/^\/room\/[^/]+$/, 'room.html'],
+  [/^\/join\/[^/]+$/, 'join.html'],
+  [/^\/m\/[^/]+$/, 'meeting.html'],
+];
+
 async function serveWebFromDisk(page, dir) {
   const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
-  const fulfil = (route, file) =>
-    route.fulfill({
+  const fulfil = (route, file) => {
+    const path = join(dir, file);
+    if (!existsSync(path)) return route.fulfill({ status: 404, body: `${file} is not in ${dir}` });
+    return route.fulfill({
       status: 200,
       contentType: `${types[file.split('.').pop()]}; charset=utf-8`,
-      body: readFileSync(join(dir, file), 'utf8'),
+      body: readFileSync(path, 'utf8'),
     });
-  await page.route(/\/room\/[^/]+$/, (route) => fulfil(route, 'room.html'));
-  await page.route(/\/assets\/room\.(js|css)$/, (route) =>
+  };
+  const pageFor = (url) => PAGE_ROUTES.find(([re]) => re.test(url.pathname))?.[1];
+  await page.route(pageFor, (route) => fulfil(route, pageFor(new URL(route.request().url()))));
+  const asset = (url) => /^\/assets\/[\w.-]+$/.test(url.pathname);
+  await page.route(asset, (route) =>
     fulfil(route, new URL(route.request().url()).pathname.split('/').pop()),
   );
 }

@@ -13,9 +13,36 @@ use std::time::{Duration, SystemTime};
 pub const API_KEY: &str = "test-key";
 pub const API_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 
+/// The databases the store tests run against: SQLite always; PostgreSQL when
+/// `CONCLAVE_TEST_POSTGRES_URL` is set (CI sets it, and then an unreachable server fails the
+/// tests instead of skipping them). Each PostgreSQL entry gets a fresh schema.
+pub async fn databases() -> Vec<(&'static str, String)> {
+    let mut out = vec![("sqlite", String::new())];
+    if let Ok(base) = std::env::var("CONCLAVE_TEST_POSTGRES_URL") {
+        out.push(("postgres", fresh_pg_schema(&base).await));
+    }
+    out
+}
+
+async fn fresh_pg_schema(base: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("t_{}", conclave::ids::random_id(10).to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("CONCLAVE_TEST_POSTGRES_URL={base} is set but unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
 /// Starts a server on loopback with ephemeral ports.
 pub async fn start_server(tweak: impl FnOnce(&mut ServeArgs)) -> RunningServer {
     let dir = std::env::temp_dir().join(format!("conclave-test-{}", conclave::ids::random_id(8)));
+    start_server_in(dir, tweak).await
+}
+
+/// Starts a server whose data directory is `dir` (to restart on the same data).
+pub async fn start_server_in(dir: std::path::PathBuf, tweak: impl FnOnce(&mut ServeArgs)) -> RunningServer {
     let mut args = ServeArgs {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         udp_ip: Some("127.0.0.1".parse().unwrap()),
@@ -39,7 +66,7 @@ pub fn token(room: &str, identity: &str) -> String {
 /// A token with explicit grants, lifetime and issue time.
 pub fn token_with(room: &str, identity: &str, grants: Grants, ttl: Duration, now: SystemTime) -> String {
     TokenAuthority::new(API_KEY, API_SECRET).issue(
-        &TokenRequest { room: room.into(), identity: identity.into(), name: None, grants, ttl },
+        &TokenRequest { room: room.into(), identity: identity.into(), name: None, grants, ttl, ..Default::default() },
         now,
     )
 }
