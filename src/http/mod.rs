@@ -20,6 +20,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(pages::home))
         .route("/room/{room}", get(pages::room))
+        .route("/join/{code}", get(pages::join))
+        .route("/m/{code}", get(pages::meeting))
         .route("/assets/{file}", get(pages::asset))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))

@@ -240,7 +240,11 @@ impl Connection {
                 other => (ErrorCode::Internal, other.to_string()),
             })?;
             let role = claims.role.clone().unwrap_or_else(|| "participant".into());
-            let info = MeetingService::info(&m, Some(&role));
+            let mut info = MeetingService::info(&m, Some(&role));
+            if m.status == MeetingStatus::Waiting && role == "host" {
+                // This very join starts it (see meetings::lifecycle).
+                info.status = MeetingStatus::Active.as_str().to_owned();
+            }
             if m.status == MeetingStatus::Waiting && role != "host" {
                 return Ok(Joined::Later(Waiting { status, join: original }, info));
             }

@@ -115,8 +115,9 @@ impl Store {
              ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(host.unwrap_or("\u{0}"))
-            .bind(creator.unwrap_or("\u{0}"))
+            // Identities and creators are never empty, so "" matches nothing.
+            .bind(host.unwrap_or(""))
+            .bind(creator.unwrap_or(""))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
