@@ -3,5 +3,12 @@
 //! axum or sqlx.
 #![deny(missing_docs)]
 
+pub mod decode;
 pub mod frames;
+pub mod pipeline;
+pub mod pool;
+pub mod reorder;
+pub mod resample;
+pub mod segment;
 pub mod transcribe;
+pub mod vad;

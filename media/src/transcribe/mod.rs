@@ -1,6 +1,10 @@
 //! Speech-to-text behind a trait, so the pipeline can be tested with any engine and the
 //! product uses Whisper.
 
+pub mod whisper;
+
+pub use whisper::WhisperTranscriber;
+
 /// Why a transcription failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscribeError {

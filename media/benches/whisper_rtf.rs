@@ -1,0 +1,100 @@
+//! Real-time factor of Whisper tiny.en on a 10 s espeak-ng clip, greedy, two threads.
+//!
+//! `cargo bench -p conclave-media --bench whisper_rtf -- whisper` (needs espeak-ng and sox;
+//! the model is installed into `$CONCLAVE_MODEL_CACHE` or `~/.cache/conclave-models`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use conclave_media::transcribe::{Transcriber, WhisperTranscriber};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+
+const CLIP_SECONDS: usize = 10;
+const THREADS: usize = 2;
+
+const SCRIPT: &str = "Good morning everyone, thank you for joining the weekly planning meeting. \
+    Today we will review the release schedule, discuss the open support tickets, \
+    and agree on who will present the results to the customer.";
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("CONCLAVE_MODEL_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/conclave-models")
+        }
+    }
+}
+
+/// Exactly CLIP_SECONDS of 16 kHz mono speech: espeak-ng, resampled by sox, cut or padded.
+fn ten_second_clip() -> Vec<f32> {
+    let dir = std::env::temp_dir().join(format!("conclave-whisper-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (raw, wav) = (dir.join("raw.wav"), dir.join("16k.wav"));
+    let ok = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&raw)
+        .arg(SCRIPT)
+        .status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "espeak-ng failed (scripts/setup.sh installs it)"
+    );
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&wav)
+        .status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "sox failed (scripts/setup.sh installs it)"
+    );
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let mut pcm: Vec<f32> = reader
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32_768.0)
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    pcm.resize(CLIP_SECONDS * 16_000, 0.0);
+    pcm
+}
+
+fn whisper_rtf(c: &mut Criterion) {
+    let model = conclave_model::install(&cache_dir()).expect("install tiny.en");
+    let transcriber = WhisperTranscriber::load(&model, THREADS).expect("load tiny.en");
+    let clip = ten_second_clip();
+    eprintln!("transcript: {}", transcriber.transcribe(&clip).unwrap());
+
+    let runs = Mutex::new(Vec::new());
+    let mut group = c.benchmark_group("whisper");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(15));
+    group.bench_function("tiny_en_greedy_10s_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            for _ in 0..iters {
+                std::hint::black_box(transcriber.transcribe(&clip).unwrap());
+            }
+            let elapsed = started.elapsed();
+            runs.lock()
+                .unwrap()
+                .push(elapsed.as_secs_f64() / iters as f64);
+            elapsed
+        });
+    });
+    group.finish();
+
+    let mut runs = runs.into_inner().unwrap();
+    runs.sort_by(f64::total_cmp);
+    let median = runs[runs.len() / 2];
+    eprintln!(
+        "real-time factor: {:.3} (median {:.3} s per {CLIP_SECONDS} s clip, {THREADS} threads, {} runs)",
+        median / CLIP_SECONDS as f64,
+        median,
+        runs.len()
+    );
+}
+
+criterion_group!(benches, whisper_rtf);
+criterion_main!(benches);

@@ -1,0 +1,396 @@
+//! One published audio track's pipeline: RTP in, typed [`Frame`]s out.
+//!
+//! ```text
+//! SFU ──try_push──▶ [bounded queue] ──▶ reorder ─▶ Opus decode ─▶ 48→16 kHz ─▶ VAD ─▶ segmenter
+//!                                                                                   │
+//!            broadcast<Frame> ◀── Started / Stopped now; Interim / Final when the pool replies
+//! ```
+//!
+//! The DSP chain is [`TrackProcessor`]: synchronous, clock-free, testable without tokio. The
+//! task around it only moves packets in, transcription jobs out, and frames onward. The SFU
+//! never waits on any of it: [`PipelineInput::try_push`] drops (and counts) when the queue is
+//! full.
+//!
+//! Time: the first packet's `arrival_ms` anchors the track on the caller's clock; from then on
+//! audio time follows the RTP timestamps, so reordering and jitter do not move boundaries.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::decode::{DecodeError, OpusTrackDecoder};
+use crate::frames::{Frame, SpeakerId, SpeechEdge, Transcript};
+use crate::pool::{JobKind, JobOutcome, PipelineStats, RoomKey, TranscriptionPool};
+use crate::reorder::{ReorderBuffer, ReorderCounters};
+use crate::resample::{Downsampler, ResampleError};
+use crate::segment::{SegmentConfig, SegmentEvent, Segmenter, Utterance};
+use crate::vad::{FRAME_SAMPLES, VoiceDetector};
+
+/// One RTP packet of Opus audio, as the SFU hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpAudio {
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp (48 kHz clock for Opus).
+    pub timestamp: u32,
+    /// The Opus payload.
+    pub payload: Bytes,
+    /// When it arrived, ms on the room's pipeline clock.
+    pub arrival_ms: u64,
+}
+
+/// Settings for one track's pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Packets the input queue holds before `try_push` drops (50 = 1 s of 20 ms packets).
+    pub input_capacity: usize,
+    /// Packets held back while waiting for a missing one (5 = 100 ms of 20 ms packets).
+    pub reorder_depth: usize,
+    /// Longest hole filled by loss concealment; longer ones are skipped as silence.
+    pub max_conceal_ms: u32,
+    /// VAD aggressiveness, 0 (most voice) to 3 (least).
+    pub vad_aggressiveness: u8,
+    /// Endpointing rule.
+    pub segment: SegmentConfig,
+    /// Wall time without packets after which held packets are released and the silence
+    /// counts toward ending speech (checked only while something is pending).
+    pub idle_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            input_capacity: 50,
+            reorder_depth: 5,
+            max_conceal_ms: 100,
+            vad_aggressiveness: 2,
+            segment: SegmentConfig::default(),
+            idle_ms: 100,
+        }
+    }
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The Opus decoder could not be created.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The resampler could not be created.
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+}
+
+/// What happened to a pushed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued for the pipeline.
+    Queued,
+    /// The queue was full: dropped and counted in [`PipelineStats::input_dropped`].
+    Dropped,
+    /// The pipeline has ended.
+    Closed,
+}
+
+/// The SFU's end of a track pipeline's input queue; dropping it ends the pipeline, which then
+/// finishes any utterance in progress.
+#[derive(Debug, Clone)]
+pub struct PipelineInput {
+    tx: mpsc::Sender<RtpAudio>,
+    stats: Arc<PipelineStats>,
+}
+
+impl PipelineInput {
+    /// Hands a packet to the pipeline without ever waiting.
+    pub fn try_push(&self, packet: RtpAudio) -> PushOutcome {
+        match self.tx.try_send(packet) {
+            Ok(()) => PushOutcome::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                PipelineStats::add(&self.stats.input_dropped, 1);
+                PushOutcome::Dropped
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Closed,
+        }
+    }
+}
+
+/// A bounded input queue for one track: the SFU keeps the [`PipelineInput`], the receiver goes
+/// to [`spawn_track_pipeline`].
+pub fn pipeline_input(capacity: usize, stats: Arc<PipelineStats>) -> (PipelineInput, mpsc::Receiver<RtpAudio>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (PipelineInput { tx, stats }, rx)
+}
+
+/// The synchronous DSP chain of one track: reorder, decode, resample, VAD, segment.
+#[derive(Debug)]
+pub struct TrackProcessor {
+    reorder: ReorderBuffer<RtpAudio>,
+    reorder_seen: ReorderCounters,
+    decoder: OpusTrackDecoder,
+    resampler: Downsampler,
+    vad: VoiceDetector,
+    segmenter: Segmenter,
+    stats: Arc<PipelineStats>,
+    /// Track clock: arrival of the first packet, and 16 kHz samples since then.
+    base_ms: Option<u64>,
+    pos16: u64,
+}
+
+impl TrackProcessor {
+    /// Builds the chain for one track.
+    pub fn new(config: &PipelineConfig, stats: Arc<PipelineStats>) -> Result<Self, PipelineError> {
+        Ok(Self {
+            reorder: ReorderBuffer::new(config.reorder_depth),
+            reorder_seen: ReorderCounters::default(),
+            decoder: OpusTrackDecoder::new(config.max_conceal_ms)?,
+            resampler: Downsampler::new(2 * 5_760)?,
+            vad: VoiceDetector::new(config.vad_aggressiveness),
+            segmenter: Segmenter::new(config.segment.clone()),
+            stats,
+            base_ms: None,
+            pos16: 0,
+        })
+    }
+
+    /// Takes one packet; segment events become available from [`TrackProcessor::poll_event`].
+    pub fn push_packet(&mut self, packet: RtpAudio) {
+        self.base_ms.get_or_insert(packet.arrival_ms);
+        self.reorder.push(packet.seq, packet);
+        self.drain_reorder();
+    }
+
+    /// No packet for `silent_ms` since the last one: release held packets and let the silence
+    /// count.
+    pub fn idle(&mut self, silent_ms: u64) {
+        self.reorder.flush();
+        self.drain_reorder();
+        if let Some(now) = self.now_ms() {
+            self.segmenter.advance_to(now + silent_ms);
+        }
+    }
+
+    /// The stream ended: release held packets and close any utterance in progress.
+    pub fn finish(&mut self) {
+        self.reorder.flush();
+        self.drain_reorder();
+        if let Some(now) = self.now_ms() {
+            self.segmenter.finish(now);
+        }
+    }
+
+    /// Whether [`TrackProcessor::idle`] could change anything (packets held, or speech going).
+    pub fn wants_idle(&self) -> bool {
+        self.reorder.buffered() > 0 || self.segmenter.is_speaking()
+    }
+
+    /// Takes the next segment event.
+    pub fn poll_event(&mut self) -> Option<SegmentEvent> {
+        self.segmenter.poll_event()
+    }
+
+    /// The track clock: end of the audio processed so far, ms.
+    pub fn now_ms(&self) -> Option<u64> {
+        self.base_ms.map(|base| base + self.pos16 / 16)
+    }
+
+    fn drain_reorder(&mut self) {
+        while let Some(ordered) = self.reorder.pop() {
+            let packet = ordered.item;
+            match self.decoder.decode(packet.timestamp, &packet.payload, ordered.lost_before) {
+                Ok(decoded) => {
+                    if decoded.skipped > 0 {
+                        // A long hole: drop the partial block before it and move the clock on.
+                        let partial = self.resampler.pending() as u64;
+                        self.resampler.clear_pending();
+                        self.pos16 += (u64::from(decoded.skipped) + partial) / 3;
+                    }
+                    let Some(base) = self.base_ms else { continue };
+                    let Ok(pcm16) = self.resampler.process(decoded.pcm) else { continue };
+                    for frame in pcm16.chunks_exact(FRAME_SAMPLES) {
+                        let voiced = self.vad.is_voice(frame);
+                        self.segmenter.push_frame(base + self.pos16 / 16, voiced, frame);
+                        self.pos16 += FRAME_SAMPLES as u64;
+                    }
+                }
+                Err(_) => PipelineStats::add(&self.stats.decode_errors, 1),
+            }
+        }
+        let seen = self.reorder.counters();
+        PipelineStats::add(&self.stats.packets_lost, seen.lost - self.reorder_seen.lost);
+        let late = seen.late_or_duplicate - self.reorder_seen.late_or_duplicate;
+        PipelineStats::add(&self.stats.packets_late, late);
+        self.reorder_seen = seen;
+    }
+}
+
+/// Starts the pipeline task for one published audio track. It runs until the
+/// [`PipelineInput`] paired with `input` is dropped, then finishes the utterance in progress,
+/// waits for outstanding final transcripts, publishes them and ends.
+///
+/// Frames for one utterance come as `UserStartedSpeaking`, `InterimTranscript`*,
+/// `UserStoppedSpeaking`, `FinalTranscript`; a final whose job the pool dropped is missing.
+pub fn spawn_track_pipeline(
+    speaker: SpeakerId,
+    room: RoomKey,
+    input: mpsc::Receiver<RtpAudio>,
+    pool: Arc<TranscriptionPool>,
+    frames: broadcast::Sender<Frame>,
+    config: PipelineConfig,
+) -> Result<JoinHandle<()>, PipelineError> {
+    let processor = TrackProcessor::new(&config, Arc::clone(pool.stats()))?;
+    let task = TrackTask {
+        speaker,
+        room,
+        pool,
+        frames,
+        idle: Duration::from_millis(config.idle_ms.max(1)),
+        processor,
+        segment: 0,
+        live: None,
+        interim: None,
+        finals: VecDeque::new(),
+    };
+    Ok(tokio::spawn(task.run(input)))
+}
+
+/// A transcription the task is waiting for, with the audio span it covers.
+struct Pending {
+    segment: u64,
+    start_ms: u64,
+    end_ms: u64,
+    reply: oneshot::Receiver<JobOutcome>,
+}
+
+struct TrackTask {
+    speaker: SpeakerId,
+    room: RoomKey,
+    pool: Arc<TranscriptionPool>,
+    frames: broadcast::Sender<Frame>,
+    idle: Duration,
+    processor: TrackProcessor,
+    /// Numbers utterance segments (a new one at each start and each length cut).
+    segment: u64,
+    /// The segment still being spoken, whose interims may be shown.
+    live: Option<u64>,
+    interim: Option<Pending>,
+    /// Final jobs, published strictly in order.
+    finals: VecDeque<Pending>,
+}
+
+impl TrackTask {
+    async fn run(mut self, mut input: mpsc::Receiver<RtpAudio>) {
+        let mut last_packet = Instant::now();
+        let mut idle_at = last_packet + self.idle;
+        loop {
+            let want_idle = self.processor.wants_idle();
+            tokio::select! {
+                packet = input.recv() => {
+                    let Some(packet) = packet else { break };
+                    self.processor.push_packet(packet);
+                    last_packet = Instant::now();
+                    idle_at = last_packet + self.idle;
+                }
+                outcome = reply_of(self.finals.front_mut()), if !self.finals.is_empty() => {
+                    let pending = self.finals.pop_front().expect("front was polled");
+                    self.publish(&pending, outcome, Frame::FinalTranscript);
+                }
+                outcome = reply_of(self.interim.as_mut()), if self.interim.is_some() => {
+                    let pending = self.interim.take().expect("interim was polled");
+                    if self.live == Some(pending.segment) {
+                        self.publish(&pending, outcome, Frame::InterimTranscript);
+                    }
+                }
+                () = tokio::time::sleep_until(idle_at), if want_idle => {
+                    let silent_ms = last_packet.elapsed().as_millis() as u64;
+                    self.processor.idle(silent_ms);
+                    idle_at = Instant::now() + self.idle;
+                }
+            }
+            self.handle_events();
+        }
+        self.processor.finish();
+        self.handle_events();
+        self.interim = None;
+        while let Some(mut pending) = self.finals.pop_front() {
+            let outcome = reply_of(Some(&mut pending)).await;
+            self.publish(&pending, outcome, Frame::FinalTranscript);
+        }
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(event) = self.processor.poll_event() {
+            match event {
+                SegmentEvent::Started { at_ms } => {
+                    self.segment += 1;
+                    self.live = Some(self.segment);
+                    self.send(Frame::UserStartedSpeaking(SpeechEdge { speaker: self.speaker.clone(), at_ms }));
+                }
+                SegmentEvent::Stopped { at_ms } => {
+                    self.live = None;
+                    self.interim = None;
+                    self.send(Frame::UserStoppedSpeaking(SpeechEdge { speaker: self.speaker.clone(), at_ms }));
+                }
+                SegmentEvent::Interim(utterance) => {
+                    if self.interim.is_some() {
+                        PipelineStats::add(&self.pool.stats().interims_skipped, 1);
+                    } else {
+                        self.interim = self.submit(JobKind::Interim, utterance);
+                    }
+                }
+                SegmentEvent::Final(utterance) => {
+                    // A length cut finalises one segment while speech goes on in the next.
+                    self.interim = None;
+                    if let Some(pending) = self.submit(JobKind::Final, utterance) {
+                        self.finals.push_back(pending);
+                    }
+                    if self.live.is_some() {
+                        self.segment += 1;
+                        self.live = Some(self.segment);
+                    }
+                }
+            }
+        }
+    }
+
+    fn submit(&self, kind: JobKind, utterance: Utterance) -> Option<Pending> {
+        let Utterance { start_ms, end_ms, pcm } = utterance;
+        match self.pool.submit(&self.room, kind, pcm) {
+            Ok(reply) => Some(Pending { segment: self.segment, start_ms, end_ms, reply }),
+            Err(e) => {
+                tracing::debug!(speaker = %self.speaker, ?kind, error = %e, "transcription not queued");
+                None
+            }
+        }
+    }
+
+    fn publish(&self, pending: &Pending, outcome: Option<JobOutcome>, frame: fn(Transcript) -> Frame) {
+        match outcome.map(|o| o.result) {
+            Some(Ok(text)) => self.send(frame(Transcript {
+                speaker: self.speaker.clone(),
+                start_ms: pending.start_ms,
+                end_ms: pending.end_ms,
+                text,
+            })),
+            Some(Err(e)) => tracing::warn!(speaker = %self.speaker, error = %e, "transcription failed"),
+            None => tracing::warn!(speaker = %self.speaker, "transcription worker went away"),
+        }
+    }
+
+    fn send(&self, frame: Frame) {
+        // Nobody listening is fine: frames are a live feed, not a log.
+        let _ = self.frames.send(frame);
+    }
+}
+
+/// Awaits a pending job's reply (`None` if the worker dropped it).
+async fn reply_of(pending: Option<&mut Pending>) -> Option<JobOutcome> {
+    match pending {
+        Some(p) => (&mut p.reply).await.ok(),
+        None => std::future::pending().await,
+    }
+}

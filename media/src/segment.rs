@@ -1,0 +1,512 @@
+//! The speech/silence state machine: turns per-frame voice decisions into utterances.
+//!
+//! Pure and clock-injected: feed 10 ms frames of 16 kHz audio with their start time and the
+//! VAD's verdict, tell it when time passes without audio, and drain [`SegmentEvent`]s.
+//!
+//! The rule, with times in ms on the caller's clock and frames covering `[t, t + 10)`:
+//! - Speech **starts** when voiced frames have run unbroken for `start_ms`; `Started` carries
+//!   the end of the frame that completed the run (the moment the rule fired).
+//! - The utterance's audio begins `pre_roll_ms` before the run began (as far as the pre-roll
+//!   history reaches), so the first syllable is not clipped.
+//! - Speech **stops** once `end_ms` has passed since the last voiced frame ended; `Stopped`
+//!   carries exactly that time (last voice + `end_ms`), whether frames or a gap brought it.
+//! - The final utterance ends `post_roll_ms` after the last voiced frame.
+//! - While speech lasts, an `Interim` of everything so far is asked for each time `interim_ms`
+//!   of audio has passed since the start (or since the last interim or cut).
+//! - An utterance reaching `max_utterance_ms` is cut: a `Final` is emitted without `Stopped`,
+//!   and the speech goes on as a new utterance starting at the cut.
+//!
+//! So events for one stretch of speech come as `Started, Interim*, (Final, Interim*)*, Stopped,
+//! Final`. Time without audio (a gap in `push_frame` times, or [`Segmenter::advance_to`]) is
+//! silence; inside speech it is filled with zeros so utterance audio stays aligned with time.
+
+use std::collections::VecDeque;
+
+use crate::vad::{FRAME_MS, FRAME_SAMPLES};
+
+/// 16 kHz samples per millisecond.
+const SAMPLES_PER_MS: u64 = 16;
+
+/// Endpointing settings. All durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// Unbroken voice needed before speech counts as started.
+    pub start_ms: u64,
+    /// Silence after the last voice before speech counts as stopped.
+    pub end_ms: u64,
+    /// Audio kept from before the voice began, so first words are not clipped.
+    pub pre_roll_ms: u64,
+    /// Audio kept after the last voice (at most `end_ms`).
+    pub post_roll_ms: u64,
+    /// Audio between interim transcription requests; 0 turns interims off.
+    pub interim_ms: u64,
+    /// Longest utterance before it is cut and finalised.
+    pub max_utterance_ms: u64,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self {
+            start_ms: 200,
+            end_ms: 500,
+            pre_roll_ms: 300,
+            post_roll_ms: 200,
+            interim_ms: 1_000,
+            max_utterance_ms: 30_000,
+        }
+    }
+}
+
+/// A stretch of one speaker's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Utterance {
+    /// Where the audio starts, ms.
+    pub start_ms: u64,
+    /// Where the audio ends, ms.
+    pub end_ms: u64,
+    /// 16 kHz mono samples covering `start_ms..end_ms`.
+    pub pcm: Vec<f32>,
+}
+
+impl Utterance {
+    /// Duration of the audio in ms.
+    pub fn duration_ms(&self) -> u64 {
+        self.end_ms - self.start_ms
+    }
+}
+
+/// What the segmenter decided.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SegmentEvent {
+    /// Speech started; `at_ms` is when the start rule fired.
+    Started {
+        /// When, ms.
+        at_ms: u64,
+    },
+    /// The utterance so far, for a provisional transcript.
+    Interim(Utterance),
+    /// Speech stopped; `at_ms` is the last voice plus `end_ms`.
+    Stopped {
+        /// When, ms.
+        at_ms: u64,
+    },
+    /// A finished utterance (after `Stopped`, or at the length cap).
+    Final(Utterance),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle { voiced_run_ms: u64 },
+    Speaking { last_voice_end_ms: u64, since_interim_ms: u64 },
+}
+
+/// Speech/silence state machine and utterance assembler for one speaker.
+#[derive(Debug)]
+pub struct Segmenter {
+    cfg: SegmentConfig,
+    state: State,
+    /// End of the audio (or silence) accounted for so far.
+    clock_ms: Option<u64>,
+    /// Recent audio while idle, ending at `clock_ms`: the pre-roll source.
+    history: VecDeque<f32>,
+    history_cap: usize,
+    utterance: Vec<f32>,
+    utterance_start_ms: u64,
+    out: VecDeque<SegmentEvent>,
+}
+
+impl Segmenter {
+    /// A segmenter with these settings (`post_roll_ms` is capped at `end_ms`).
+    pub fn new(mut cfg: SegmentConfig) -> Self {
+        cfg.post_roll_ms = cfg.post_roll_ms.min(cfg.end_ms);
+        cfg.max_utterance_ms = cfg.max_utterance_ms.max(FRAME_MS);
+        let history_cap = ((cfg.pre_roll_ms + cfg.start_ms) * SAMPLES_PER_MS) as usize;
+        // Room for a few seconds up front; longer utterances grow it once.
+        let initial = (cfg.max_utterance_ms.min(5_000) * SAMPLES_PER_MS) as usize;
+        Self {
+            cfg,
+            state: State::Idle { voiced_run_ms: 0 },
+            clock_ms: None,
+            history: VecDeque::with_capacity(history_cap + FRAME_SAMPLES),
+            history_cap,
+            utterance: Vec::with_capacity(initial),
+            utterance_start_ms: 0,
+            out: VecDeque::with_capacity(8),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &SegmentConfig {
+        &self.cfg
+    }
+
+    /// Whether speech is in progress.
+    pub fn is_speaking(&self) -> bool {
+        matches!(self.state, State::Speaking { .. })
+    }
+
+    /// The time up to which audio or silence has been accounted for.
+    pub fn clock_ms(&self) -> Option<u64> {
+        self.clock_ms
+    }
+
+    /// While speaking: the time at which, absent more voice, speech will count as stopped.
+    /// Call [`Segmenter::advance_to`] then if no audio has come.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match self.state {
+            State::Speaking { last_voice_end_ms, .. } => Some(last_voice_end_ms + self.cfg.end_ms),
+            State::Idle { .. } => None,
+        }
+    }
+
+    /// Feeds one 10 ms frame (160 samples at 16 kHz) starting at `at_ms`, with the VAD's verdict.
+    /// A start earlier than the clock is taken as the clock (time never goes back).
+    pub fn push_frame(&mut self, at_ms: u64, voiced: bool, pcm: &[f32]) {
+        debug_assert_eq!(pcm.len(), FRAME_SAMPLES, "segmenter frames are 10 ms");
+        let start = self.clock_ms.map_or(at_ms, |clock| at_ms.max(clock));
+        self.advance_to(start);
+        let end = start + FRAME_MS;
+        self.clock_ms = Some(end);
+        match &mut self.state {
+            State::Idle { voiced_run_ms } => {
+                *voiced_run_ms = if voiced { *voiced_run_ms + FRAME_MS } else { 0 };
+                let run = *voiced_run_ms;
+                self.remember(pcm);
+                if run >= self.cfg.start_ms {
+                    self.start(end);
+                }
+            }
+            State::Speaking { last_voice_end_ms, since_interim_ms } => {
+                self.utterance.extend_from_slice(pcm);
+                if voiced {
+                    *last_voice_end_ms = end;
+                }
+                *since_interim_ms += FRAME_MS;
+                let (last_voice, since_interim) = (*last_voice_end_ms, *since_interim_ms);
+                if end - last_voice >= self.cfg.end_ms {
+                    self.stop(last_voice + self.cfg.end_ms);
+                } else if end - self.utterance_start_ms >= self.cfg.max_utterance_ms {
+                    self.cut(end);
+                } else if self.cfg.interim_ms > 0 && since_interim >= self.cfg.interim_ms {
+                    self.interim(end);
+                }
+            }
+        }
+    }
+
+    /// Time has reached `now_ms` with no audio since the last frame: it counts as silence.
+    pub fn advance_to(&mut self, now_ms: u64) {
+        let Some(clock) = self.clock_ms else {
+            self.clock_ms = Some(now_ms);
+            return;
+        };
+        if now_ms <= clock {
+            return;
+        }
+        match self.state {
+            State::Idle { .. } => {
+                // Audio before a hole is not pre-roll for anything after it.
+                self.history.clear();
+                self.state = State::Idle { voiced_run_ms: 0 };
+            }
+            State::Speaking { last_voice_end_ms, since_interim_ms } => {
+                let stop_at = last_voice_end_ms + self.cfg.end_ms;
+                self.pad_silence(now_ms.min(stop_at).saturating_sub(clock));
+                if now_ms >= stop_at {
+                    self.clock_ms = Some(stop_at);
+                    self.stop(stop_at);
+                } else {
+                    let since_interim_ms = since_interim_ms + (now_ms - clock);
+                    self.state = State::Speaking { last_voice_end_ms, since_interim_ms };
+                }
+            }
+        }
+        self.clock_ms = Some(now_ms);
+    }
+
+    /// The stream ended at `now_ms`: any speech in progress stops there.
+    pub fn finish(&mut self, now_ms: u64) {
+        self.advance_to(now_ms);
+        if self.is_speaking() {
+            let at = self.clock_ms.unwrap_or(now_ms);
+            self.stop(at);
+        }
+    }
+
+    /// Takes the next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<SegmentEvent> {
+        self.out.pop_front()
+    }
+
+    fn remember(&mut self, pcm: &[f32]) {
+        self.history.extend(pcm.iter().copied());
+        let excess = self.history.len().saturating_sub(self.history_cap);
+        self.history.drain(..excess);
+    }
+
+    fn pad_silence(&mut self, ms: u64) {
+        let len = self.utterance.len() + (ms * SAMPLES_PER_MS) as usize;
+        self.utterance.resize(len, 0.0);
+    }
+
+    fn start(&mut self, now: u64) {
+        let onset = now - self.cfg.start_ms;
+        let history_start = now - self.history.len() as u64 / SAMPLES_PER_MS;
+        let start = onset.saturating_sub(self.cfg.pre_roll_ms).max(history_start);
+        let skip = ((start - history_start) * SAMPLES_PER_MS) as usize;
+        self.utterance.clear();
+        self.utterance.extend(self.history.iter().skip(skip).copied());
+        self.history.clear();
+        self.utterance_start_ms = start;
+        self.state = State::Speaking { last_voice_end_ms: now, since_interim_ms: 0 };
+        self.out.push_back(SegmentEvent::Started { at_ms: now });
+    }
+
+    fn stop(&mut self, at: u64) {
+        let State::Speaking { last_voice_end_ms, .. } = self.state else { return };
+        let clock = self.clock_ms.unwrap_or(at);
+        let end = (last_voice_end_ms + self.cfg.post_roll_ms).min(clock).max(self.utterance_start_ms);
+        let utterance = self.take_utterance(end);
+        self.state = State::Idle { voiced_run_ms: 0 };
+        self.history.clear();
+        self.out.push_back(SegmentEvent::Stopped { at_ms: at });
+        self.out.push_back(SegmentEvent::Final(utterance));
+    }
+
+    fn cut(&mut self, now: u64) {
+        let utterance = self.take_utterance(now);
+        self.utterance.clear();
+        self.utterance_start_ms = now;
+        if let State::Speaking { since_interim_ms, .. } = &mut self.state {
+            *since_interim_ms = 0;
+        }
+        self.out.push_back(SegmentEvent::Final(utterance));
+    }
+
+    fn interim(&mut self, now: u64) {
+        let utterance = self.snapshot(now);
+        if let State::Speaking { since_interim_ms, .. } = &mut self.state {
+            *since_interim_ms = 0;
+        }
+        self.out.push_back(SegmentEvent::Interim(utterance));
+    }
+
+    /// Copies the utterance audio from its start up to `end`.
+    fn snapshot(&self, end: u64) -> Utterance {
+        let len = ((end - self.utterance_start_ms) * SAMPLES_PER_MS) as usize;
+        let pcm = self.utterance[..len.min(self.utterance.len())].to_vec();
+        Utterance { start_ms: self.utterance_start_ms, end_ms: end, pcm }
+    }
+
+    fn take_utterance(&mut self, end: u64) -> Utterance {
+        let utterance = self.snapshot(end);
+        self.utterance.clear();
+        utterance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SegmentEvent::{Final, Interim, Started, Stopped};
+    use super::*;
+
+    /// Frames whose samples all hold the frame's start time, so tests can see which audio an
+    /// utterance carries.
+    fn frame(t: u64) -> [f32; FRAME_SAMPLES] {
+        [t as f32; FRAME_SAMPLES]
+    }
+
+    /// Feeds contiguous frames from `t`: each `(ms, voiced)` run in turn. Returns the end time.
+    fn feed(seg: &mut Segmenter, mut t: u64, runs: &[(u64, bool)]) -> u64 {
+        for &(ms, voiced) in runs {
+            for _ in 0..ms / FRAME_MS {
+                seg.push_frame(t, voiced, &frame(t));
+                t += FRAME_MS;
+            }
+        }
+        t
+    }
+
+    fn events(seg: &mut Segmenter) -> Vec<SegmentEvent> {
+        std::iter::from_fn(|| seg.poll_event()).collect()
+    }
+
+    /// Events with utterances reduced to their bounds, for compact assertions.
+    #[derive(Debug, PartialEq)]
+    enum E {
+        Start(u64),
+        Interim(u64, u64),
+        Stop(u64),
+        Final(u64, u64),
+    }
+
+    fn summary(seg: &mut Segmenter) -> Vec<E> {
+        events(seg)
+            .into_iter()
+            .map(|e| match e {
+                Started { at_ms } => E::Start(at_ms),
+                Stopped { at_ms } => E::Stop(at_ms),
+                Interim(u) | Final(u) if u.pcm.len() as u64 != u.duration_ms() * SAMPLES_PER_MS => {
+                    panic!("audio length {} for {}..{}", u.pcm.len(), u.start_ms, u.end_ms)
+                }
+                Interim(u) => E::Interim(u.start_ms, u.end_ms),
+                Final(u) => E::Final(u.start_ms, u.end_ms),
+            })
+            .collect()
+    }
+
+    fn no_interims() -> SegmentConfig {
+        SegmentConfig { interim_ms: 0, ..SegmentConfig::default() }
+    }
+
+    #[test]
+    fn voice_300_then_silence_600() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(300, true), (600, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(200), E::Stop(800), E::Final(0, 500)]);
+        assert!(!seg.is_speaking());
+    }
+
+    #[test]
+    fn pre_roll_reaches_back_before_the_voice() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        let end = feed(&mut seg, 0, &[(1000, false), (300, true)]);
+        let Some(Started { at_ms: 1200 }) = seg.poll_event() else { panic!() };
+        feed(&mut seg, end, &[(600, false)]);
+        let evs = events(&mut seg);
+        assert_eq!(evs[0], Stopped { at_ms: 1800 });
+        let Final(u) = &evs[1] else { panic!("{evs:?}") };
+        assert_eq!((u.start_ms, u.end_ms, u.pcm.len()), (700, 1500, 12_800));
+        assert_eq!((u.pcm[0], u.pcm[12_799]), (700.0, 1490.0), "audio aligned with time");
+    }
+
+    #[test]
+    fn a_blip_shorter_than_start_ms_is_ignored() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(190, true), (1000, false), (190, true), (10, false), (190, true)]);
+        assert_eq!(summary(&mut seg), []);
+    }
+
+    #[test]
+    fn one_unvoiced_frame_restarts_the_run() {
+        let mut seg = Segmenter::new(no_interims());
+        feed(&mut seg, 0, &[(150, true), (10, false), (200, true), (500, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(360), E::Stop(860), E::Final(0, 560)]);
+    }
+
+    #[test]
+    fn pauses_shorter_than_end_ms_keep_one_utterance() {
+        let mut seg = Segmenter::new(no_interims());
+        feed(&mut seg, 0, &[(500, true), (490, false), (300, true), (500, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(200), E::Stop(1790), E::Final(0, 1490)]);
+    }
+
+    #[test]
+    fn interims_every_second_then_final() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(2500, true), (600, false)]);
+        assert_eq!(
+            summary(&mut seg),
+            [
+                E::Start(200),
+                E::Interim(0, 1200),
+                E::Interim(0, 2200),
+                E::Stop(3000),
+                E::Final(0, 2700)
+            ]
+        );
+    }
+
+    #[test]
+    fn long_speech_is_cut_at_the_cap() {
+        let cfg = SegmentConfig { max_utterance_ms: 1000, ..no_interims() };
+        let mut seg = Segmenter::new(cfg);
+        feed(&mut seg, 0, &[(2500, true), (500, false)]);
+        assert_eq!(
+            summary(&mut seg),
+            [E::Start(200), E::Final(0, 1000), E::Final(1000, 2000), E::Stop(3000), E::Final(2000, 2700)]
+        );
+    }
+
+    #[test]
+    fn a_hole_in_the_input_ends_speech_at_the_exact_time() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(400, true)]);
+        feed(&mut seg, 5000, &[(100, false)]);
+        let evs = events(&mut seg);
+        assert_eq!(evs[1], Stopped { at_ms: 900 });
+        let Final(u) = &evs[2] else { panic!("{evs:?}") };
+        assert_eq!((u.start_ms, u.end_ms), (0, 600));
+        assert_eq!((u.pcm[6_399], u.pcm[6_400], u.pcm.len()), (390.0, 0.0, 9_600), "zeros fill the hole");
+        assert_eq!(seg.clock_ms(), Some(5100));
+    }
+
+    #[test]
+    fn a_short_hole_inside_speech_is_silence_padding() {
+        let mut seg = Segmenter::new(no_interims());
+        feed(&mut seg, 0, &[(400, true)]);
+        feed(&mut seg, 700, &[(300, true), (500, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(200), E::Stop(1500), E::Final(0, 1200)]);
+    }
+
+    #[test]
+    fn advance_to_without_audio_stops_at_the_deadline() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(400, true)]);
+        assert_eq!(seg.deadline_ms(), Some(900));
+        seg.advance_to(700);
+        assert_eq!(summary(&mut seg), [E::Start(200)]);
+        seg.advance_to(2000);
+        assert_eq!(summary(&mut seg), [E::Stop(900), E::Final(0, 600)]);
+        assert_eq!(seg.deadline_ms(), None);
+    }
+
+    #[test]
+    fn a_hole_while_idle_breaks_the_voiced_run_and_the_pre_roll() {
+        let mut seg = Segmenter::new(no_interims());
+        feed(&mut seg, 0, &[(150, true)]);
+        feed(&mut seg, 300, &[(200, true), (500, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(500), E::Stop(1000), E::Final(300, 700)]);
+    }
+
+    #[test]
+    fn finish_closes_speech_in_progress() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        let end = feed(&mut seg, 0, &[(400, true)]);
+        seg.finish(end);
+        assert_eq!(summary(&mut seg), [E::Start(200), E::Stop(400), E::Final(0, 400)]);
+        seg.finish(end + 1000);
+        assert_eq!(summary(&mut seg), []);
+    }
+
+    #[test]
+    fn frames_from_the_past_are_placed_at_the_clock() {
+        let mut seg = Segmenter::new(no_interims());
+        feed(&mut seg, 1000, &[(300, true)]);
+        feed(&mut seg, 1100, &[(500, false)]);
+        assert_eq!(summary(&mut seg), [E::Start(1200), E::Stop(1800), E::Final(1000, 1500)]);
+    }
+
+    #[test]
+    fn speech_like_audio_through_the_vad() {
+        use crate::vad::{tests::speech_like, VoiceDetector};
+        let mut vad = VoiceDetector::new(2);
+        let mut seg = Segmenter::new(no_interims());
+        let mut pcm = vec![0.0; 16_000];
+        pcm.extend(speech_like(24_000));
+        pcm.extend(vec![0.0; 16_000]);
+        for (i, f) in pcm.chunks_exact(FRAME_SAMPLES).enumerate() {
+            seg.push_frame(i as u64 * FRAME_MS, vad.is_voice(f), f);
+        }
+        let s = summary(&mut seg);
+        // Voice from 1000 to 2500 ms; the VAD's own smoothing may add a frame or two.
+        let E::Start(start) = s[0] else { panic!("{s:?}") };
+        let E::Stop(stop) = s[1] else { panic!("{s:?}") };
+        let E::Final(from, to) = s[2] else { panic!("{s:?}") };
+        assert!((1200..=1230).contains(&start), "{s:?}");
+        assert!((3000..=3100).contains(&stop), "{s:?}");
+        assert_eq!(from, 700, "{s:?}");
+        assert!((2700..=2800).contains(&to), "{s:?}");
+    }
+}

