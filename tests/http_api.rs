@@ -107,7 +107,23 @@ async fn stats_metrics_pages_and_unknown_paths() {
     let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
 
     let (s, b) = call(&app, get("/api/stats")).await;
-    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"participants":0,"rooms":0}"#));
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"rooms":0,"participants":0}"#));
+    let (s, b) = call(&app, get("/api/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&b).unwrap();
+    for path in [
+        "/api/meetings",
+        "/api/meetings/{code}",
+        "/api/meetings/{code}/join",
+        "/api/meetings/{code}/start",
+        "/api/meetings/{code}/end",
+        "/api/meetings/{code}/leave",
+        "/api/meetings/{code}/participants",
+        "/api/rooms/{room}/guest-token",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     let (s, b) = call(&app, get("/metrics")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.contains("# TYPE conclave_rtp_packets_dropped_total counter"), "{b}");

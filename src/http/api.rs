@@ -1,6 +1,7 @@
 //! REST endpoints of the foundation: health, metrics, room creation and guest tokens.
 
-use super::error::{ApiJson, AppError};
+use super::error::{ApiJson, AppError, ErrorBody};
+use utoipa::ToSchema;
 use crate::auth::{Grants, TokenError, TokenRequest};
 use crate::server::AppState;
 use axum::Json;
@@ -26,10 +27,20 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }
 
+/// Load of this node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Rooms open.
+    pub rooms: usize,
+    /// Participants connected.
+    pub participants: usize,
+}
+
 /// `GET /api/stats`: rooms and participants on this node.
-pub async fn stats(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/api/stats", tag = "rooms", responses((status = 200, body = Stats)))]
+pub async fn stats(State(s): State<Arc<AppState>>) -> Json<Stats> {
     let (rooms, participants) = s.rooms.counts();
-    Json(json!({"rooms": rooms, "participants": participants}))
+    Json(Stats { rooms, participants })
 }
 
 /// Unknown paths get the API's error body.
@@ -38,12 +49,15 @@ pub async fn not_found() -> AppError {
 }
 
 /// Body of `POST /api/rooms`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRoom {
     /// Room name.
     pub name: String,
 }
 
+#[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = CreateRoom,
+    responses((status = 201, description = "created"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("token" = [])))]
 /// `POST /api/rooms`: creates a room that stays when empty. Needs a bearer token with the
 /// `roomAdmin` grant for that room.
 pub async fn create_room(
@@ -63,23 +77,26 @@ pub async fn create_room(
 }
 
 /// Body of `POST /api/rooms/{room}/guest-token`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct GuestTokenRequest {
     /// Display name.
     pub name: String,
 }
 
 /// Reply of the guest-token endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GuestToken {
     /// Access token.
     pub token: String,
     /// Identity assigned.
     pub identity: String,
     /// Room.
+    #[schema(value_type = String)]
     pub room: RoomName,
 }
 
+#[utoipa::path(post, path = "/api/rooms/{room}/guest-token", tag = "rooms", request_body = GuestTokenRequest, params(("room" = String, Path)),
+    responses((status = 200, body = GuestToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `POST /api/rooms/{room}/guest-token`: a token for anyone who has the room link, when
 /// guest access is on.
 pub async fn guest_token(

@@ -9,6 +9,22 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+/// The JSON body of every API error (for the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Inside [`ErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `wrong_password`.
+    pub code: String,
+    /// Human explanation.
+    pub message: String,
+}
+
 /// An API error: HTTP status, stable code, human message.
 #[derive(Debug)]
 pub struct AppError {

@@ -4,7 +4,7 @@
 //! browsers send `Authorization: Bearer <token>` (the host token from creation, or a join
 //! token). Creating a meeting needs no credentials when guest access is on.
 
-use super::error::{ApiJson, AppError};
+use super::error::{ApiJson, AppError, ErrorBody};
 use crate::auth::TokenError;
 use crate::meetings::model::Meeting;
 use crate::meetings::service::{JoinGrant, rfc3339};
@@ -20,6 +20,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
+use utoipa::{IntoParams, ToSchema};
 
 impl From<MeetingError> for AppError {
     fn from(e: MeetingError) -> Self {
@@ -68,7 +69,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 /// Public view of a meeting: never the password hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MeetingView {
     /// Code.
     pub code: String,
@@ -92,6 +93,9 @@ pub struct MeetingView {
     pub join_url: String,
     /// Link to the meeting room.
     pub room_url: String,
+    /// People connected right now (only in `GET /api/meetings/{code}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_count: Option<usize>,
 }
 
 impl From<&Meeting> for MeetingView {
@@ -108,12 +112,13 @@ impl From<&Meeting> for MeetingView {
             ended_at: m.ended_at.map(rfc3339),
             join_url: format!("/join/{}", m.code),
             room_url: format!("/m/{}", m.code),
+            participant_count: None,
         }
     }
 }
 
 /// Body of `POST /api/meetings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMeeting {
     /// Name.
@@ -127,15 +132,19 @@ pub struct CreateMeeting {
 }
 
 /// Reply of `POST /api/meetings`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Created {
+    /// The meeting.
     #[serde(flatten)]
-    meeting: MeetingView,
+    pub meeting: MeetingView,
     /// Token that makes its holder the host (join as host, start, end).
-    host_token: String,
+    pub host_token: String,
 }
 
 /// `POST /api/meetings`.
+#[utoipa::path(post, path = "/api/meetings", tag = "meetings", request_body = CreateMeeting,
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security((), ("api_key" = []), ("token" = [])))]
 pub async fn create(
     State(s): State<Arc<AppState>>,
     caller: Caller,
@@ -149,7 +158,7 @@ pub async fn create(
 }
 
 /// Pagination of `GET /api/meetings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct Page {
     /// 1-100, default 20.
     #[serde(default)]
@@ -159,12 +168,24 @@ pub struct Page {
     pub offset: Option<i64>,
 }
 
+/// A page of meetings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeetingList {
+    /// Newest first.
+    pub meetings: Vec<MeetingView>,
+    /// Offset of the next page, if there is one.
+    pub next_offset: Option<i64>,
+}
+
 /// `GET /api/meetings`: the caller's meetings, newest first.
+#[utoipa::path(get, path = "/api/meetings", tag = "meetings", params(Page),
+    responses((status = 200, body = MeetingList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = []), ("token" = [])))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(page): Query<Page>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<MeetingList>, AppError> {
     let limit = page.limit.unwrap_or(20);
     let offset = page.offset.unwrap_or(0);
     if !(1..=100).contains(&limit) || offset < 0 {
@@ -175,23 +196,22 @@ pub async fn list(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let meetings: Vec<MeetingView> = rows.iter().map(MeetingView::from).collect();
-    Ok(Json(serde_json::json!({
-        "meetings": meetings,
-        "next_offset": if more { Some(offset + limit) } else { None },
-    })))
+    Ok(Json(MeetingList { meetings, next_offset: more.then_some(offset + limit) }))
 }
 
 /// `GET /api/meetings/{code}`: public info.
-pub async fn get(State(s): State<Arc<AppState>>, Path(code): Path<String>) -> Result<Json<serde_json::Value>, AppError> {
+#[utoipa::path(get, path = "/api/meetings/{code}", tag = "meetings", params(("code" = String, Path, description = "Meeting code, any case, dashes optional")),
+    responses((status = 200, body = MeetingView), (status = 404, body = ErrorBody)))]
+pub async fn get(State(s): State<Arc<AppState>>, Path(code): Path<String>) -> Result<Json<MeetingView>, AppError> {
     let m = s.meetings.get(&code).await?;
-    let mut v = serde_json::to_value(MeetingView::from(&m)).map_err(AppError::internal)?;
+    let mut v = MeetingView::from(&m);
     let present = s.rooms.get(&conclave_signaling::RoomName(m.code.to_string())).map(|r| r.participant_count()).unwrap_or(0);
-    v["participant_count"] = present.into();
+    v.participant_count = Some(present);
     Ok(Json(v))
 }
 
 /// Body of `POST /api/meetings/{code}/join`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinMeeting {
     /// Display name.
@@ -201,58 +221,112 @@ pub struct JoinMeeting {
     pub password: Option<String>,
 }
 
+/// Reply of a successful join.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinReply {
+    /// Access token for the signaling WebSocket.
+    pub token: String,
+    /// Identity in the token.
+    pub identity: String,
+    /// `host`, `participant` or `agent`.
+    #[schema(value_type = String)]
+    pub role: crate::meetings::model::Role,
+    /// Room name to send in `join` (the code).
+    pub room: String,
+    /// The meeting room page.
+    pub room_url: String,
+    /// The meeting.
+    pub meeting: MeetingView,
+}
+
 /// `POST /api/meetings/{code}/join`.
+#[utoipa::path(post, path = "/api/meetings/{code}/join", tag = "meetings", request_body = JoinMeeting, params(("code" = String, Path)),
+    responses((status = 200, body = JoinReply), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody, description = "password_required / wrong_password"),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody, description = "meeting_ended")),
+    security((), ("token" = [])))]
 pub async fn join(
     State(s): State<Arc<AppState>>,
     Path(code): Path<String>,
     caller: Caller,
     ApiJson(body): ApiJson<JoinMeeting>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<JoinReply>, AppError> {
     let JoinGrant { token, identity, role, meeting } = s.meetings.join(&code, &caller, &body.name, body.password.as_deref()).await?;
-    Ok(Json(serde_json::json!({
-        "token": token,
-        "identity": identity,
-        "role": role,
-        "room": meeting.code,
-        "room_url": format!("/m/{}", meeting.code),
-        "meeting": MeetingView::from(&meeting),
-    })))
+    Ok(Json(JoinReply {
+        token,
+        identity,
+        role,
+        room: meeting.code.to_string(),
+        room_url: format!("/m/{}", meeting.code),
+        meeting: MeetingView::from(&meeting),
+    }))
 }
 
 /// `POST /api/meetings/{code}/start`.
+#[utoipa::path(post, path = "/api/meetings/{code}/start", tag = "meetings", params(("code" = String, Path)),
+    responses((status = 200, body = MeetingView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "not_host"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "invalid_transition")),
+    security(("api_key" = []), ("token" = [])))]
 pub async fn start(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<Json<MeetingView>, AppError> {
     Ok(Json(MeetingView::from(&s.meetings.start(&code, &caller).await?)))
 }
 
 /// `POST /api/meetings/{code}/end`.
+#[utoipa::path(post, path = "/api/meetings/{code}/end", tag = "meetings", params(("code" = String, Path)),
+    responses((status = 200, body = MeetingView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = []), ("token" = [])))]
 pub async fn end(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<Json<MeetingView>, AppError> {
     Ok(Json(MeetingView::from(&s.meetings.end(&code, &caller).await?)))
 }
 
 /// `POST /api/meetings/{code}/leave`.
+#[utoipa::path(post, path = "/api/meetings/{code}/leave", tag = "meetings", params(("code" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn leave(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<StatusCode, AppError> {
     s.meetings.leave(&code, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One stay in a meeting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParticipantView {
+    /// Identity.
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    #[schema(value_type = String)]
+    pub role: crate::meetings::model::Role,
+    /// RFC 3339.
+    pub joined_at: String,
+    /// RFC 3339, while still present `null`.
+    pub left_at: Option<String>,
+}
+
+/// Participant history of a meeting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParticipantList {
+    /// In order of arrival.
+    pub participants: Vec<ParticipantView>,
+}
+
 /// `GET /api/meetings/{code}/participants`.
+#[utoipa::path(get, path = "/api/meetings/{code}/participants", tag = "meetings", params(("code" = String, Path)),
+    responses((status = 200, body = ParticipantList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []), ("token" = [])))]
 pub async fn participants(
     State(s): State<Arc<AppState>>,
     Path(code): Path<String>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ParticipantList>, AppError> {
     let rows: Vec<ParticipantRecord> = s.meetings.participants(&code, &caller).await?;
-    let list: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "identity": p.identity,
-                "name": p.name,
-                "role": p.role,
-                "joined_at": rfc3339(p.joined_at),
-                "left_at": p.left_at.map(rfc3339),
-            })
+    let participants = rows
+        .into_iter()
+        .map(|p| ParticipantView {
+            identity: p.identity,
+            name: p.name,
+            role: p.role,
+            joined_at: rfc3339(p.joined_at),
+            left_at: p.left_at.map(rfc3339),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "participants": list })))
+    Ok(Json(ParticipantList { participants }))
 }

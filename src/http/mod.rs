@@ -3,6 +3,7 @@
 pub mod api;
 pub mod error;
 pub mod meetings;
+pub mod openapi;
 pub mod pages;
 pub mod ws;
 
@@ -26,6 +27,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/stats", get(api::stats))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/api/rooms", post(api::create_room))
         .route("/api/rooms/{room}/guest-token", post(api::guest_token))
         .route("/api/meetings", post(meetings::create).get(meetings::list))

@@ -1,0 +1,40 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use super::{api, error, meetings};
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).description(Some("api_key:api_secret")).build()),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Conclave API", description = "Meetings, rooms and tokens of a Conclave server. Errors always use ErrorBody."),
+    paths(
+        meetings::create, meetings::list, meetings::get, meetings::join, meetings::start, meetings::end,
+        meetings::leave, meetings::participants, api::create_room, api::guest_token, api::stats,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
