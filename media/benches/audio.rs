@@ -18,15 +18,20 @@ fn voiced_48k(samples: usize) -> Vec<f32> {
     (0..samples)
         .map(|n| {
             let t = n as f32 / 48_000.0;
-            let s: f32 = (1..=20).map(|h| (2.0 * std::f32::consts::PI * 130.0 * h as f32 * t).sin() / h as f32).sum();
+            let s: f32 = (1..=20)
+                .map(|h| (2.0 * std::f32::consts::PI * 130.0 * h as f32 * t).sin() / h as f32)
+                .sum();
             0.2 * s * (0.6 + 0.4 * (2.0 * std::f32::consts::PI * 4.0 * t).sin())
         })
         .collect()
 }
 
 fn opus_packets(pcm: &[f32]) -> Vec<Vec<u8>> {
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-    pcm.chunks_exact(960).map(|f| enc.encode_vec_float(f, 1500).unwrap()).collect()
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    pcm.chunks_exact(960)
+        .map(|f| enc.encode_vec_float(f, 1500).unwrap())
+        .collect()
 }
 
 fn stages(c: &mut Criterion) {
@@ -67,7 +72,10 @@ fn stages(c: &mut Criterion) {
     });
 
     c.bench_function("segmenter_10ms", |b| {
-        let mut seg = Segmenter::new(SegmentConfig { interim_ms: 0, ..SegmentConfig::default() });
+        let mut seg = Segmenter::new(SegmentConfig {
+            interim_ms: 0,
+            ..SegmentConfig::default()
+        });
         let mut i = 0u64;
         b.iter(|| {
             // 2 s of voice then 1 s of silence, repeating: starts, stops and utterance copies.
@@ -82,7 +90,13 @@ fn stages(c: &mut Criterion) {
     });
 
     c.bench_function("track_processor_per_packet", |b| {
-        let config = PipelineConfig { segment: SegmentConfig { interim_ms: 0, ..SegmentConfig::default() }, ..PipelineConfig::default() };
+        let config = PipelineConfig {
+            segment: SegmentConfig {
+                interim_ms: 0,
+                ..SegmentConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
         let mut track = TrackProcessor::new(&config, Arc::default()).unwrap();
         let payloads: Vec<Bytes> = packets.iter().map(|p| Bytes::copy_from_slice(p)).collect();
         let mut i = 0usize;

@@ -79,7 +79,12 @@ impl OpusTrackDecoder {
     /// `lost_before` is the reorder buffer's count of missing sequence numbers right before this
     /// packet; the hole's length itself comes from the timestamps. A bad payload is an error,
     /// and its time is concealed when the next good packet arrives.
-    pub fn decode(&mut self, ts: u32, payload: &[u8], lost_before: u16) -> Result<Decoded<'_>, DecodeError> {
+    pub fn decode(
+        &mut self,
+        ts: u32,
+        payload: &[u8],
+        lost_before: u16,
+    ) -> Result<Decoded<'_>, DecodeError> {
         let hole = match self.next_ts {
             Some(expected) => ts.wrapping_sub(expected) as i32,
             None => 0,
@@ -99,22 +104,32 @@ impl OpusTrackDecoder {
         let packet_samples = if payload.is_empty() {
             Err(DecodeError::Empty)
         } else {
-            self.decoder.get_nb_samples(payload).map_err(DecodeError::Packet)
+            self.decoder
+                .get_nb_samples(payload)
+                .map_err(DecodeError::Packet)
         };
         let mut filled = 0usize;
         if conceal > 0 {
             // The packet after a hole may carry FEC for the hole's last frame.
-            let fec = packet_samples.as_ref().map_or(0, |&n| (n as u32).min(conceal));
+            let fec = packet_samples
+                .as_ref()
+                .map_or(0, |&n| (n as u32).min(conceal));
             filled += self.conceal(0, conceal - fec, &[])?;
             filled += self.conceal(filled, fec, payload)?;
         }
         let decoded = packet_samples.and_then(|_| {
-            self.decoder.decode_float(payload, &mut self.pcm[filled..], false).map_err(DecodeError::Packet)
+            self.decoder
+                .decode_float(payload, &mut self.pcm[filled..], false)
+                .map_err(DecodeError::Packet)
         });
         match decoded {
             Ok(n) => {
                 self.next_ts = Some(ts.wrapping_add(n as u32));
-                Ok(Decoded { skipped, concealed: filled as u32, pcm: &self.pcm[..filled + n] })
+                Ok(Decoded {
+                    skipped,
+                    concealed: filled as u32,
+                    pcm: &self.pcm[..filled + n],
+                })
             }
             Err(e) => {
                 // The next packet's hole then covers this one too, and gets concealed.
@@ -140,7 +155,10 @@ impl OpusTrackDecoder {
         match self.decoder.decode_float(payload, out, fec) {
             Ok(n) => Ok(n),
             // A packet too damaged for FEC still leaves the hole to fill: fall back to PLC.
-            Err(_) if fec => self.decoder.decode_float(&[], out, false).map_err(DecodeError::Packet),
+            Err(_) if fec => self
+                .decoder
+                .decode_float(&[], out, false)
+                .map_err(DecodeError::Packet),
             Err(e) => Err(DecodeError::Packet(e)),
         }
     }
@@ -199,7 +217,10 @@ pub(crate) mod tests {
         // Packets 5 and 6 lost.
         let out = dec.decode(7 * 960, &packets[7], 2).unwrap();
         assert_eq!((out.skipped, out.concealed, out.pcm.len()), (0, 1920, 2880));
-        assert!(rms(&out.pcm[..1920]) > 0.05, "concealment continues the tone");
+        assert!(
+            rms(&out.pcm[..1920]) > 0.05,
+            "concealment continues the tone"
+        );
         let out = dec.decode(8 * 960, &packets[8], 0).unwrap();
         assert_eq!(out.pcm.len(), 960);
     }
@@ -211,7 +232,10 @@ pub(crate) mod tests {
         dec.decode(u32::MAX - 959, &packets[0], 0).unwrap();
         // Timestamps wrap, then one second of nothing (DTX or a stalled sender).
         let out = dec.decode(48_000, &packets[1], 0).unwrap();
-        assert_eq!((out.skipped, out.concealed, out.pcm.len()), (48_000, 0, 960));
+        assert_eq!(
+            (out.skipped, out.concealed, out.pcm.len()),
+            (48_000, 0, 960)
+        );
     }
 
     #[test]

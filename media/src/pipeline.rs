@@ -121,7 +121,10 @@ impl PipelineInput {
 
 /// A bounded input queue for one track: the SFU keeps the [`PipelineInput`], the receiver goes
 /// to [`spawn_track_pipeline`].
-pub fn pipeline_input(capacity: usize, stats: Arc<PipelineStats>) -> (PipelineInput, mpsc::Receiver<RtpAudio>) {
+pub fn pipeline_input(
+    capacity: usize,
+    stats: Arc<PipelineStats>,
+) -> (PipelineInput, mpsc::Receiver<RtpAudio>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (PipelineInput { tx, stats }, rx)
 }
@@ -201,7 +204,10 @@ impl TrackProcessor {
     fn drain_reorder(&mut self) {
         while let Some(ordered) = self.reorder.pop() {
             let packet = ordered.item;
-            match self.decoder.decode(packet.timestamp, &packet.payload, ordered.lost_before) {
+            match self
+                .decoder
+                .decode(packet.timestamp, &packet.payload, ordered.lost_before)
+            {
                 Ok(decoded) => {
                     if decoded.skipped > 0 {
                         // A long hole: drop the partial block before it and move the clock on.
@@ -210,10 +216,13 @@ impl TrackProcessor {
                         self.pos16 += (u64::from(decoded.skipped) + partial) / 3;
                     }
                     let Some(base) = self.base_ms else { continue };
-                    let Ok(pcm16) = self.resampler.process(decoded.pcm) else { continue };
+                    let Ok(pcm16) = self.resampler.process(decoded.pcm) else {
+                        continue;
+                    };
                     for frame in pcm16.chunks_exact(FRAME_SAMPLES) {
                         let voiced = self.vad.is_voice(frame);
-                        self.segmenter.push_frame(base + self.pos16 / 16, voiced, frame);
+                        self.segmenter
+                            .push_frame(base + self.pos16 / 16, voiced, frame);
                         self.pos16 += FRAME_SAMPLES as u64;
                     }
                 }
@@ -328,12 +337,18 @@ impl TrackTask {
                 SegmentEvent::Started { at_ms } => {
                     self.segment += 1;
                     self.live = Some(self.segment);
-                    self.send(Frame::UserStartedSpeaking(SpeechEdge { speaker: self.speaker.clone(), at_ms }));
+                    self.send(Frame::UserStartedSpeaking(SpeechEdge {
+                        speaker: self.speaker.clone(),
+                        at_ms,
+                    }));
                 }
                 SegmentEvent::Stopped { at_ms } => {
                     self.live = None;
                     self.interim = None;
-                    self.send(Frame::UserStoppedSpeaking(SpeechEdge { speaker: self.speaker.clone(), at_ms }));
+                    self.send(Frame::UserStoppedSpeaking(SpeechEdge {
+                        speaker: self.speaker.clone(),
+                        at_ms,
+                    }));
                 }
                 SegmentEvent::Interim(utterance) => {
                     if self.interim.is_some() {
@@ -358,9 +373,18 @@ impl TrackTask {
     }
 
     fn submit(&self, kind: JobKind, utterance: Utterance) -> Option<Pending> {
-        let Utterance { start_ms, end_ms, pcm } = utterance;
+        let Utterance {
+            start_ms,
+            end_ms,
+            pcm,
+        } = utterance;
         match self.pool.submit(&self.room, kind, pcm) {
-            Ok(reply) => Some(Pending { segment: self.segment, start_ms, end_ms, reply }),
+            Ok(reply) => Some(Pending {
+                segment: self.segment,
+                start_ms,
+                end_ms,
+                reply,
+            }),
             Err(e) => {
                 tracing::debug!(speaker = %self.speaker, ?kind, error = %e, "transcription not queued");
                 None
@@ -368,7 +392,12 @@ impl TrackTask {
         }
     }
 
-    fn publish(&self, pending: &Pending, outcome: Option<JobOutcome>, frame: fn(Transcript) -> Frame) {
+    fn publish(
+        &self,
+        pending: &Pending,
+        outcome: Option<JobOutcome>,
+        frame: fn(Transcript) -> Frame,
+    ) {
         match outcome.map(|o| o.result) {
             Some(Ok(text)) => self.send(frame(Transcript {
                 speaker: self.speaker.clone(),
@@ -376,7 +405,9 @@ impl TrackTask {
                 end_ms: pending.end_ms,
                 text,
             })),
-            Some(Err(e)) => tracing::warn!(speaker = %self.speaker, error = %e, "transcription failed"),
+            Some(Err(e)) => {
+                tracing::warn!(speaker = %self.speaker, error = %e, "transcription failed")
+            }
             None => tracing::warn!(speaker = %self.speaker, "transcription worker went away"),
         }
     }
@@ -392,5 +423,113 @@ async fn reply_of(pending: Option<&mut Pending>) -> Option<JobOutcome> {
     match pending {
         Some(p) => (&mut p.reply).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vad::tests::{speech_like, white_noise};
+
+    /// `ms` of silence, speech-like sound or loud noise at 48 kHz.
+    fn silence(ms: usize) -> Vec<f32> {
+        vec![0.0; ms * 48]
+    }
+
+    /// RTP packets (20 ms Opus) for `pcm`, arriving from `t0`; `ts_jumps` adds extra RTP time
+    /// before the given packet indices (a sender that stopped sending, as with DTX).
+    fn packets(pcm: &[f32], t0: u64, ts_jumps: &[(usize, u32)]) -> Vec<RtpAudio> {
+        let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+            .expect("encoder");
+        let mut ts = 1_000u32;
+        pcm.chunks_exact(960)
+            .enumerate()
+            .map(|(i, frame)| {
+                ts += ts_jumps
+                    .iter()
+                    .filter(|j| j.0 == i)
+                    .map(|j| j.1)
+                    .sum::<u32>();
+                let payload = Bytes::from(enc.encode_vec_float(frame, 1500).expect("encode"));
+                let packet = RtpAudio {
+                    seq: i as u16,
+                    timestamp: ts,
+                    payload,
+                    arrival_ms: t0,
+                };
+                ts = ts.wrapping_add(960);
+                packet
+            })
+            .collect()
+    }
+
+    fn run(packets: Vec<RtpAudio>) -> Vec<SegmentEvent> {
+        let mut config = PipelineConfig::default();
+        config.segment.interim_ms = 0;
+        let mut track = TrackProcessor::new(&config, Arc::default()).expect("builds");
+        for packet in packets {
+            track.push_packet(packet);
+        }
+        track.finish();
+        std::iter::from_fn(|| track.poll_event()).collect()
+    }
+
+    fn bounds(events: &[SegmentEvent]) -> Vec<(u64, u64)> {
+        let edges = events.iter().filter_map(|e| match e {
+            SegmentEvent::Started { at_ms } | SegmentEvent::Stopped { at_ms } => Some(*at_ms),
+            _ => None,
+        });
+        let edges: Vec<u64> = edges.collect();
+        edges.chunks(2).map(|pair| (pair[0], pair[1])).collect()
+    }
+
+    #[test]
+    fn silence_gives_no_events() {
+        assert_eq!(run(packets(&silence(3_000), 0, &[])), []);
+    }
+
+    #[test]
+    fn speech_like_sound_is_one_utterance_on_the_track_clock() {
+        let mut pcm = silence(1_000);
+        pcm.extend(speech_like(48_000.0, 72_000));
+        pcm.extend(silence(1_000));
+        let events = run(packets(&pcm, 5_000, &[]));
+        // Voice from 6000 to 7500 ms on the track clock (first arrival 5000).
+        let [(started, stopped)] = bounds(&events)[..] else {
+            panic!("{events:?}")
+        };
+        assert!((6_200..=6_240).contains(&started), "{events:?}");
+        // The VAD's hangover keeps "voice" 100-150 ms past the sound.
+        assert!((8_000..=8_160).contains(&stopped), "{events:?}");
+        let Some(SegmentEvent::Final(u)) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert!(u.start_ms.abs_diff(5_700) <= 20 && (7_700..=7_860).contains(&u.end_ms));
+        assert_eq!(u.pcm.len() as u64, u.duration_ms() * 16);
+    }
+
+    #[test]
+    fn loud_noise_reads_as_speech() {
+        // Documented VAD limitation: broadband noise at -10 dBFS is "voice".
+        let mut pcm = silence(500);
+        pcm.extend(white_noise(48_000, 0.3, 3));
+        pcm.extend(silence(1_000));
+        assert_eq!(bounds(&run(packets(&pcm, 0, &[]))).len(), 1);
+    }
+
+    #[test]
+    fn time_follows_rtp_timestamps_across_a_sending_gap() {
+        // 1 s of speech, then the sender goes quiet for 3 s of RTP time (no packets), then
+        // speaks again: the first utterance stops at the exact rule time, the second starts
+        // 3 s later than packet count alone would say.
+        let speech = speech_like(48_000.0, 48_000);
+        let mut pcm = speech.clone();
+        pcm.extend(&speech);
+        pcm.extend(silence(1_000));
+        let events = run(packets(&pcm, 0, &[(50, 3 * 48_000)]));
+        let got = bounds(&events);
+        assert_eq!(got.len(), 2, "{events:?}");
+        assert!((1_480..=1_520).contains(&got[0].1), "{got:?}");
+        assert!((4_200..=4_240).contains(&got[1].0), "{got:?}");
     }
 }

@@ -37,7 +37,11 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { workers, max_per_server: workers * 4, max_per_room: workers.max(2) }
+        Self {
+            workers,
+            max_per_server: workers * 4,
+            max_per_room: workers.max(2),
+        }
     }
 }
 
@@ -155,21 +159,32 @@ pub struct TranscriptionPool {
 
 impl std::fmt::Debug for TranscriptionPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TranscriptionPool").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("TranscriptionPool")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl TranscriptionPool {
     /// Starts `config.workers` threads (at least one) running `transcriber`. They exit once the
     /// pool is dropped and the queue is drained.
-    pub fn new(transcriber: Arc<dyn Transcriber>, mut config: PoolConfig, stats: Arc<PipelineStats>) -> Self {
+    pub fn new(
+        transcriber: Arc<dyn Transcriber>,
+        mut config: PoolConfig,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
         config.workers = config.workers.max(1);
         config.max_per_server = config.max_per_server.max(1);
         config.max_per_room = config.max_per_room.max(1);
         // Admission keeps jobs in flight within max_per_server, so this queue never fills.
         let (tx, rx) = mpsc::sync_channel(config.max_per_server);
         let rx = Arc::new(Mutex::new(rx));
-        let shared = Arc::new(Shared { transcriber, config, load: Mutex::default(), stats });
+        let shared = Arc::new(Shared {
+            transcriber,
+            config,
+            load: Mutex::default(),
+            stats,
+        });
         for i in 0..shared.config.workers {
             let (shared, rx) = (Arc::clone(&shared), Arc::clone(&rx));
             std::thread::Builder::new()
@@ -197,15 +212,31 @@ impl TranscriptionPool {
 
     /// Queues `pcm` (16 kHz mono) for transcription, or drops and counts it if a limit is
     /// reached. Never blocks.
-    pub fn submit(&self, room: &RoomKey, kind: JobKind, pcm: Vec<f32>) -> Result<oneshot::Receiver<JobOutcome>, SubmitError> {
+    pub fn submit(
+        &self,
+        room: &RoomKey,
+        kind: JobKind,
+        pcm: Vec<f32>,
+    ) -> Result<oneshot::Receiver<JobOutcome>, SubmitError> {
         let admitted = self.admit(room, kind);
         if let Err(e) = admitted {
             let stats = &self.shared.stats;
-            PipelineStats::add(if kind == JobKind::Final { &stats.jobs_dropped } else { &stats.interims_skipped }, 1);
+            PipelineStats::add(
+                if kind == JobKind::Final {
+                    &stats.jobs_dropped
+                } else {
+                    &stats.interims_skipped
+                },
+                1,
+            );
             return Err(e);
         }
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { room: Arc::clone(room), pcm, reply }) {
+        match self.tx.try_send(Job {
+            room: Arc::clone(room),
+            pcm,
+            reply,
+        }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 self.shared.release(&job.room);
@@ -248,12 +279,22 @@ fn work(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
             continue;
         }
         let started = Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| shared.transcriber.transcribe(&job.pcm)))
-            .unwrap_or_else(|_| Err(TranscribeError::Engine("the transcriber panicked".into())));
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| shared.transcriber.transcribe(&job.pcm)))
+                .unwrap_or_else(|_| {
+                    Err(TranscribeError::Engine("the transcriber panicked".into()))
+                });
         let elapsed = started.elapsed();
         let stats = &shared.stats;
         PipelineStats::add(&stats.transcription_micros, elapsed.as_micros() as u64);
-        PipelineStats::add(if result.is_ok() { &stats.transcriptions_done } else { &stats.transcription_errors }, 1);
+        PipelineStats::add(
+            if result.is_ok() {
+                &stats.transcriptions_done
+            } else {
+                &stats.transcription_errors
+            },
+            1,
+        );
         shared.release(&job.room);
         let _ = job.reply.send(JobOutcome { result, elapsed });
     }
@@ -273,7 +314,11 @@ mod tests {
     impl Transcriber for Gated {
         fn transcribe(&self, pcm: &[f32]) -> Result<String, TranscribeError> {
             self.started.lock().unwrap().send(pcm.len()).unwrap();
-            self.gate.lock().unwrap().recv().map_err(|_| TranscribeError::Engine("closed".into()))?;
+            self.gate
+                .lock()
+                .unwrap()
+                .recv()
+                .map_err(|_| TranscribeError::Engine("closed".into()))?;
             Ok(format!("{} samples", pcm.len()))
         }
     }
@@ -281,8 +326,15 @@ mod tests {
     fn gated(config: PoolConfig) -> (TranscriptionPool, Receiver<usize>, Sender<()>) {
         let (started_tx, started) = mpsc::channel();
         let (gate, gate_rx) = mpsc::channel();
-        let t = Gated { started: Mutex::new(started_tx), gate: Mutex::new(gate_rx) };
-        (TranscriptionPool::new(Arc::new(t), config, Arc::default()), started, gate)
+        let t = Gated {
+            started: Mutex::new(started_tx),
+            gate: Mutex::new(gate_rx),
+        };
+        (
+            TranscriptionPool::new(Arc::new(t), config, Arc::default()),
+            started,
+            gate,
+        )
     }
 
     fn room(name: &str) -> RoomKey {
@@ -291,9 +343,15 @@ mod tests {
 
     #[test]
     fn runs_a_job_and_replies() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 2, max_per_room: 2 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 2,
+            max_per_room: 2,
+        };
         let (pool, started, gate) = gated(cfg);
-        let rx = pool.submit(&room("a"), JobKind::Final, vec![0.0; 1600]).unwrap();
+        let rx = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 1600])
+            .unwrap();
         assert_eq!(started.recv().unwrap(), 1600);
         gate.send(()).unwrap();
         let outcome = rx.blocking_recv().unwrap();
@@ -304,13 +362,25 @@ mod tests {
 
     #[test]
     fn over_the_server_limit_jobs_are_dropped_and_counted() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 2, max_per_room: 10 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 2,
+            max_per_room: 10,
+        };
         let (pool, started, gate) = gated(cfg);
-        let a = pool.submit(&room("a"), JobKind::Final, vec![0.0; 1]).unwrap();
+        let a = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 1])
+            .unwrap();
         started.recv().unwrap();
-        let b = pool.submit(&room("b"), JobKind::Final, vec![0.0; 2]).unwrap();
+        let b = pool
+            .submit(&room("b"), JobKind::Final, vec![0.0; 2])
+            .unwrap();
         for _ in 0..3 {
-            assert_eq!(pool.submit(&room("c"), JobKind::Final, vec![0.0; 3]).unwrap_err(), SubmitError::ServerBusy);
+            assert_eq!(
+                pool.submit(&room("c"), JobKind::Final, vec![0.0; 3])
+                    .unwrap_err(),
+                SubmitError::ServerBusy
+            );
         }
         assert_eq!(PipelineStats::get(&pool.stats().jobs_dropped), 3);
         gate.send(()).unwrap();
@@ -322,12 +392,23 @@ mod tests {
 
     #[test]
     fn one_room_cannot_take_the_whole_pool() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 4, max_per_room: 1 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 4,
+            max_per_room: 1,
+        };
         let (pool, started, gate) = gated(cfg);
-        let _a = pool.submit(&room("a"), JobKind::Final, vec![0.0; 1]).unwrap();
+        let _a = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 1])
+            .unwrap();
         started.recv().unwrap();
-        assert_eq!(pool.submit(&room("a"), JobKind::Final, vec![]).unwrap_err(), SubmitError::RoomBusy);
-        let _b = pool.submit(&room("b"), JobKind::Final, vec![0.0; 2]).unwrap();
+        assert_eq!(
+            pool.submit(&room("a"), JobKind::Final, vec![]).unwrap_err(),
+            SubmitError::RoomBusy
+        );
+        let _b = pool
+            .submit(&room("b"), JobKind::Final, vec![0.0; 2])
+            .unwrap();
         gate.send(()).unwrap();
         assert_eq!(started.recv().unwrap(), 2, "room b's job ran");
         gate.send(()).unwrap();
@@ -335,12 +416,26 @@ mod tests {
 
     #[test]
     fn interims_only_run_on_an_idle_worker() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 4, max_per_room: 4 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 4,
+            max_per_room: 4,
+        };
         let (pool, started, gate) = gated(cfg);
-        let _i = pool.submit(&room("a"), JobKind::Interim, vec![0.0; 1]).unwrap();
+        let _i = pool
+            .submit(&room("a"), JobKind::Interim, vec![0.0; 1])
+            .unwrap();
         started.recv().unwrap();
-        assert_eq!(pool.submit(&room("a"), JobKind::Interim, vec![]).unwrap_err(), SubmitError::ServerBusy);
-        assert!(pool.submit(&room("a"), JobKind::Final, vec![0.0; 2]).is_ok(), "finals may queue");
+        assert_eq!(
+            pool.submit(&room("a"), JobKind::Interim, vec![])
+                .unwrap_err(),
+            SubmitError::ServerBusy
+        );
+        assert!(
+            pool.submit(&room("a"), JobKind::Final, vec![0.0; 2])
+                .is_ok(),
+            "finals may queue"
+        );
         assert_eq!(PipelineStats::get(&pool.stats().interims_skipped), 1);
         gate.send(()).unwrap();
         gate.send(()).unwrap();
@@ -348,12 +443,23 @@ mod tests {
 
     #[test]
     fn abandoned_jobs_are_skipped() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 4, max_per_room: 4 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 4,
+            max_per_room: 4,
+        };
         let (pool, started, gate) = gated(cfg);
-        let _a = pool.submit(&room("a"), JobKind::Final, vec![0.0; 1]).unwrap();
+        let _a = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 1])
+            .unwrap();
         started.recv().unwrap();
-        drop(pool.submit(&room("a"), JobKind::Final, vec![0.0; 2]).unwrap());
-        let c = pool.submit(&room("a"), JobKind::Final, vec![0.0; 3]).unwrap();
+        drop(
+            pool.submit(&room("a"), JobKind::Final, vec![0.0; 2])
+                .unwrap(),
+        );
+        let c = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 3])
+            .unwrap();
         gate.send(()).unwrap();
         assert_eq!(started.recv().unwrap(), 3, "the abandoned job never ran");
         gate.send(()).unwrap();
@@ -370,10 +476,16 @@ mod tests {
 
     #[test]
     fn a_panicking_engine_is_an_error_not_a_dead_worker() {
-        let cfg = PoolConfig { workers: 1, max_per_server: 2, max_per_room: 2 };
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 2,
+            max_per_room: 2,
+        };
         let pool = TranscriptionPool::new(Arc::new(Panics), cfg, Arc::default());
         for _ in 0..2 {
-            let rx = pool.submit(&room("a"), JobKind::Final, vec![0.0; 1]).unwrap();
+            let rx = pool
+                .submit(&room("a"), JobKind::Final, vec![0.0; 1])
+                .unwrap();
             assert!(rx.blocking_recv().unwrap().result.is_err());
         }
         assert_eq!(PipelineStats::get(&pool.stats().transcription_errors), 2);

@@ -149,9 +149,15 @@ impl<T> ReorderBuffer<T> {
     fn release_ready(&mut self) {
         while let Some(next) = self.next {
             let slot = self.slot(next);
-            let Some((seq, item)) = self.slots[slot].take() else { return };
+            let Some((seq, item)) = self.slots[slot].take() else {
+                return;
+            };
             self.buffered -= 1;
-            self.out.push_back(Ordered { seq, lost_before: self.lost_run, item });
+            self.out.push_back(Ordered {
+                seq,
+                lost_before: self.lost_run,
+                item,
+            });
             self.lost_run = 0;
             self.next = Some(next + 1);
         }
@@ -163,7 +169,9 @@ mod tests {
     use super::*;
 
     fn drain(rb: &mut ReorderBuffer<u16>) -> Vec<(u16, u16)> {
-        std::iter::from_fn(|| rb.pop()).map(|o| (o.seq, o.lost_before)).collect()
+        std::iter::from_fn(|| rb.pop())
+            .map(|o| (o.seq, o.lost_before))
+            .collect()
     }
 
     #[test]
@@ -224,7 +232,10 @@ mod tests {
         rb.push(65535, 65535);
         rb.push(2, 2);
         rb.push(1, 1);
-        assert_eq!(drain(&mut rb), vec![(65534, 0), (65535, 0), (0, 0), (1, 0), (2, 0)]);
+        assert_eq!(
+            drain(&mut rb),
+            vec![(65534, 0), (65535, 0), (0, 0), (1, 0), (2, 0)]
+        );
     }
 
     #[test]
@@ -260,7 +271,10 @@ mod tests {
         rb.push(102, 102);
         rb.push(30_000, 30_000);
         rb.push(30_001, 30_001);
-        assert_eq!(drain(&mut rb), vec![(100, 0), (102, 1), (30_000, 0), (30_001, 0)]);
+        assert_eq!(
+            drain(&mut rb),
+            vec![(100, 0), (102, 1), (30_000, 0), (30_001, 0)]
+        );
         assert_eq!(rb.counters().restarts, 1);
     }
 }

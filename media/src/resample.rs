@@ -34,7 +34,9 @@ pub struct Downsampler {
 
 impl std::fmt::Debug for Downsampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Downsampler").field("pending", &self.pending.len()).finish_non_exhaustive()
+        f.debug_struct("Downsampler")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,9 +44,16 @@ impl Downsampler {
     /// A resampler sized for inputs up to `max_input` samples per call without reallocating.
     pub fn new(max_input: usize) -> Result<Self, ResampleError> {
         let fft = Fft::new(48_000, OUTPUT_RATE, BLOCK_IN, 1, FixedSync::Both)?;
-        debug_assert_eq!((fft.input_frames_next(), fft.output_frames_next()), (BLOCK_IN, BLOCK_OUT));
+        debug_assert_eq!(
+            (fft.input_frames_next(), fft.output_frames_next()),
+            (BLOCK_IN, BLOCK_OUT)
+        );
         let blocks = max_input / BLOCK_IN + 2;
-        Ok(Self { fft, pending: Vec::with_capacity(BLOCK_IN), out: Vec::with_capacity(blocks * BLOCK_OUT) })
+        Ok(Self {
+            fft,
+            pending: Vec::with_capacity(BLOCK_IN),
+            out: Vec::with_capacity(blocks * BLOCK_OUT),
+        })
     }
 
     /// The resampler's delay in output samples (the filter's group delay).
@@ -102,7 +111,9 @@ mod tests {
     use super::*;
 
     fn sine(freq: f32, rate: f32, len: usize, amp: f32) -> Vec<f32> {
-        (0..len).map(|n| amp * (2.0 * std::f32::consts::PI * freq * n as f32 / rate).sin()).collect()
+        (0..len)
+            .map(|n| amp * (2.0 * std::f32::consts::PI * freq * n as f32 / rate).sin())
+            .collect()
     }
 
     fn rms(pcm: &[f32]) -> f32 {
@@ -139,7 +150,10 @@ mod tests {
         let level = rms(&out[1600..]);
         assert!((level - 0.354).abs() < 0.01, "rms {level}");
         // Still a 1 kHz tone: 16 samples a period, so zero crossings every 8 samples.
-        let crossings = out[1600..].windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        let crossings = out[1600..]
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
         assert!((899..=901).contains(&crossings), "crossings {crossings}");
     }
 
@@ -151,7 +165,11 @@ mod tests {
         for chunk in input.chunks(960) {
             out.extend_from_slice(rs.process(chunk).unwrap());
         }
-        assert!(rms(&out[1600..]) < 0.005, "aliasing rms {}", rms(&out[1600..]));
+        assert!(
+            rms(&out[1600..]) < 0.005,
+            "aliasing rms {}",
+            rms(&out[1600..])
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ unsafe impl Send for SendVad {}
 
 impl std::fmt::Debug for VoiceDetector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VoiceDetector").field("aggressiveness", &self.aggressiveness).finish()
+        f.debug_struct("VoiceDetector")
+            .field("aggressiveness", &self.aggressiveness)
+            .finish()
     }
 }
 
@@ -39,7 +41,11 @@ impl VoiceDetector {
             _ => VadMode::VeryAggressive,
         };
         let vad = Vad::new_with_rate_and_mode(SampleRate::Rate16kHz, mode);
-        Self { vad: SendVad(vad), frame: [0; FRAME_SAMPLES], aggressiveness }
+        Self {
+            vad: SendVad(vad),
+            frame: [0; FRAME_SAMPLES],
+            aggressiveness,
+        }
     }
 
     /// The aggressiveness in use (0-3).
@@ -65,10 +71,9 @@ impl VoiceDetector {
 pub(crate) mod tests {
     use super::*;
 
-    /// A crude voiced-speech stand-in at 16 kHz: a 130 Hz glottal pulse train through three
-    /// vowel formants, with a 4 Hz syllable envelope. Deterministic.
-    pub(crate) fn speech_like(samples: usize) -> Vec<f32> {
-        let rate = 16_000.0f32;
+    /// A crude voiced-speech stand-in: a 130 Hz glottal pulse train through three vowel
+    /// formants, with a 4 Hz syllable envelope, at `rate` Hz. Deterministic.
+    pub(crate) fn speech_like(rate: f32, samples: usize) -> Vec<f32> {
         (0..samples)
             .map(|n| {
                 let t = n as f32 / rate;
@@ -77,7 +82,8 @@ pub(crate) mod tests {
                 for h in 1..=30 {
                     let f = f0 * h as f32;
                     let formant = |c: f32, bw: f32| 1.0 / (1.0 + ((f - c) / bw).powi(2));
-                    let gain = formant(700.0, 120.0) + 0.6 * formant(1200.0, 150.0)
+                    let gain = formant(700.0, 120.0)
+                        + 0.6 * formant(1200.0, 150.0)
                         + 0.3 * formant(2500.0, 250.0);
                     s += gain * (2.0 * std::f32::consts::PI * f * t).sin() / h as f32;
                 }
@@ -122,7 +128,7 @@ pub(crate) mod tests {
 
     #[test]
     fn speech_like_sound_is_voice_at_every_aggressiveness() {
-        let pcm = speech_like(32_000);
+        let pcm = speech_like(16_000.0, 32_000);
         for a in 0..=3 {
             let share = voiced_share(a, &pcm);
             assert!(share > 0.9, "aggressiveness {a}: {share}");
@@ -157,7 +163,13 @@ pub(crate) mod tests {
         let mut vad = VoiceDetector::new(9);
         assert_eq!(vad.aggressiveness(), 3);
         assert!(!vad.is_voice(&[0.0; FRAME_SAMPLES]));
-        let loud: Vec<f32> = speech_like(1600).iter().map(|s| s * 10.0).collect();
-        let _ = loud.chunks_exact(FRAME_SAMPLES).map(|f| vad.is_voice(f)).count();
+        let loud: Vec<f32> = speech_like(16_000.0, 1600)
+            .iter()
+            .map(|s| s * 10.0)
+            .collect();
+        let _ = loud
+            .chunks_exact(FRAME_SAMPLES)
+            .map(|f| vad.is_voice(f))
+            .count();
     }
 }

@@ -11,10 +11,42 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use conclave_media::frames::Frame;
-use conclave_media::pipeline::{PipelineConfig, PushOutcome, RtpAudio, pipeline_input, spawn_track_pipeline};
+use conclave_media::pipeline::{
+    PipelineConfig, PushOutcome, RtpAudio, TrackProcessor, pipeline_input, spawn_track_pipeline,
+};
 use conclave_media::pool::{PipelineStats, PoolConfig, RoomKey, TranscriptionPool};
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use tokio::sync::broadcast;
+
+/// Counts allocations made by the current thread, to check the per-packet path makes none.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local,
+// which itself never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|n| n.get())
+}
 
 const SENTENCE: &str = "The quick brown fox jumps over the lazy dog near the river bank";
 /// Where the track's clock starts (the first packet's arrival), ms.
@@ -25,13 +57,31 @@ const LEAD_MS: u64 = 500;
 fn espeak_48k(text: &str) -> Vec<i16> {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir();
-    let tag = format!("conclave-media-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let tag = format!(
+        "conclave-media-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
     let raw: PathBuf = dir.join(format!("{tag}.wav"));
     let wav48: PathBuf = dir.join(format!("{tag}-48k.wav"));
-    let ok = Command::new("espeak-ng").arg("-w").arg(&raw).arg(text).status();
-    assert!(ok.is_ok_and(|s| s.success()), "espeak-ng is needed (scripts install it)");
-    let ok = Command::new("sox").arg(&raw).args(["-r", "48000", "-c", "1"]).arg(&wav48).status();
-    assert!(ok.is_ok_and(|s| s.success()), "sox is needed (scripts install it)");
+    let ok = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&raw)
+        .arg(text)
+        .status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "espeak-ng is needed (scripts install it)"
+    );
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "48000", "-c", "1"])
+        .arg(&wav48)
+        .status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "sox is needed (scripts install it)"
+    );
     let mut reader = hound::WavReader::open(&wav48).expect("sox wrote a wav");
     let samples = reader.samples::<i16>().map(Result::unwrap).collect();
     let _ = std::fs::remove_file(raw);
@@ -45,7 +95,8 @@ fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
         .chunks(480)
         .enumerate()
         .filter(|(_, b)| {
-            let rms = (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
+            let rms =
+                (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
             rms / 32768.0 > 0.01
         })
         .map(|(i, _)| i as u64 * 10)
@@ -55,7 +106,8 @@ fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
 
 /// 20 ms Opus packets of `pcm` (48 kHz), zero-padded to a whole packet.
 fn opus_packets(pcm: &[i16]) -> Vec<Bytes> {
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_inband_fec(true).unwrap();
     enc.set_packet_loss_perc(10).unwrap();
     pcm.chunks(960)
@@ -89,7 +141,10 @@ fn track(text: &str, tail_ms: usize) -> (Vec<RtpAudio>, (u64, u64)) {
     let mut pcm = vec![0i16; LEAD_MS as usize * 48];
     pcm.extend(&speech);
     pcm.extend(vec![0i16; tail_ms * 48]);
-    (rtp(&opus_packets(&pcm)), (T0 + LEAD_MS + from, T0 + LEAD_MS + to))
+    (
+        rtp(&opus_packets(&pcm)),
+        (T0 + LEAD_MS + from, T0 + LEAD_MS + to),
+    )
 }
 
 /// Records every call's audio length; answers with it, so tests can match frames to calls.
@@ -110,18 +165,35 @@ fn room() -> RoomKey {
 }
 
 /// Runs one track to the end and returns every frame it published, with the pool's stats.
-async fn run(packets: Vec<RtpAudio>, transcriber: Arc<dyn Transcriber>) -> (Vec<Frame>, Arc<PipelineStats>) {
+async fn run(
+    packets: Vec<RtpAudio>,
+    transcriber: Arc<dyn Transcriber>,
+) -> (Vec<Frame>, Arc<PipelineStats>) {
     let stats = Arc::new(PipelineStats::default());
-    let pool = Arc::new(TranscriptionPool::new(transcriber, PoolConfig::default(), Arc::clone(&stats)));
+    let pool = Arc::new(TranscriptionPool::new(
+        transcriber,
+        PoolConfig::default(),
+        Arc::clone(&stats),
+    ));
     let (frames_tx, mut frames_rx) = broadcast::channel(256);
     let (input, rx) = pipeline_input(packets.len(), Arc::clone(&stats));
-    let task = spawn_track_pipeline("alice".into(), room(), rx, pool, frames_tx, PipelineConfig::default())
-        .expect("pipeline builds");
+    let task = spawn_track_pipeline(
+        "alice".into(),
+        room(),
+        rx,
+        pool,
+        frames_tx,
+        PipelineConfig::default(),
+    )
+    .expect("pipeline builds");
     for packet in packets {
         assert_eq!(input.try_push(packet), PushOutcome::Queued);
     }
     drop(input);
-    tokio::time::timeout(Duration::from_secs(30), task).await.expect("pipeline ends").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("pipeline ends")
+        .unwrap();
     let frames = std::iter::from_fn(|| frames_rx.try_recv().ok()).collect();
     (frames, stats)
 }
@@ -153,17 +225,39 @@ fn near(actual: u64, expected: u64, tolerance: u64) -> bool {
 }
 
 /// Checks one clean utterance: order, boundaries against the spoken span, and the final's audio.
-fn check_utterance(tags: &[Tag], (from, to): (u64, u64), recorder: &Recorder) -> (u64, u64, u64, u64) {
-    let Tag::S(started) = tags[0] else { panic!("{tags:?}") };
+fn check_utterance(
+    tags: &[Tag],
+    (from, to): (u64, u64),
+    recorder: &Recorder,
+) -> (u64, u64, u64, u64) {
+    let Tag::S(started) = tags[0] else {
+        panic!("{tags:?}")
+    };
     let n = tags.len();
-    let Tag::P(stopped) = tags[n - 2] else { panic!("{tags:?}") };
-    let Tag::F(start, end, ref text) = tags[n - 1] else { panic!("{tags:?}") };
-    assert!(tags[1..n - 2].iter().all(|t| matches!(t, Tag::I(..))), "{tags:?}");
+    let Tag::P(stopped) = tags[n - 2] else {
+        panic!("{tags:?}")
+    };
+    let Tag::F(start, end, ref text) = tags[n - 1] else {
+        panic!("{tags:?}")
+    };
+    assert!(
+        tags[1..n - 2].iter().all(|t| matches!(t, Tag::I(..))),
+        "{tags:?}"
+    );
     // Rule: started = voice onset + 200 ms; stopped = last voice + 500 ms; audio from 300 ms
     // before the onset to 200 ms after the last voice. VAD and codec blur the edges a little.
-    assert!(near(started, from + 200, 60), "started {started}, speech from {from}");
-    assert!(near(stopped, to + 500, 80), "stopped {stopped}, speech to {to}");
-    assert!(near(start, from - 300, 60), "final starts {start}, speech from {from}");
+    assert!(
+        near(started, from + 200, 60),
+        "started {started}, speech from {from}"
+    );
+    assert!(
+        near(stopped, to + 500, 80),
+        "stopped {stopped}, speech to {to}"
+    );
+    assert!(
+        near(start, from - 300, 60),
+        "final starts {start}, speech from {from}"
+    );
     assert!(near(end, to + 200, 80), "final ends {end}, speech to {to}");
     // The final's audio is the whole span, and the transcriber got exactly that audio.
     let samples = (end - start) as usize * 16;
@@ -183,9 +277,15 @@ async fn a_spoken_sentence_becomes_one_utterance_with_interims() {
     assert!(spoken > 3_000, "the sentence lasts {spoken} ms");
     // Interims are best effort (the pool skips them when busy); each covers the utterance so far.
     for tag in &tags[1..tags.len() - 2] {
-        let (Tag::I(start, end), Tag::F(final_start, final_end, _)) = (tag, &tags[tags.len() - 1]) else { panic!() };
+        let (Tag::I(start, end), Tag::F(final_start, final_end, _)) = (tag, &tags[tags.len() - 1])
+        else {
+            panic!()
+        };
         assert_eq!(start, final_start);
-        assert!(end < final_end && (end - start) % 1_000 == 500, "interim {tag:?}");
+        assert!(
+            end < final_end && (end - start) % 1_000 == 500,
+            "interim {tag:?}"
+        );
     }
     assert_eq!(PipelineStats::get(&stats.packets_lost), 0);
     assert_eq!(PipelineStats::get(&stats.jobs_dropped), 0);
@@ -213,8 +313,16 @@ async fn reordered_packets_and_a_loss_give_the_same_boundaries() {
     assert_eq!(PipelineStats::get(&stats.packets_lost), 1);
     assert_eq!(PipelineStats::get(&stats.packets_late), 0);
     assert_eq!(PipelineStats::get(&stats.decode_errors), 0);
-    let diffs = [clean.0.abs_diff(rough.0), clean.1.abs_diff(rough.1), clean.2.abs_diff(rough.2), clean.3.abs_diff(rough.3)];
-    assert!(diffs.iter().all(|&d| d <= 20), "clean {clean:?} vs reordered {rough:?}");
+    let diffs = [
+        clean.0.abs_diff(rough.0),
+        clean.1.abs_diff(rough.1),
+        clean.2.abs_diff(rough.2),
+        clean.3.abs_diff(rough.3),
+    ];
+    assert!(
+        diffs.iter().all(|&d| d <= 20),
+        "clean {clean:?} vs reordered {rough:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,9 +338,45 @@ async fn the_stream_ending_mid_sentence_still_finalises() {
     let n = tags.len();
     // Voice runs to the last packet, so speech stops where the audio ends, and all of it is kept.
     assert_eq!(tags[n - 2], Tag::P(audio_end), "{tags:?}");
-    let Tag::F(start, end, _) = tags[n - 1] else { panic!("{tags:?}") };
+    let Tag::F(start, end, _) = tags[n - 1] else {
+        panic!("{tags:?}")
+    };
     assert_eq!(end, audio_end);
     assert!(near(start, T0 + LEAD_MS + from - 300, 60), "{tags:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_going_quiet_mid_speech_ends_the_utterance() {
+    // No packets after 2 s of the sentence, but the track stays open: the idle timer lets the
+    // silence count, and the stop lands exactly end_ms after the last voice.
+    let mut pcm = vec![0i16; LEAD_MS as usize * 48];
+    pcm.extend(&espeak_48k(SENTENCE)[..48 * 2_000]);
+    let stats = Arc::new(PipelineStats::default());
+    let pool = TranscriptionPool::new(Arc::new(Recorder::default()), PoolConfig::default(), stats);
+    let (frames_tx, mut frames_rx) = broadcast::channel(64);
+    let (input, rx) = pipeline_input(200, Arc::clone(pool.stats()));
+    let config = PipelineConfig::default();
+    spawn_track_pipeline("dave".into(), room(), rx, Arc::new(pool), frames_tx, config).unwrap();
+    for packet in rtp(&opus_packets(&pcm)) {
+        assert_eq!(input.try_push(packet), PushOutcome::Queued);
+    }
+    let mut got = Vec::new();
+    while !matches!(got.last(), Some(Frame::FinalTranscript(_))) {
+        let frame = tokio::time::timeout(Duration::from_secs(5), frames_rx.recv()).await;
+        got.push(
+            frame
+                .expect("the utterance ends without more packets")
+                .unwrap(),
+        );
+    }
+    let tags = tags(&got);
+    let n = tags.len();
+    let (Tag::P(stopped), Tag::F(_, end, _)) = (&tags[n - 2], &tags[n - 1]) else {
+        panic!("{tags:?}")
+    };
+    assert_eq!(*stopped, *end - 200 + 500, "{tags:?}");
+    assert!(near(*end, T0 + LEAD_MS + 2_000 + 200, 60), "{tags:?}");
+    drop(input);
 }
 
 /// Blocks every call until the test drops the gate's sender.
@@ -252,10 +396,21 @@ impl Transcriber for Blocking {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_transcriber_drops_jobs_but_never_stalls_the_track() {
     let (gate, gate_rx) = std_mpsc::channel::<()>();
-    let blocking = Arc::new(Blocking { gate: Mutex::new(gate_rx), calls: AtomicU64::new(0) });
+    let blocking = Arc::new(Blocking {
+        gate: Mutex::new(gate_rx),
+        calls: AtomicU64::new(0),
+    });
     let stats = Arc::new(PipelineStats::default());
-    let config = PoolConfig { workers: 1, max_per_server: 1, max_per_room: 1 };
-    let pool = Arc::new(TranscriptionPool::new(blocking.clone(), config, Arc::clone(&stats)));
+    let config = PoolConfig {
+        workers: 1,
+        max_per_server: 1,
+        max_per_room: 1,
+    };
+    let pool = Arc::new(TranscriptionPool::new(
+        blocking.clone(),
+        config,
+        Arc::clone(&stats),
+    ));
     let (frames_tx, mut frames_rx) = broadcast::channel(256);
 
     // The sentence three times with a second of silence after each: three utterances.
@@ -280,7 +435,11 @@ async fn a_stuck_transcriber_drops_jobs_but_never_stalls_the_track() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while edges < 6 {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, frames_rx.recv()).await.expect("speech edges arrive").unwrap() {
+        match tokio::time::timeout(left, frames_rx.recv())
+            .await
+            .expect("speech edges arrive")
+            .unwrap()
+        {
             Frame::UserStartedSpeaking(_) | Frame::UserStoppedSpeaking(_) => edges += 1,
             other => panic!("no transcript can be ready yet: {other:?}"),
         }
@@ -288,35 +447,102 @@ async fn a_stuck_transcriber_drops_jobs_but_never_stalls_the_track() {
     // The task submits the last final right after the last edge; give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(blocking.calls.load(Ordering::SeqCst), 1, "one job running");
-    assert_eq!(PipelineStats::get(&stats.jobs_dropped), 2, "the other two finals were dropped");
-    assert!(!task.is_finished(), "the track waits for its one accepted final");
+    assert_eq!(
+        PipelineStats::get(&stats.jobs_dropped),
+        2,
+        "the other two finals were dropped"
+    );
+    assert!(
+        !task.is_finished(),
+        "the track waits for its one accepted final"
+    );
 
     drop(gate);
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("pipeline ends").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("pipeline ends")
+        .unwrap();
     let rest: Vec<Frame> = std::iter::from_fn(|| frames_rx.try_recv().ok()).collect();
-    assert!(matches!(rest.as_slice(), [Frame::FinalTranscript(_)]), "{rest:?}");
+    assert!(
+        matches!(rest.as_slice(), [Frame::FinalTranscript(_)]),
+        "{rest:?}"
+    );
     assert_eq!(PipelineStats::get(&stats.transcriptions_done), 1);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn try_push_never_waits_when_the_queue_is_full() {
     let stats = Arc::new(PipelineStats::default());
-    let pool = Arc::new(TranscriptionPool::new(Arc::new(Recorder::default()), PoolConfig::default(), Arc::clone(&stats)));
+    let pool = Arc::new(TranscriptionPool::new(
+        Arc::new(Recorder::default()),
+        PoolConfig::default(),
+        Arc::clone(&stats),
+    ));
     let (frames_tx, _frames_rx) = broadcast::channel(16);
     let (input, rx) = pipeline_input(8, Arc::clone(&stats));
-    let task = spawn_track_pipeline("carol".into(), room(), rx, pool, frames_tx, PipelineConfig::default()).unwrap();
+    let task = spawn_track_pipeline(
+        "carol".into(),
+        room(),
+        rx,
+        pool,
+        frames_tx,
+        PipelineConfig::default(),
+    )
+    .unwrap();
     let packets = rtp(&opus_packets(&vec![0i16; 48_000 * 20]));
     // On this single-threaded runtime the pipeline cannot run until the test yields, so the
     // queue takes 8 packets and the rest are dropped on the spot.
     let started = Instant::now();
     let outcomes: Vec<PushOutcome> = packets.into_iter().map(|p| input.try_push(p)).collect();
     let took = started.elapsed();
-    assert_eq!(outcomes.iter().filter(|&&o| o == PushOutcome::Queued).count(), 8);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|&&o| o == PushOutcome::Queued)
+            .count(),
+        8
+    );
     assert_eq!(PipelineStats::get(&stats.input_dropped), 1_000 - 8);
-    assert!(took < Duration::from_millis(50), "1000 pushes took {took:?}");
+    assert!(
+        took < Duration::from_millis(50),
+        "1000 pushes took {took:?}"
+    );
     drop(input);
     task.await.unwrap();
     let (spare, _rx) = pipeline_input(1, Arc::clone(&stats));
     drop(_rx);
-    assert_eq!(spare.try_push(RtpAudio { seq: 0, timestamp: 0, payload: Bytes::new(), arrival_ms: 0 }), PushOutcome::Closed);
+    assert_eq!(
+        spare.try_push(RtpAudio {
+            seq: 0,
+            timestamp: 0,
+            payload: Bytes::new(),
+            arrival_ms: 0
+        }),
+        PushOutcome::Closed
+    );
+}
+
+#[test]
+fn the_per_packet_path_allocates_nothing() {
+    let (packets, _) = track(SENTENCE, 1_000);
+    let mut config = PipelineConfig::default();
+    config.segment.interim_ms = 0;
+    let mut track = TrackProcessor::new(&config, Arc::default()).unwrap();
+    let mut packets = packets.into_iter();
+    // Warm up on the leading silence, then measure through the start of speech and 2 s of it
+    // (the utterance buffer holds 5 s before it first grows).
+    for packet in packets.by_ref().take(10) {
+        track.push_packet(packet);
+    }
+    let speech: Vec<RtpAudio> = packets.by_ref().take(120).collect();
+    let before = allocations();
+    for packet in speech {
+        track.push_packet(packet);
+    }
+    let started = track.poll_event();
+    assert_eq!(allocations() - before, 0);
+    assert!(matches!(
+        started,
+        Some(conclave_media::segment::SegmentEvent::Started { .. })
+    ));
 }
