@@ -30,9 +30,12 @@ fn small_file() -> Vec<u8> {
     w.into_inner()
 }
 
+/// Verifies `bytes` from a file of their own (tests run in parallel, so names are unique).
 fn check(name: &str, bytes: &[u8]) -> Result<ModelSummary, ModelError> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!(
-        "conclave-model-ggml-{}-{name}.bin",
+        "conclave-model-ggml-{}-{n}-{name}.bin",
         std::process::id()
     ));
     std::fs::write(&path, bytes).unwrap();
