@@ -77,6 +77,28 @@ pub struct ServeArgs {
     /// Seconds a meeting waits for a departed host before handing over or ending.
     #[arg(long, env = "CONCLAVE_HOST_GRACE_SECS")]
     pub host_grace_secs: Option<u64>,
+    /// Live transcription of rooms (needs a Whisper model).
+    #[arg(long, env = "CONCLAVE_TRANSCRIPTION")]
+    pub transcription: Option<bool>,
+    /// Whisper model in ggml format (default: `<data_dir>/models/ggml-tiny.en.bin`, installed
+    /// by `conclave model install`).
+    #[arg(long, env = "CONCLAVE_WHISPER_MODEL")]
+    pub whisper_model: Option<PathBuf>,
+    /// Threads per Whisper transcription.
+    #[arg(long, env = "CONCLAVE_WHISPER_THREADS")]
+    pub whisper_threads: Option<usize>,
+    /// Transcriptions run at once (worker threads of the pool).
+    #[arg(long, env = "CONCLAVE_TRANSCRIPTION_WORKERS")]
+    pub transcription_workers: Option<usize>,
+    /// Transcription jobs queued or running per room before new ones are dropped.
+    #[arg(long, env = "CONCLAVE_MAX_TRANSCRIPTIONS_PER_ROOM")]
+    pub max_transcriptions_per_room: Option<usize>,
+    /// Transcription jobs queued or running on the server before new ones are dropped.
+    #[arg(long, env = "CONCLAVE_MAX_TRANSCRIPTIONS")]
+    pub max_transcriptions: Option<usize>,
+    /// Voice activity detection aggressiveness, 0 (most sensitive) to 3.
+    #[arg(long, env = "CONCLAVE_VAD_AGGRESSIVENESS")]
+    pub vad_aggressiveness: Option<u8>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -100,6 +122,39 @@ struct FileConfig {
     host_grace_secs: Option<u64>,
     #[serde(default)]
     turn: FileTurn,
+    #[serde(default)]
+    transcription: FileTranscription,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTranscription {
+    enabled: Option<bool>,
+    whisper_model: Option<PathBuf>,
+    whisper_threads: Option<usize>,
+    workers: Option<usize>,
+    max_per_room: Option<usize>,
+    max_per_server: Option<usize>,
+    vad_aggressiveness: Option<u8>,
+}
+
+/// Live transcription settings.
+#[derive(Debug, Clone)]
+pub struct TranscriptionSettings {
+    /// On unless turned off; without a model the server runs without it and says so.
+    pub enabled: bool,
+    /// ggml model file.
+    pub whisper_model: PathBuf,
+    /// Threads per transcription.
+    pub whisper_threads: usize,
+    /// Concurrent transcriptions.
+    pub workers: usize,
+    /// Per-room job limit.
+    pub max_per_room: usize,
+    /// Server-wide job limit.
+    pub max_per_server: usize,
+    /// 0-3.
+    pub vad_aggressiveness: u8,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +214,8 @@ pub struct Config {
     pub database_url: String,
     /// Host-leave grace period.
     pub host_grace: std::time::Duration,
+    /// Live transcription.
+    pub transcription: TranscriptionSettings,
 }
 
 impl Config {
@@ -182,6 +239,7 @@ impl Config {
                  address and set public_ip for what clients should reach"
             );
         }
+        let data_dir_for_model = args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("data"));
         let max_message_bytes =
             args.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 * 1024);
         if max_message_bytes < 1024 {
@@ -212,6 +270,27 @@ impl Config {
             guest_access: args.guest_access.or(file.guest_access).unwrap_or(true),
             database_url: args.database_url.or(file.database_url).unwrap_or_default(),
             host_grace: std::time::Duration::from_secs(args.host_grace_secs.or(file.host_grace_secs).unwrap_or(30)),
+            transcription: {
+                let t = file.transcription;
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                // Two threads per transcription keep one utterance's latency low (a 5 s
+                // utterance in ~0.35 s on this kind of machine); workers share the rest.
+                let threads = args.whisper_threads.or(t.whisper_threads).unwrap_or(2.min(cores)).max(1);
+                let workers = args.transcription_workers.or(t.workers).unwrap_or((cores / threads).max(1)).max(1);
+                let vad = args.vad_aggressiveness.or(t.vad_aggressiveness).unwrap_or(2);
+                if vad > 3 {
+                    bail!("vad_aggressiveness must be 0-3");
+                }
+                TranscriptionSettings {
+                    enabled: args.transcription.or(t.enabled).unwrap_or(true),
+                    whisper_model: args.whisper_model.or(t.whisper_model).unwrap_or_else(|| data_dir_for_model.join("models").join("ggml-tiny.en.bin")),
+                    whisper_threads: threads,
+                    workers,
+                    max_per_room: args.max_transcriptions_per_room.or(t.max_per_room).unwrap_or(workers.max(2)),
+                    max_per_server: args.max_transcriptions.or(t.max_per_server).unwrap_or(workers * 4),
+                    vad_aggressiveness: vad,
+                }
+            },
         })
     }
 

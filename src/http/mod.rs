@@ -5,6 +5,7 @@ pub mod error;
 pub mod meetings;
 pub mod openapi;
 pub mod pages;
+pub mod transcripts;
 pub mod ws;
 
 use crate::server::AppState;
@@ -37,6 +38,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{code}/end", post(meetings::end))
         .route("/api/meetings/{code}/leave", post(meetings::leave))
         .route("/api/meetings/{code}/participants", get(meetings::participants))
+        .route("/api/meetings/{code}/transcript", get(transcripts::meeting))
+        .route("/api/rooms/{room}/transcript", get(transcripts::room))
+        .route("/api/transcripts/search", get(transcripts::search))
         .route("/ws", get(ws::upgrade))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

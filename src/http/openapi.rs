@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{api, error, meetings};
+use super::{api, error, meetings, transcripts};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -28,6 +28,7 @@ impl Modify for Security {
     paths(
         meetings::create, meetings::list, meetings::get, meetings::join, meetings::start, meetings::end,
         meetings::leave, meetings::participants, api::create_room, api::guest_token, api::stats,
+        transcripts::room, transcripts::meeting, transcripts::search,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&Security),

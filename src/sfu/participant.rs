@@ -420,6 +420,10 @@ impl Actor {
             return tracing::warn!(ssrc, "remote track without codec ignored");
         };
         let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
+        let tap = match (kind, self.rooms.transcription()) {
+            (TrackKind::Audio, Some(t)) => t.attach(&self.room, &self.spec.id).map(|input| (input, self.room.opened_unix_ms())),
+            _ => None,
+        };
         tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
         let producer = Arc::new(Producer::new(
             id.clone(),
@@ -429,6 +433,7 @@ impl Actor {
             remote,
             ssrc,
             self.metrics.clone(),
+            tap,
         ));
         let reader = {
             let producer = producer.clone();

@@ -1,6 +1,7 @@
 //! A producer: one incoming track, read once and fanned out to its sinks.
 
 use super::forward::Fanout;
+use conclave_media::pipeline::{PipelineInput, RtpAudio};
 use crate::metrics::Metrics;
 use conclave_signaling::{ParticipantId, TrackId, TrackInfo, TrackKind};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -33,6 +34,10 @@ pub struct Producer {
     epoch: Instant,
     last_keyframe_request_ms: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The audio pipeline's input, for audio tracks when transcription is on. Pushing never
+    /// waits: a full queue drops the packet for the pipeline only, never for subscribers.
+    tap: Option<PipelineInput>,
+    epoch_unix_ms: i64,
 }
 
 impl std::fmt::Debug for Producer {
@@ -51,7 +56,12 @@ impl Producer {
         remote: Arc<dyn TrackRemote>,
         media_ssrc: u32,
         metrics: Arc<Metrics>,
+        tap: Option<(PipelineInput, i64)>,
     ) -> Self {
+        let (tap, epoch_unix_ms) = match tap {
+            Some((t, e)) => (Some(t), e),
+            None => (None, 0),
+        };
         Producer {
             id,
             publisher,
@@ -64,6 +74,8 @@ impl Producer {
             epoch: Instant::now(),
             last_keyframe_request_ms: AtomicU64::new(u64::MAX),
             metrics,
+            tap,
+            epoch_unix_ms,
         }
     }
 
@@ -113,6 +125,15 @@ impl Producer {
             match event {
                 TrackRemoteEvent::OnRtpPacket(packet) => {
                     Metrics::add(&self.metrics.packets_in, 1);
+                    if let Some(tap) = &self.tap {
+                        // Muted tracks still send (comfort noise); the VAD treats it as silence.
+                        let _ = tap.try_push(RtpAudio {
+                            seq: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            payload: packet.payload.clone(),
+                            arrival_ms: (crate::meetings::service::now_ms() - self.epoch_unix_ms).max(0) as u64,
+                        });
+                    }
                     let r = self.fanout.forward(packet);
                     if r.dropped > 0 {
                         Metrics::add(&self.metrics.packets_dropped, u64::from(r.dropped));

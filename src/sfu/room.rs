@@ -13,7 +13,9 @@ use conclave_signaling::{
 use dashmap::DashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use conclave_media::frames::Frame;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::broadcast;
 
 /// Why a participant could not enter a room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,11 +61,44 @@ pub struct Room {
     pub persistent: bool,
     state: Mutex<RoomState>,
     metrics: Arc<Metrics>,
+    /// The room's audio-pipeline frames; captions, the transcript store and (later) agents
+    /// each subscribe.
+    frames: broadcast::Sender<Frame>,
+    opened_unix_ms: i64,
+    meeting: OnceLock<String>,
 }
 
 impl Room {
     fn new(name: RoomName, persistent: bool, metrics: Arc<Metrics>) -> Self {
-        Room { name, persistent, state: Mutex::new(RoomState::default()), metrics }
+        Room {
+            name,
+            persistent,
+            state: Mutex::new(RoomState::default()),
+            metrics,
+            frames: broadcast::channel(crate::transcription::ROOM_FRAME_BUFFER).0,
+            opened_unix_ms: crate::meetings::service::now_ms(),
+            meeting: OnceLock::new(),
+        }
+    }
+
+    /// Sender of the room's pipeline frames (pipelines publish, consumers subscribe).
+    pub fn frames(&self) -> broadcast::Sender<Frame> {
+        self.frames.clone()
+    }
+
+    /// When the room opened, unix ms; pipeline times count from here.
+    pub fn opened_unix_ms(&self) -> i64 {
+        self.opened_unix_ms
+    }
+
+    /// The meeting this room belongs to.
+    pub fn meeting_code(&self) -> Option<String> {
+        self.meeting.get().cloned()
+    }
+
+    /// (identity, name) of a connected participant.
+    pub fn member(&self, id: &ParticipantId) -> Option<(String, String)> {
+        self.lock().members.get(id).map(|m| (m.handle.identity.clone(), m.handle.name.clone()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RoomState> {
@@ -245,17 +280,22 @@ pub struct RoomManager {
     auto_create: bool,
     metrics: Arc<Metrics>,
     shutting_down: std::sync::atomic::AtomicBool,
+    transcription: Option<Arc<crate::transcription::Transcription>>,
 }
 
 impl RoomManager {
     /// A manager that creates rooms on first join when `auto_create`.
-    pub fn new(auto_create: bool, metrics: Arc<Metrics>) -> Self {
-        RoomManager {
-            rooms: DashMap::new(),
-            auto_create,
-            metrics,
-            shutting_down: Default::default(),
-        }
+    pub fn new(
+        auto_create: bool,
+        metrics: Arc<Metrics>,
+        transcription: Option<Arc<crate::transcription::Transcription>>,
+    ) -> Self {
+        RoomManager { rooms: DashMap::new(), auto_create, metrics, shutting_down: Default::default(), transcription }
+    }
+
+    /// Server-wide transcription, when a model is loaded.
+    pub fn transcription(&self) -> Option<&Arc<crate::transcription::Transcription>> {
+        self.transcription.as_ref()
     }
 
     /// The room to join, creating it if allowed.
@@ -278,7 +318,9 @@ impl RoomManager {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(JoinError::ShuttingDown);
         }
-        Ok(self.insert(name, false))
+        let room = self.insert(name, false);
+        let _ = room.meeting.set(name.to_string());
+        Ok(room)
     }
 
     /// Creates a room that stays when empty (API-created); returns it if it already exists.
@@ -292,7 +334,11 @@ impl RoomManager {
             .or_insert_with(|| {
                 self.metrics.rooms.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = %name, persistent, "room created");
-                Arc::new(Room::new(name.clone(), persistent, self.metrics.clone()))
+                let room = Arc::new(Room::new(name.clone(), persistent, self.metrics.clone()));
+                if let Some(t) = &self.transcription {
+                    t.start_room(&room);
+                }
+                room
             })
             .clone()
     }

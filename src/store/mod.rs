@@ -3,8 +3,10 @@
 //! same portable statements through sqlx's `Any` driver; only the migrations differ.
 
 mod meetings;
+mod transcripts;
 
 pub use meetings::{NewMeeting, ParticipantRecord};
+pub use transcripts::TranscriptLine;
 
 use sqlx::AnyPool;
 use sqlx::Executor;

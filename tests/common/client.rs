@@ -133,6 +133,16 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
 impl TestClient {
     /// Joins `room` with `token` and, if `publish`, sends a 440 Hz tone and VP8-shaped video.
     pub async fn join(http: SocketAddr, room: &str, name: &str, token: &str, publish: bool) -> TestClient {
+        Self::join_with(http, room, name, token, publish, None).await
+    }
+
+    /// Like [`TestClient::join`], publishing `speech` (48 kHz mono) once, then silence, instead
+    /// of the tone.
+    pub async fn join_speaking(http: SocketAddr, room: &str, name: &str, token: &str, speech: Arc<Vec<f32>>) -> TestClient {
+        Self::join_with(http, room, name, token, true, Some(speech)).await
+    }
+
+    async fn join_with(http: SocketAddr, room: &str, name: &str, token: &str, publish: bool, speech: Option<Arc<Vec<f32>>>) -> TestClient {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await.expect("ws connect");
         let (mut ws_tx, mut ws_rx) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
@@ -207,7 +217,7 @@ impl TestClient {
                 if kind == RtpCodecKind::Video {
                     tasks.push(tokio::spawn(count_keyframe_requests(track.clone(), keyframe_requests.clone())));
                 }
-                tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone())));
+                tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone(), speech.clone())));
             }
         } else {
             for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -340,7 +350,9 @@ async fn send_media(
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     state: Arc<Mutex<RTCPeerConnectionState>>,
+    speech: Option<Arc<Vec<f32>>>,
 ) {
+    let mut cursor = 0usize;
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let (interval, ts_step) = match kind {
         RtpCodecKind::Audio => (Duration::from_millis(20), 960u32),
@@ -367,12 +379,19 @@ async fn send_media(
         };
         let payload = match kind {
             RtpCodecKind::Audio => {
-                let pcm: Vec<f32> = (0..960)
-                    .map(|_| {
-                        phase += 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;
-                        0.3 * phase.sin()
-                    })
-                    .collect();
+                let pcm: Vec<f32> = match &speech {
+                    // Speech once from the first connected moment, then silence.
+                    Some(samples) => (0..960)
+                        .map(|i| samples.get(cursor + i).copied().unwrap_or(0.0))
+                        .collect(),
+                    None => (0..960)
+                        .map(|_| {
+                            phase += 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;
+                            0.3 * phase.sin()
+                        })
+                        .collect(),
+                };
+                cursor += 960;
                 let n = encoder.encode_float(&pcm, &mut out).unwrap();
                 Bytes::copy_from_slice(&out[..n])
             }

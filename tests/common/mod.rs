@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod speech;
 
 use conclave::auth::{Grants, TokenAuthority, TokenRequest};
 use conclave::config::{Config, ServeArgs};

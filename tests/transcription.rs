@@ -1,0 +1,134 @@
+//! Live transcription end to end: a webrtc-rs participant speaks five sentences (espeak-ng,
+//! Opus over RTP) into a room; another participant receives interim and final captions; the
+//! final lines are stored, listed and searchable. Real Whisper tiny.en model.
+
+mod common;
+
+use common::client::TestClient;
+use common::speech::{speak_48k, whisper_model, word_error_rate, words};
+use common::{API_KEY, API_SECRET, start_server, token};
+use conclave_signaling::ServerMessage;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SENTENCES: [&str; 5] = [
+    "The quarterly budget was approved by the finance team.",
+    "We need the new contract signed before the end of March.",
+    "Please send the meeting notes to everyone on the project.",
+    "Our customers asked for a faster way to export their reports.",
+    "The engineering team will ship the update next Tuesday.",
+];
+
+#[test]
+fn word_error_rate_counts_substitutions_insertions_and_deletions() {
+    assert_eq!(word_error_rate("we need it by March", "We need it by march."), 0.0);
+    assert!((word_error_rate("we need it by March", "we need it on March") - 0.2).abs() < 1e-9);
+    assert!((word_error_rate("a b c d", "a c d e") - 0.5).abs() < 1e-9);
+}
+
+async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{API_KEY}:{API_SECRET}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript() {
+    let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("conclave-speech-{}", conclave::ids::random_id(6)));
+    let mut speech = Vec::new();
+    for s in SENTENCES {
+        speech.extend(speak_48k(s, &dir));
+        speech.extend(std::iter::repeat_n(0.0f32, 48_000 * 6 / 5)); // 1.2 s pause
+    }
+    let spoken_secs = speech.len() as f64 / 48_000.0;
+
+    let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
+    assert!(server.state.rooms.transcription().is_some(), "transcription did not start");
+    let http = server.http_addr;
+    let mut listener = TestClient::join(http, "standup", "lena", &token("standup", "lena"), false).await;
+    let speaker = TestClient::join_speaking(http, "standup", "sam", &token("standup", "sam"), Arc::new(speech)).await;
+
+    let mut finals: Vec<String> = Vec::new();
+    let mut interims = 0;
+    let mut speaking_edges = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(spoken_secs + 60.0);
+    while tokio::time::Instant::now() < deadline {
+        let left = deadline - tokio::time::Instant::now();
+        let Some(msg) = listener
+            .wait_for(left, |m| matches!(m, ServerMessage::Caption { .. } | ServerMessage::Speaking { .. }))
+            .await
+        else {
+            break;
+        };
+        match msg {
+            ServerMessage::Caption { participant_id, name, text, is_final, .. } => {
+                assert_eq!((participant_id, name.as_str()), (speaker.participant_id.clone(), "sam"));
+                if is_final {
+                    finals.push(text);
+                } else {
+                    interims += 1;
+                }
+            }
+            ServerMessage::Speaking { .. } => speaking_edges += 1,
+            _ => {}
+        }
+        let heard: usize = finals.iter().map(|f| words(f).len()).sum();
+        if heard >= words(&SENTENCES.join(" ")).len() - 2 && finals.len() >= 5 {
+            break;
+        }
+    }
+    let reference = SENTENCES.join(" ");
+    let hypothesis = finals.join(" ");
+    let wer = word_error_rate(&reference, &hypothesis);
+    println!("finals: {finals:#?}\ninterims: {interims}, speaking edges: {speaking_edges}, WER {wer:.3}");
+    assert!(wer <= 0.25, "word error rate {wer:.3} over 25%:\n  said:  {reference}\n  heard: {hypothesis}");
+    assert!(interims >= 1, "no interim captions while someone spoke for seconds");
+    assert!(speaking_edges >= 2, "no speaking indicators");
+
+    // Stored, listed in order, searchable.
+    let listed = get_json(http, "/api/rooms/standup/transcript").await;
+    let lines = listed["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), finals.len(), "every final caption is stored: {listed}");
+    assert_eq!(lines[0]["speaker_name"], "sam");
+    assert!(lines.windows(2).all(|w| w[0]["start_ms"].as_i64() <= w[1]["start_ms"].as_i64()));
+    let found = get_json(http, "/api/transcripts/search?q=budget").await;
+    let found = found["lines"].as_array().unwrap();
+    assert!(!found.is_empty() && found[0]["text"].as_str().unwrap().to_lowercase().contains("budget"), "{found:?}");
+    let none = get_json(http, "/api/transcripts/search?q=zebra").await;
+    assert!(none["lines"].as_array().unwrap().is_empty());
+
+    let metrics = get_json_text(http, "/metrics").await;
+    assert!(metrics.contains("conclave_transcription_enabled 1"));
+    drop(speaker);
+    server.shutdown().await.unwrap();
+}
+
+async fn get_json_text(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_model_leaves_the_server_running_without_transcription() {
+    let server = start_server(|a| a.whisper_model = Some("/nonexistent/model.bin".into())).await;
+    assert!(server.state.rooms.transcription().is_none());
+    let bogus = std::env::temp_dir().join(format!("bogus-{}.bin", conclave::ids::random_id(6)));
+    std::fs::write(&bogus, b"definitely not a ggml model").unwrap();
+    let server2 = start_server(|a| a.whisper_model = Some(bogus)).await;
+    assert!(server2.state.rooms.transcription().is_none(), "a corrupt model must not be used");
+    let metrics = get_json_text(server2.http_addr, "/metrics").await;
+    assert!(metrics.contains("conclave_transcription_enabled 0"), "{metrics}");
+    server.shutdown().await.unwrap();
+    server2.shutdown().await.unwrap();
+}
