@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SENTENCES: [&str; 5] = [
-    "The quarterly budget was approved by the finance team.",
+    "The quarterly budget was approved on Monday morning.",
     "We need the new contract signed before the end of March.",
     "Please send the meeting notes to everyone on the project.",
-    "Our customers asked for a faster way to export their reports.",
+    "Our customers want a faster way to export their reports.",
     "The engineering team will ship the update next Tuesday.",
 ];
 
