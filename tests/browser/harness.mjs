@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dgram from 'node:dgram';
@@ -88,12 +88,30 @@ export async function waitFor(probe, { timeout = 10000, interval = 250, message 
   }
 }
 
-/** Starts `conclave serve --dev` on free loopback ports with a fresh data directory. */
-export async function startServer() {
+// Shared with the Rust tests, so the model is downloaded and converted once per machine.
+export const MODEL_CACHE = process.env.CONCLAVE_MODEL_CACHE || join(homedir(), '.cache/conclave-models');
+
+/** Installs Whisper tiny.en into MODEL_CACHE if missing (`conclave model install`) and returns its path. */
+export async function whisperModel(bin = serverBinary()) {
+  const proc = spawn(bin, ['model', 'install', '--data-dir', MODEL_CACHE], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  proc.stdout.on('data', (d) => (output += d));
+  proc.stderr.on('data', (d) => (output += d));
+  const [code] = await once(proc, 'exit');
+  if (code !== 0) throw new Error(`conclave model install failed (exit ${code}):\n${output}`);
+  return join(MODEL_CACHE, 'models/ggml-tiny.en.bin');
+}
+
+/**
+ * Starts `conclave serve --dev` on free loopback ports with a fresh data directory.
+ * `transcription: true` gives it the Whisper model; otherwise it has none and sends no captions.
+ */
+export async function startServer({ transcription = false } = {}) {
   const bin = serverBinary();
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} not found: build it (cargo build) or set CONCLAVE_BIN`);
   }
+  const model = transcription ? await whisperModel(bin) : null;
   const dir = mkdtempSync(join(tmpdir(), 'conclave-e2e-'));
   const httpPort = await freeTcpPort();
   const turnPort = await freeUdpPort();
@@ -107,6 +125,7 @@ export async function startServer() {
     '--data-dir', join(dir, 'data'),
     '--log-level', 'info',
   ];
+  if (model) args.push('--whisper-model', model);
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stdout.pipe(log, { end: false });
   proc.stderr.pipe(log, { end: false });
@@ -132,6 +151,12 @@ export async function startServer() {
       } catch {
         return '(no server log)';
       }
+    },
+    /** `Authorization` header value for the dev API key pair the server generated. */
+    apiAuth() {
+      const toml = readFileSync(join(dir, 'data/dev-api-key.toml'), 'utf8');
+      const value = (key) => new RegExp(`^${key}\\s*=\\s*"([^"]*)"`, 'm').exec(toml)?.[1];
+      return `Basic ${Buffer.from(`${value('api_key')}:${value('api_secret')}`).toString('base64')}`;
     },
     async stats() {
       const res = await fetch(`${baseUrl}/api/stats`);
@@ -170,15 +195,18 @@ export async function startServer() {
   return server;
 }
 
-/** Opens `url` in its own Chromium process; console output is kept for failure reports. */
-export async function openPage(url, label) {
+/**
+ * Opens `url` in its own Chromium process; console output is kept for failure reports.
+ * `args` are extra Chromium flags (e.g. a file for the fake microphone).
+ */
+export async function openPage(url, label, { args = [] } = {}) {
   const fromDisk = process.env.CONCLAVE_E2E_WEB_DIR;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     // A page fulfilled by page.route() has no network origin, so Chromium's local network
     // access checks would block its WebSocket to loopback.
-    args: fromDisk ? [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'] : CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...(fromDisk ? ['--disable-features=LocalNetworkAccessChecks'] : []), ...args],
   });
   const page = await browser.newPage();
   const logs = [];
@@ -219,15 +247,16 @@ async function serveWebFromDisk(page, dir) {
 }
 
 /**
- * Runs `body(server, open)` against a fresh server; `open(path, label)` opens pages that are
- * closed afterwards. On failure the server log tail and the pages' console output are
- * printed, and the data directory is kept for inspection.
+ * Runs `body(server, open)` against a fresh server (`serverOptions` as for startServer);
+ * `open(path, label, pageOptions)` opens pages (see openPage) that are closed afterwards. On
+ * failure the server log tail and the pages' console output are printed, and the data
+ * directory is kept for inspection.
  */
-export async function scenario(body) {
-  const server = await startServer();
+export async function scenario(body, serverOptions) {
+  const server = await startServer(serverOptions);
   const pages = [];
-  const open = async (path, label) => {
-    const p = await openPage(server.baseUrl + path, label);
+  const open = async (path, label, pageOptions) => {
+    const p = await openPage(server.baseUrl + path, label, pageOptions);
     pages.push(p);
     return p.page;
   };

@@ -108,6 +108,9 @@ pub struct TestClient {
     state: Arc<Mutex<RTCPeerConnectionState>>,
     /// Keyframe requests (PLI/FIR) that reached this client's published video track.
     pub keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Unix ms at which each 20 ms audio packet was sent (index = packet number), so speech
+    /// timing can be measured from the sender's side.
+    pub audio_sent_at: Arc<Mutex<Vec<i64>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -177,6 +180,7 @@ impl TestClient {
             conclave::sfu::keyframe::KeyframeRequestTap::default(),
         );
         let remotes: Remotes = Default::default();
+        let audio_sent_at: Arc<Mutex<Vec<i64>>> = Default::default();
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
@@ -217,7 +221,7 @@ impl TestClient {
                 if kind == RtpCodecKind::Video {
                     tasks.push(tokio::spawn(count_keyframe_requests(track.clone(), keyframe_requests.clone())));
                 }
-                tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone(), speech.clone())));
+                tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone(), speech.clone(), audio_sent_at.clone())));
             }
         } else {
             for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -272,7 +276,7 @@ impl TestClient {
                 }
             }
         }));
-        TestClient { participant_id, pc, out: out_tx, events: ev_rx, inbox, remotes, state, keyframe_requests, tasks }
+        TestClient { participant_id, pc, out: out_tx, events: ev_rx, inbox, remotes, state, keyframe_requests, audio_sent_at, tasks }
     }
 
     /// What was received from `publisher` so far.
@@ -351,6 +355,7 @@ async fn send_media(
     ssrc: u32,
     state: Arc<Mutex<RTCPeerConnectionState>>,
     speech: Option<Arc<Vec<f32>>>,
+    sent_at: Arc<Mutex<Vec<i64>>>,
 ) {
     let mut cursor = 0usize;
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
@@ -413,5 +418,8 @@ async fn send_media(
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(ts_step);
         let _ = track.write_rtp(pkt).await;
+        if kind == RtpCodecKind::Audio {
+            sent_at.lock().unwrap().push(conclave::meetings::service::now_ms());
+        }
     }
 }
