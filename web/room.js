@@ -5,6 +5,11 @@
 
 window.ConclaveRoom = (() => {
   const PING_INTERVAL_MS = 20000;
+  const MAX_CAPTIONS = 200;
+  const MAX_CAPTION_LINES = 50; // in the page; the panel shows about six
+  // The server sends no final for an utterance it judges not to be speech, so an interim
+  // caption left without updates this long is dropped rather than shown for ever.
+  const STALE_INTERIM_MS = 10000;
   // After these the socket closing is expected and must not be reported as a disconnection.
   const FINAL_STATES = new Set(['left', 'ended']);
   const ENDED_DETAIL = {
@@ -18,6 +23,9 @@ window.ConclaveRoom = (() => {
    * `window.conclave`. It is an EventTarget: `meeting` (meeting info changed), `refused`
    * (detail {code, message}: the join was refused), `ended` (detail {reason}) and `leave`
    * (detail {byUser}).
+   *
+   * Live captions (when the server transcribes) are kept in `captions`: {participant_id,
+   * name, text, final}, oldest first; an interim entry is updated in place until it is final.
    *
    * options: room; getToken(name) → Promise<string>; relay, nomedia (booleans); identity (our
    * identity, to recognise ourselves in host_changed); meeting (initial meeting info);
@@ -47,6 +55,9 @@ window.ConclaveRoom = (() => {
       mic: $('mic-button'),
       cam: $('cam-button'),
       leave: $('leave-button'),
+      captions: $('captions'),
+      captionLines: $('caption-lines'),
+      captionInterim: $('caption-interim'),
     };
 
     // Tests and curious users read this; it is kept current, never replaced. `participants`
@@ -63,6 +74,8 @@ window.ConclaveRoom = (() => {
       name: '',
       identity: options.identity || null,
       meeting: options.meeting ? { ...options.meeting } : null,
+      captions: [],
+      speaking: new Set(), // participant ids, ours included
       join,
       leave,
       fail,
@@ -82,6 +95,7 @@ window.ConclaveRoom = (() => {
     let reofferWanted = false;
     let pingTimer = null;
     let pingId = 0;
+    const interimCaptions = new Map(); // participant id -> {entry, el, timer} of the caption in progress
 
     // Signaling messages are handled strictly one at a time: an offer must never be applied
     // while an earlier answer (or getUserMedia at join) is still in progress.
@@ -175,8 +189,11 @@ window.ConclaveRoom = (() => {
           console.warn('ignoring a non-JSON frame', ev.data);
           return;
         }
-        // The end must not wait behind a slow negotiation (or getUserMedia) in the queue.
+        // The end must not wait behind a slow negotiation (or getUserMedia) in the queue, and
+        // captions and voice activity, which touch no media state, must not lag behind one.
         if (msg.type === 'meeting_ended') markEnded(msg.reason);
+        else if (msg.type === 'caption') onCaption(msg);
+        else if (msg.type === 'speaking') setSpeaking(msg.participant_id, msg.speaking);
         else enqueue(() => handle(msg));
       };
       ws.onclose = () => {
@@ -454,6 +471,8 @@ window.ConclaveRoom = (() => {
 
     function removeParticipant(id) {
       conclave.participants.delete(id);
+      conclave.speaking.delete(id);
+      dropInterim(id);
       const tile = tiles.get(id);
       if (tile) {
         for (const track of tile.tracks) trackOwner.delete(track);
@@ -515,12 +534,14 @@ window.ConclaveRoom = (() => {
       const self = document.createElement('li');
       self.className = 'self';
       self.dataset.participantId = conclave.participantId || '';
+      self.classList.toggle('speaking', conclave.speaking.has(conclave.participantId));
       const selfMuted = new Set(['audio', 'video'].filter((k) => localMuted[k] && localStream));
       fillPerson(self, `${conclave.name} (you)`, selfMuted, isHost(null));
       rows.push(self);
       for (const p of conclave.participants.values()) {
         const li = document.createElement('li');
         li.dataset.participantId = p.id;
+        li.classList.toggle('speaking', conclave.speaking.has(p.id));
         const muted = mutedKinds(p);
         fillPerson(li, p.name, muted, isHost(p));
         rows.push(li);
@@ -554,6 +575,80 @@ window.ConclaveRoom = (() => {
       return b;
     }
 
+    // ---------- voice activity and captions ----------
+
+    function setSpeaking(pid, speaking) {
+      if (!pid) return;
+      if (speaking) conclave.speaking.add(pid);
+      else conclave.speaking.delete(pid);
+      const self = pid === conclave.participantId;
+      const tile = self ? ui.localTile : tiles.get(pid)?.el;
+      if (tile) tile.classList.toggle('speaking', Boolean(speaking));
+      for (const li of ui.people.children) {
+        if (li.dataset.participantId === pid) li.classList.toggle('speaking', Boolean(speaking));
+      }
+    }
+
+    // Finals go into the aria-live list; interims sit outside it (aria-hidden) so a screen
+    // reader reads each utterance once, when it is final, not every guess on the way.
+    function onCaption(msg) {
+      const pid = msg.participant_id;
+      if (!ui.captions || !pid) return;
+      const text = (msg.text || '').trim();
+      const isFinal = Boolean(msg.final);
+      // An utterance that came to nothing (noise) leaves no line behind.
+      if (!text) return isFinal ? dropInterim(pid) : undefined;
+      const box = ui.captions;
+      // Follow the newest line unless the reader has scrolled back.
+      const follow = box.hidden || box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+      let current = interimCaptions.get(pid);
+      if (!current) {
+        current = { entry: { participant_id: pid }, el: null, timer: null };
+        conclave.captions.push(current.entry);
+        if (conclave.captions.length > MAX_CAPTIONS) conclave.captions.shift();
+      }
+      clearTimeout(current.timer);
+      const name = msg.name || conclave.participants.get(pid)?.name || 'Someone';
+      Object.assign(current.entry, { name, text, final: isFinal });
+      const line = captionLine(current.entry);
+      if (isFinal) {
+        interimCaptions.delete(pid);
+        if (current.el) current.el.remove();
+        ui.captionLines.append(line);
+        if (ui.captionLines.children.length > MAX_CAPTION_LINES) ui.captionLines.firstElementChild.remove();
+      } else {
+        if (current.el) current.el.replaceWith(line);
+        else ui.captionInterim.append(line);
+        current.el = line;
+        current.timer = setTimeout(() => dropInterim(pid), STALE_INTERIM_MS);
+        interimCaptions.set(pid, current);
+      }
+      box.hidden = false;
+      if (follow) box.scrollTop = box.scrollHeight;
+    }
+
+    function dropInterim(pid) {
+      const current = interimCaptions.get(pid);
+      if (!current) return;
+      interimCaptions.delete(pid);
+      clearTimeout(current.timer);
+      if (current.el) current.el.remove();
+      const i = conclave.captions.indexOf(current.entry);
+      if (i >= 0) conclave.captions.splice(i, 1);
+      if (ui.captions) ui.captions.hidden = !ui.captionLines.children.length && !ui.captionInterim.children.length;
+    }
+
+    function captionLine(entry) {
+      const line = document.createElement('li');
+      line.className = entry.final ? 'caption' : 'caption interim';
+      line.dataset.participantId = entry.participant_id;
+      const who = document.createElement('span');
+      who.className = 'caption-name';
+      who.textContent = `${entry.name}: `;
+      line.append(who, entry.text);
+      return line;
+    }
+
     // ---------- remote media ----------
 
     function ensureTile(pid) {
@@ -561,6 +656,7 @@ window.ConclaveRoom = (() => {
       if (tile) return tile;
       const el = document.createElement('figure');
       el.className = 'tile remote no-video';
+      el.classList.toggle('speaking', conclave.speaking.has(pid));
       el.dataset.participantId = pid;
       const video = document.createElement('video');
       video.autoplay = true;
