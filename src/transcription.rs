@@ -71,11 +71,14 @@ impl Transcription {
     }
 }
 
-/// Whisper marks non-speech as `[BLANK_AUDIO]`, `(music)` and the like; such lines are not
-/// captions.
+/// Whisper marks non-speech as `[BLANK_AUDIO]`, `(music)` and the like, and tiny models say a
+/// lone "you" for tones and noise; such lines are not captions.
 fn is_speech(text: &str) -> bool {
     let t = text.trim();
-    !t.is_empty() && !((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
+    let bare: String = t.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    !bare.is_empty()
+        && bare != "you"
+        && !((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
 }
 
 async fn consume(room: Weak<Room>, mut rx: broadcast::Receiver<Frame>, store: Store) {
@@ -109,7 +112,14 @@ async fn consume(room: Weak<Room>, mut rx: broadcast::Receiver<Frame>, store: St
                 let (_, name) = who(&t.speaker);
                 room.broadcast(caption(&t, name, false));
             }
-            Frame::FinalTranscript(t) if is_speech(&t.text) => {
+            Frame::FinalTranscript(t) if !is_speech(&t.text) => {
+                // Clears the speaker's interim line on clients; nothing is stored.
+                let (_, name) = who(&t.speaker);
+                let mut empty = t;
+                empty.text.clear();
+                room.broadcast(caption(&empty, name, true));
+            }
+            Frame::FinalTranscript(t) => {
                 let (identity, name) = who(&t.speaker);
                 room.broadcast(caption(&t, name.clone(), true));
                 let line = TranscriptLine {
@@ -127,6 +137,19 @@ async fn consume(room: Weak<Room>, mut rx: broadcast::Receiver<Frame>, store: St
                 }
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn non_speech_markers_are_not_captions() {
+        for noise in ["", "  ", "[BLANK_AUDIO]", "(music)", " you", "You.", "..."] {
+            assert!(!super::is_speech(noise), "{noise:?}");
+        }
+        for speech in ["Thank you.", "You need to see this.", "Yes."] {
+            assert!(super::is_speech(speech), "{speech:?}");
         }
     }
 }
