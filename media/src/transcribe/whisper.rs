@@ -24,6 +24,12 @@ const MIN_SAMPLES: usize = SAMPLE_RATE * 11 / 10;
 
 /// One decoding window. Up to this length timestamp tokens buy nothing; beyond it whisper.cpp
 /// needs them to decide where the next window starts.
+/// Encoder positions beyond the audio itself, so the model still sees some trailing
+/// padding as it did in training (too tight a window makes tiny models repeat themselves).
+const AUDIO_CTX_MARGIN: usize = 64;
+/// The smallest encoder window used (about 10 s): below it, tiny.en loses short words such as
+/// a lone "yes".
+const AUDIO_CTX_MIN: usize = 512;
 const WINDOW_SAMPLES: usize = SAMPLE_RATE * 30;
 
 /// Whisper speech-to-text on the CPU, greedy decoding, English.
@@ -85,6 +91,14 @@ impl WhisperTranscriber {
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
+        if samples < WINDOW_SAMPLES {
+            // The encoder otherwise attends over a full 30 s window (1500 positions) however
+            // short the utterance; sizing it to the audio (one position per 20 ms, plus a
+            // margin) makes a 5 s utterance several times faster, which is most of the
+            // end-of-speech-to-caption latency.
+            let ctx = (samples / 320 + AUDIO_CTX_MARGIN).clamp(AUDIO_CTX_MIN, 1500);
+            params.set_audio_ctx(ctx as i32);
+        }
         params
     }
 
