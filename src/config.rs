@@ -286,8 +286,8 @@ impl Config {
                     whisper_model: args.whisper_model.or(t.whisper_model).unwrap_or_else(|| data_dir_for_model.join("models").join("ggml-tiny.en.bin")),
                     whisper_threads: threads,
                     workers,
-                    max_per_room: args.max_transcriptions_per_room.or(t.max_per_room).unwrap_or(workers.max(2)),
-                    max_per_server: args.max_transcriptions.or(t.max_per_server).unwrap_or(workers * 4),
+                    max_per_room: args.max_transcriptions_per_room.or(t.max_per_room).unwrap_or((workers * 2).max(8)),
+                    max_per_server: args.max_transcriptions.or(t.max_per_server).unwrap_or(workers * 16),
                     vad_aggressiveness: vad,
                 }
             },

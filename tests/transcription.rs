@@ -58,9 +58,13 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     let mut finals: Vec<String> = Vec::new();
     let mut interims = 0;
     let mut speaking_edges = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(spoken_secs + 60.0);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs_f64(spoken_secs + 60.0);
     while tokio::time::Instant::now() < deadline {
-        let left = deadline - tokio::time::Instant::now();
+        // Once everything has been said, 15 s without news means the pipeline is done.
+        let speaking_until = started + Duration::from_secs_f64(spoken_secs + 2.0);
+        let quiet = if tokio::time::Instant::now() < speaking_until { deadline } else { tokio::time::Instant::now() + Duration::from_secs(15) };
+        let left = quiet.min(deadline) - tokio::time::Instant::now();
         let Some(msg) = listener
             .wait_for(left, |m| matches!(m, ServerMessage::Caption { .. } | ServerMessage::Speaking { .. }))
             .await
@@ -106,6 +110,7 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
 
     let metrics = get_json_text(http, "/metrics").await;
     assert!(metrics.contains("conclave_transcription_enabled 1"));
+    assert!(metrics.contains("conclave_transcription_jobs_dropped_total 0"), "a final transcription was dropped:\n{metrics}");
     drop(speaker);
     server.shutdown().await.unwrap();
 }

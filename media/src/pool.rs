@@ -26,11 +26,11 @@ pub type RoomKey = Arc<str>;
 pub struct PoolConfig {
     /// Worker threads; default: the machine's available parallelism.
     pub workers: usize,
-    /// Jobs queued or running across the server before new ones are dropped; default 4 per
-    /// worker.
+    /// Jobs queued or running across the server before new ones are dropped; default 16 per
+    /// worker (a final waits rather than being lost, which is what a transcript needs).
     pub max_per_server: usize,
-    /// Jobs queued or running for one room before its new ones are dropped; default: the
-    /// worker count (at least 2), so one busy room cannot take the whole queue.
+    /// Final jobs queued or running for one room before its new ones are dropped; default
+    /// twice the workers, at least 8, so one busy room cannot take the whole queue.
     pub max_per_room: usize,
 }
 
@@ -39,8 +39,8 @@ impl Default for PoolConfig {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             workers,
-            max_per_server: workers * 4,
-            max_per_room: workers.max(2),
+            max_per_server: workers * 16,
+            max_per_room: (workers * 2).max(8),
         }
     }
 }
@@ -116,11 +116,14 @@ pub struct JobOutcome {
 
 struct Job {
     room: RoomKey,
+    kind: JobKind,
     pcm: Vec<f32>,
     reply: oneshot::Sender<JobOutcome>,
 }
 
-/// Jobs queued or running, overall and per room.
+/// Jobs queued or running, overall and per room. The per-room count is of finals only:
+/// interims are bounded server-wide by the idle-worker rule, and must never be the reason a
+/// final (a transcript line) is dropped.
 #[derive(Default)]
 struct Load {
     total: usize,
@@ -139,9 +142,12 @@ impl Shared {
         self.load.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn release(&self, room: &RoomKey) {
+    fn release(&self, room: &RoomKey, kind: JobKind) {
         let mut load = self.load();
         load.total -= 1;
+        if kind == JobKind::Interim {
+            return;
+        }
         if let Some(n) = load.rooms.get_mut(room) {
             *n -= 1;
             if *n == 0 {
@@ -234,12 +240,13 @@ impl TranscriptionPool {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job {
             room: Arc::clone(room),
+            kind,
             pcm,
             reply,
         }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.shared.release(&job.room);
+                self.shared.release(&job.room, job.kind);
                 PipelineStats::add(&self.shared.stats.jobs_dropped, 1);
                 Err(SubmitError::Closed)
             }
@@ -256,11 +263,15 @@ impl TranscriptionPool {
         if load.total >= server_limit {
             return Err(SubmitError::ServerBusy);
         }
+        load.total += 1;
+        if kind == JobKind::Interim {
+            return Ok(());
+        }
         let in_room = load.rooms.get(room).copied().unwrap_or(0);
         if in_room >= cfg.max_per_room {
+            load.total -= 1;
             return Err(SubmitError::RoomBusy);
         }
-        load.total += 1;
         load.rooms.insert(Arc::clone(room), in_room + 1);
         Ok(())
     }
@@ -274,7 +285,7 @@ fn work(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         if job.reply.is_closed() {
-            shared.release(&job.room);
+            shared.release(&job.room, job.kind);
             PipelineStats::add(&shared.stats.jobs_cancelled, 1);
             continue;
         }
@@ -295,7 +306,7 @@ fn work(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
             },
             1,
         );
-        shared.release(&job.room);
+        shared.release(&job.room, job.kind);
         let _ = job.reply.send(JobOutcome { result, elapsed });
     }
 }
@@ -411,6 +422,27 @@ mod tests {
             .unwrap();
         gate.send(()).unwrap();
         assert_eq!(started.recv().unwrap(), 2, "room b's job ran");
+        gate.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_running_interim_never_crowds_out_a_final() {
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 4,
+            max_per_room: 1,
+        };
+        let (pool, started, gate) = gated(cfg);
+        let _interim = pool
+            .submit(&room("a"), JobKind::Interim, vec![0.0; 1])
+            .unwrap();
+        started.recv().unwrap();
+        let _final = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 2])
+            .expect("the room's final budget is for finals only");
+        assert_eq!(PipelineStats::get(&pool.stats().jobs_dropped), 0);
+        gate.send(()).unwrap();
+        assert_eq!(started.recv().unwrap(), 2, "the final ran after the interim");
         gate.send(()).unwrap();
     }
 
