@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Access tokens.
     Token {
         #[command(subcommand)]
@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => {
-            let config = Config::load(args)?;
+            let config = Config::load(*args)?;
             conclave::telemetry::init(&config.log_level, &config.log_format);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {

@@ -141,6 +141,17 @@ async fn consume(room: Weak<Room>, mut rx: broadcast::Receiver<Frame>, store: St
     }
 }
 
+fn caption(t: &Transcript, name: String, is_final: bool) -> ServerMessage {
+    ServerMessage::Caption {
+        participant_id: ParticipantId(t.speaker.clone()),
+        name,
+        text: t.text.trim().to_owned(),
+        is_final,
+        start_ms: t.start_ms,
+        end_ms: t.end_ms,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -151,16 +162,5 @@ mod tests {
         for speech in ["Thank you.", "You need to see this.", "Yes."] {
             assert!(super::is_speech(speech), "{speech:?}");
         }
-    }
-}
-
-fn caption(t: &Transcript, name: String, is_final: bool) -> ServerMessage {
-    ServerMessage::Caption {
-        participant_id: ParticipantId(t.speaker.clone()),
-        name,
-        text: t.text.trim().to_owned(),
-        is_final,
-        start_ms: t.start_ms,
-        end_ms: t.end_ms,
     }
 }

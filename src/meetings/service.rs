@@ -368,12 +368,11 @@ impl MeetingService {
         self.apply(&live, effects).await
     }
 
-    fn live(self: &Self, m: &Meeting) -> Arc<Live> {
+    fn live(&self, m: &Meeting) -> Arc<Live> {
         if let Some(l) = self.live.get(&m.code) {
             return l.clone();
         }
-        let live = self
-            .live
+        self.live
             .entry(m.code.clone())
             .or_insert_with(|| {
                 Arc::new(Live {
@@ -384,8 +383,7 @@ impl MeetingService {
                     wake: Notify::new(),
                 })
             })
-            .clone();
-        live
+            .clone()
     }
 
     /// Spawns the grace-period timer of a live meeting. Called once per process start by the

@@ -48,6 +48,7 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     /// Wraps a remote track that has delivered its SSRC and codec.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: TrackId,
         publisher: ParticipantId,

@@ -288,7 +288,7 @@ impl TestClient {
     pub async fn request_keyframe_from(&self, publisher: &ParticipantId) -> bool {
         let remotes: Vec<_> = self.remotes.lock().unwrap().clone();
         for t in remotes {
-            if t.stream_id().await.to_string() == publisher.as_str() && t.kind().await == RtpCodecKind::Video {
+            if *t.stream_id().await == *publisher.as_str() && t.kind().await == RtpCodecKind::Video {
                 let Some(ssrc) = t.ssrcs().await.first().copied() else { continue };
                 let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
                     sender_ssrc: 0,
