@@ -53,7 +53,7 @@ async fn run() {
             eprintln!("no final caption within 30 s; stopping");
             break;
         };
-        let arrived = conclave::meetings::service::now_ms();
+        let arrived = conclave::clock::now_ms();
         let last_packet = ends[latencies.len()].div_ceil(960) - 1;
         let Some(speech_end) = speaker.audio_sent_at.lock().unwrap().get(last_packet).copied() else {
             eprintln!("final caption before the utterance was sent?");

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ids;

@@ -1,5 +1,6 @@
 //! Prometheus metrics, kept as plain atomics so the hot path pays one relaxed add.
 
+use conclave_media::pool::PipelineStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -33,17 +34,19 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(1024);
-        let gauges = [
-            ("conclave_rooms", "Rooms open now.", &self.rooms),
-            ("conclave_participants", "Participants connected now.", &self.participants),
-            ("conclave_tracks", "Tracks published now.", &self.tracks),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
-        }
+    /// Prometheus text exposition; `pipeline` is the audio pipeline's counters when a
+    /// transcription model is loaded.
+    pub fn render(&self, pipeline: Option<&PipelineStats>) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        gauge(&mut out, "conclave_rooms", "Rooms open now.", self.rooms.load(Ordering::Relaxed));
+        gauge(&mut out, "conclave_participants", "Participants connected now.", self.participants.load(Ordering::Relaxed));
+        gauge(&mut out, "conclave_tracks", "Tracks published now.", self.tracks.load(Ordering::Relaxed));
         let counters = [
             ("conclave_rtp_packets_in_total", "RTP packets received from publishers.", &self.packets_in),
             ("conclave_rtp_packets_out_total", "RTP packets written to subscribers.", &self.packets_out),
@@ -53,7 +56,25 @@ impl Metrics {
             ("conclave_joins_refused_total", "Joins refused.", &self.joins_refused),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            counter(&mut out, name, help, v.load(Ordering::Relaxed) as f64);
+        }
+        gauge(&mut out, "conclave_transcription_enabled", "Whether a Whisper model is loaded.", i64::from(pipeline.is_some()));
+        if let Some(st) = pipeline {
+            let counters = [
+                ("conclave_audio_input_dropped_total", "Audio packets dropped because a pipeline's input queue was full.", &st.input_dropped),
+                ("conclave_audio_packets_lost_total", "Audio packets concealed or skipped as lost.", &st.packets_lost),
+                ("conclave_audio_packets_late_total", "Audio packets too late for the reorder buffer.", &st.packets_late),
+                ("conclave_audio_decode_errors_total", "Opus payloads that failed to decode.", &st.decode_errors),
+                ("conclave_transcription_jobs_dropped_total", "Final transcriptions dropped by the pool's limits.", &st.jobs_dropped),
+                ("conclave_transcription_interims_skipped_total", "Interim transcriptions not run because the pool was busy.", &st.interims_skipped),
+                ("conclave_transcriptions_total", "Transcriptions completed.", &st.transcriptions_done),
+                ("conclave_transcription_errors_total", "Transcriptions that failed.", &st.transcription_errors),
+            ];
+            for (name, help, v) in counters {
+                counter(&mut out, name, help, v.load(Ordering::Relaxed) as f64);
+            }
+            let secs = st.transcription_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            counter(&mut out, "conclave_transcription_seconds_total", "Time spent transcribing.", secs);
         }
         out
     }

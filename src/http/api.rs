@@ -24,34 +24,7 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /metrics`, Prometheus text format.
 pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut text = s.metrics.render();
-    let enabled = s.rooms.transcription().is_some();
-    text.push_str(&format!(
-        "# HELP conclave_transcription_enabled Whether a Whisper model is loaded.\n# TYPE conclave_transcription_enabled gauge\nconclave_transcription_enabled {}\n",
-        u8::from(enabled)
-    ));
-    if let Some(t) = s.rooms.transcription() {
-        use std::sync::atomic::Ordering::Relaxed;
-        let st = t.stats();
-        let counters = [
-            ("conclave_audio_input_dropped_total", "Audio packets dropped because a pipeline's input queue was full.", &st.input_dropped),
-            ("conclave_audio_packets_lost_total", "Audio packets concealed or skipped as lost.", &st.packets_lost),
-            ("conclave_audio_packets_late_total", "Audio packets too late for the reorder buffer.", &st.packets_late),
-            ("conclave_audio_decode_errors_total", "Opus payloads that failed to decode.", &st.decode_errors),
-            ("conclave_transcription_jobs_dropped_total", "Final transcriptions dropped by the pool's limits.", &st.jobs_dropped),
-            ("conclave_transcription_interims_skipped_total", "Interim transcriptions not run because the pool was busy.", &st.interims_skipped),
-            ("conclave_transcriptions_total", "Transcriptions completed.", &st.transcriptions_done),
-            ("conclave_transcription_errors_total", "Transcriptions that failed.", &st.transcription_errors),
-            ("conclave_transcription_seconds_total", "Time spent transcribing, in microseconds / 1e6.", &st.transcription_micros),
-        ];
-        for (name, help, v) in counters {
-            let mut value = v.load(Relaxed) as f64;
-            if name == "conclave_transcription_seconds_total" {
-                value /= 1e6;
-            }
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
-        }
-    }
+    let text = s.metrics.render(s.rooms.transcription().map(|t| t.stats().as_ref()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

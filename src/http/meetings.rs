@@ -7,7 +7,8 @@
 use super::error::{ApiJson, AppError, ErrorBody};
 use crate::auth::TokenError;
 use crate::meetings::model::Meeting;
-use crate::meetings::service::{JoinGrant, rfc3339};
+use crate::clock::rfc3339;
+use crate::meetings::service::JoinGrant;
 use crate::meetings::{Caller, MeetingError};
 use crate::server::AppState;
 use crate::store::ParticipantRecord;

@@ -7,7 +7,6 @@ use crate::server::AppState;
 use crate::sfu::participant::{self, Command, ParticipantSession, ParticipantSpec, SIGNAL_QUEUE};
 use crate::meetings::model::{MeetingStatus, Role};
 use crate::meetings::{MeetingError, MeetingService};
-use crate::sfu::room::JoinError;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
@@ -157,11 +156,7 @@ impl Connection {
             },
             Action::Join(msg) => {
                 match self.join(msg).await {
-                    Ok(Joined::Now(p, meeting)) => {
-                        self.session.join_accepted();
-                        self.participant = Some(p);
-                        self.meeting = meeting;
-                    }
+                    Ok(Joined::Now(p, meeting)) => self.entered(p, meeting),
                     Ok(Joined::Later(w, meeting)) => {
                         let _ = self.signal.try_send(ServerMessage::Waiting { meeting });
                         self.waiting = Some(w);
@@ -175,6 +170,13 @@ impl Connection {
                 true
             }
         }
+    }
+
+    /// The room admitted this connection's participant.
+    fn entered(&mut self, p: ParticipantSession, meeting: Option<(String, String)>) {
+        self.session.join_accepted();
+        self.participant = Some(p);
+        self.meeting = meeting;
     }
 
     /// The held meeting's status changed; `false` ends the connection.
@@ -191,9 +193,7 @@ impl Connection {
                 let w = self.waiting.take().expect("waiting");
                 match self.join(w.join).await {
                     Ok(Joined::Now(p, meeting)) => {
-                        self.session.join_accepted();
-                        self.participant = Some(p);
-                        self.meeting = meeting;
+                        self.entered(p, meeting);
                         true
                     }
                     Ok(Joined::Later(w, _)) => {
@@ -277,7 +277,8 @@ impl Connection {
             )
             .await
             {
-                Err((code, _)) if attempt == 0 && code == JoinError::RoomClosed(room.clone()).code() => {
+                // RoomClosed: the room emptied and closed between lookup and join.
+                Err((ErrorCode::RoomNotFound, _)) if attempt == 0 => {
                     self.state.rooms.remove_if_closed(&room);
                     continue;
                 }

@@ -421,7 +421,7 @@ impl Actor {
         };
         let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
         let tap = match (kind, self.rooms.transcription()) {
-            (TrackKind::Audio, Some(t)) => t.attach(&self.room, &self.spec.id).map(|input| (input, self.room.opened_unix_ms())),
+            (TrackKind::Audio, Some(t)) => t.attach(&self.room, &self.spec.id),
             _ => None,
         };
         tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
@@ -434,6 +434,7 @@ impl Actor {
             ssrc,
             self.metrics.clone(),
             tap,
+            self.room.opened(),
         ));
         let reader = {
             let producer = producer.clone();

@@ -31,13 +31,14 @@ pub struct Producer {
     remote: Arc<dyn TrackRemote>,
     media_ssrc: u32,
     muted: AtomicBool,
-    epoch: Instant,
     last_keyframe_request_ms: AtomicU64,
     metrics: Arc<Metrics>,
     /// The audio pipeline's input, for audio tracks when transcription is on. Pushing never
     /// waits: a full queue drops the packet for the pipeline only, never for subscribers.
     tap: Option<PipelineInput>,
-    epoch_unix_ms: i64,
+    /// The room's opening: the pipeline's arrival times and the keyframe throttle count
+    /// from it.
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for Producer {
@@ -57,12 +58,9 @@ impl Producer {
         remote: Arc<dyn TrackRemote>,
         media_ssrc: u32,
         metrics: Arc<Metrics>,
-        tap: Option<(PipelineInput, i64)>,
+        tap: Option<PipelineInput>,
+        epoch: Instant,
     ) -> Self {
-        let (tap, epoch_unix_ms) = match tap {
-            Some((t, e)) => (Some(t), e),
-            None => (None, 0),
-        };
         Producer {
             id,
             publisher,
@@ -72,11 +70,10 @@ impl Producer {
             remote,
             media_ssrc,
             muted: AtomicBool::new(false),
-            epoch: Instant::now(),
             last_keyframe_request_ms: AtomicU64::new(u64::MAX),
             metrics,
             tap,
-            epoch_unix_ms,
+            epoch,
         }
     }
 
@@ -132,7 +129,7 @@ impl Producer {
                             seq: packet.header.sequence_number,
                             timestamp: packet.header.timestamp,
                             payload: packet.payload.clone(),
-                            arrival_ms: (crate::meetings::service::now_ms() - self.epoch_unix_ms).max(0) as u64,
+                            arrival_ms: self.epoch.elapsed().as_millis() as u64,
                         });
                     }
                     let r = self.fanout.forward(packet);

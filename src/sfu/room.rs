@@ -65,6 +65,8 @@ pub struct Room {
     /// each subscribe.
     frames: broadcast::Sender<Frame>,
     opened_unix_ms: i64,
+    /// The same moment on the monotonic clock, which pipeline times count from.
+    opened: std::time::Instant,
     meeting: OnceLock<String>,
 }
 
@@ -76,7 +78,8 @@ impl Room {
             state: Mutex::new(RoomState::default()),
             metrics,
             frames: broadcast::channel(crate::transcription::ROOM_FRAME_BUFFER).0,
-            opened_unix_ms: crate::meetings::service::now_ms(),
+            opened_unix_ms: crate::clock::now_ms(),
+            opened: std::time::Instant::now(),
             meeting: OnceLock::new(),
         }
     }
@@ -89,6 +92,11 @@ impl Room {
     /// When the room opened, unix ms; pipeline times count from here.
     pub fn opened_unix_ms(&self) -> i64 {
         self.opened_unix_ms
+    }
+
+    /// When the room opened, on the monotonic clock.
+    pub fn opened(&self) -> std::time::Instant {
+        self.opened
     }
 
     /// The meeting this room belongs to.

@@ -419,7 +419,7 @@ async fn send_media(
         ts = ts.wrapping_add(ts_step);
         let _ = track.write_rtp(pkt).await;
         if kind == RtpCodecKind::Audio {
-            sent_at.lock().unwrap().push(conclave::meetings::service::now_ms());
+            sent_at.lock().unwrap().push(conclave::clock::now_ms());
         }
     }
 }
