@@ -214,8 +214,9 @@ async fn unknown_room_is_refused_when_rooms_must_exist() {
 
     // Created through the API, the room then admits the same token.
     let admin = token_with("ghost", "ops", Grants { room_admin: true, ..Grants::default() }, Duration::from_secs(60), SystemTime::now());
-    let resp = reqwest_post(server.http_addr, "/api/rooms", r#"{"name":"ghost"}"#, Some(&admin)).await;
-    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let bearer = format!("Bearer {admin}");
+    let (status, body) = common::http(server.http_addr, "POST", "/api/rooms", Some(&bearer), r#"{"name":"ghost"}"#).await;
+    assert_eq!(status, 201, "{body}");
     send_text(&mut ws, join("ghost", &token("ghost", "u"))).await;
     assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
     server.shutdown().await.unwrap();
@@ -232,19 +233,4 @@ async fn shutdown_tells_participants_and_releases_everything() {
     let msg = expect_error(&mut ws, ErrorCode::ShuttingDown).await;
     assert!(msg.contains("shutting down"));
     assert!(eventually(Duration::from_secs(5), || state.rooms.counts() == (0, 0)).await);
-}
-
-/// A minimal HTTP/1.1 POST over a raw socket, returning the whole response text.
-async fn reqwest_post(addr: SocketAddr, path: &str, body: &str, bearer: Option<&str>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::client::TestClient;
 use common::speech::{speak_48k, whisper_model, word_error_rate, words};
-use common::{API_KEY, API_SECRET, start_server, token};
+use common::{start_server, token};
 use conclave_signaling::ServerMessage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +27,8 @@ fn word_error_rate_counts_substitutions_insertions_and_deletions() {
 }
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
-    use base64::Engine;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{API_KEY}:{API_SECRET}"));
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    let (_, body) = common::http(addr, "GET", path, Some(&common::api_key_auth()), "").await;
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,12 +109,7 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
 }
 
 async fn get_json_text(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    common::http(addr, "GET", path, None, "").await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
