@@ -23,7 +23,11 @@ const UTTERANCE: &str = "We need the new contract signed before the end of March
 const REPEATS: usize = 8;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -41,13 +45,29 @@ async fn run() {
     }
     let server = common::start_server(|a| a.whisper_model = Some(model.clone())).await;
     let http = server.http_addr;
-    let mut listener = TestClient::join(http, "bench", "lena", &common::token("bench", "lena"), false).await;
-    let speaker = TestClient::join_speaking(http, "bench", "sam", &common::token("bench", "sam"), Arc::new(speech)).await;
+    let mut listener = TestClient::join(
+        http,
+        "bench",
+        "lena",
+        &common::token("bench", "lena"),
+        false,
+    )
+    .await;
+    let speaker = TestClient::join_speaking(
+        http,
+        "bench",
+        "sam",
+        &common::token("bench", "sam"),
+        Arc::new(speech),
+    )
+    .await;
 
     let mut latencies = Vec::new();
     while latencies.len() < REPEATS {
         let Some(ServerMessage::Caption { text, .. }) = listener
-            .wait_for(Duration::from_secs(30), |m| matches!(m, ServerMessage::Caption { is_final: true, .. }))
+            .wait_for(Duration::from_secs(30), |m| {
+                matches!(m, ServerMessage::Caption { is_final: true, .. })
+            })
             .await
         else {
             eprintln!("no final caption within 30 s; stopping");
@@ -55,7 +75,13 @@ async fn run() {
         };
         let arrived = conclave::clock::now_ms();
         let last_packet = ends[latencies.len()].div_ceil(960) - 1;
-        let Some(speech_end) = speaker.audio_sent_at.lock().unwrap().get(last_packet).copied() else {
+        let Some(speech_end) = speaker
+            .audio_sent_at
+            .lock()
+            .unwrap()
+            .get(last_packet)
+            .copied()
+        else {
             eprintln!("final caption before the utterance was sent?");
             break;
         };

@@ -18,9 +18,16 @@ fn opus_like_packet(seq: u16) -> rtp::Packet {
         ..Default::default()
     };
     // Browsers send audio-level and transport-cc extensions; the SFU strips them.
-    header.set_extension(1, Bytes::from_static(&[0x30])).unwrap();
-    header.set_extension(3, Bytes::from_static(&[0x00, 0x01])).unwrap();
-    rtp::Packet { header, payload: Bytes::from(vec![0xAA; 80]) }
+    header
+        .set_extension(1, Bytes::from_static(&[0x30]))
+        .unwrap();
+    header
+        .set_extension(3, Bytes::from_static(&[0x00, 0x01]))
+        .unwrap();
+    rtp::Packet {
+        header,
+        payload: Bytes::from(vec![0xAA; 80]),
+    }
 }
 
 fn fanout(c: &mut Criterion) {

@@ -27,7 +27,11 @@ fn yes() -> bool {
 
 impl Default for Grants {
     fn default() -> Self {
-        Grants { can_publish: true, can_subscribe: true, room_admin: false }
+        Grants {
+            can_publish: true,
+            can_subscribe: true,
+            room_admin: false,
+        }
     }
 }
 
@@ -83,7 +87,9 @@ pub struct TokenAuthority {
 
 impl std::fmt::Debug for TokenAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenAuthority").field("api_key", &self.api_key).finish_non_exhaustive()
+        f.debug_struct("TokenAuthority")
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,12 +169,17 @@ impl TokenAuthority {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the injected clock, not the wall clock.
         validation.validate_exp = false;
-        validation.required_spec_claims = ["exp", "sub", "iss"].iter().map(|s| s.to_string()).collect();
+        validation.required_spec_claims = ["exp", "sub", "iss"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         validation.set_issuer(&[&self.api_key]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                ErrorKind::InvalidIssuer => TokenError::Invalid("signed by an unknown API key".into()),
+                ErrorKind::InvalidIssuer => {
+                    TokenError::Invalid("signed by an unknown API key".into())
+                }
                 ErrorKind::InvalidAlgorithm => TokenError::Invalid("only HS256 is accepted".into()),
                 _ => TokenError::Invalid(e.to_string()),
             },
@@ -187,7 +198,9 @@ impl TokenAuthority {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -214,7 +227,10 @@ mod tests {
         assert_eq!(claims.sub, "ada");
         assert!(claims.grants.can_publish && !claims.grants.room_admin);
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(auth.verify(&token, Some("demo"), later), Err(TokenError::Expired));
+        assert_eq!(
+            auth.verify(&token, Some("demo"), later),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -223,14 +239,23 @@ mod tests {
         let forger = TokenAuthority::new("key", "not-the-secret");
         let now = SystemTime::now();
         let forged = forger.issue(&req(), now);
-        assert!(matches!(auth.verify(&forged, None, now), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            auth.verify(&forged, None, now),
+            Err(TokenError::Invalid(_))
+        ));
         let token = auth.issue(&req(), now);
         assert_eq!(
             auth.verify(&token, Some("other"), now),
             Err(TokenError::WrongRoom("demo".into()))
         );
-        assert!(matches!(auth.verify("abc.def.ghi", None, now), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            auth.verify("abc.def.ghi", None, now),
+            Err(TokenError::Invalid(_))
+        ));
         let other_key = TokenAuthority::new("key2", "secret").issue(&req(), now);
-        assert!(matches!(auth.verify(&other_key, None, now), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            auth.verify(&other_key, None, now),
+            Err(TokenError::Invalid(_))
+        ));
     }
 }

@@ -230,18 +230,31 @@ impl Config {
             args.udp_port_max.or(file.udp_port_max).unwrap_or(0),
         );
         if udp_ports.0 > udp_ports.1 {
-            bail!("udp_port_min ({}) is above udp_port_max ({})", udp_ports.0, udp_ports.1);
+            bail!(
+                "udp_port_min ({}) is above udp_port_max ({})",
+                udp_ports.0,
+                udp_ports.1
+            );
         }
-        let udp_ip = args.udp_ip.or(file.udp_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let udp_ip = args
+            .udp_ip
+            .or(file.udp_ip)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         if udp_ip.is_unspecified() {
             bail!(
                 "udp_ip {udp_ip} is a wildcard; webrtc-rs would skip loopback. Bind a concrete \
                  address and set public_ip for what clients should reach"
             );
         }
-        let data_dir_for_model = args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("data"));
-        let max_message_bytes =
-            args.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 * 1024);
+        let data_dir_for_model = args
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let max_message_bytes = args
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(64 * 1024);
         if max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
         }
@@ -256,38 +269,74 @@ impl Config {
             turn: TurnSettings {
                 enabled: args.turn_enabled.or(file.turn.enabled).unwrap_or(true),
                 port: args.turn_port.or(file.turn.port).unwrap_or(3478),
-                realm: args.turn_realm.or(file.turn.realm).unwrap_or_else(|| "conclave".into()),
+                realm: args
+                    .turn_realm
+                    .or(file.turn.realm)
+                    .unwrap_or_else(|| "conclave".into()),
                 ttl_secs: args.turn_ttl_secs.or(file.turn.ttl_secs).unwrap_or(86_400),
             },
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
-            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
-            log_format: args.log_format.or(file.log_format).unwrap_or_else(|| "text".into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            log_level: args
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or_else(|| "text".into()),
             api_key: args.api_key.or(file.api_key),
             api_secret: args.api_secret.or(file.api_secret),
             dev: args.dev,
             max_message_bytes,
-            auto_create_rooms: args.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+            auto_create_rooms: args
+                .auto_create_rooms
+                .or(file.auto_create_rooms)
+                .unwrap_or(true),
             guest_access: args.guest_access.or(file.guest_access).unwrap_or(true),
             database_url: args.database_url.or(file.database_url).unwrap_or_default(),
-            host_grace: std::time::Duration::from_secs(args.host_grace_secs.or(file.host_grace_secs).unwrap_or(30)),
+            host_grace: std::time::Duration::from_secs(
+                args.host_grace_secs.or(file.host_grace_secs).unwrap_or(30),
+            ),
             transcription: {
                 let t = file.transcription;
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 // Two threads per transcription keep one utterance's latency low (a 5 s
                 // utterance in ~0.35 s on this kind of machine); workers share the rest.
-                let threads = args.whisper_threads.or(t.whisper_threads).unwrap_or(2.min(cores)).max(1);
-                let workers = args.transcription_workers.or(t.workers).unwrap_or((cores / threads).max(1)).max(1);
-                let vad = args.vad_aggressiveness.or(t.vad_aggressiveness).unwrap_or(2);
+                let threads = args
+                    .whisper_threads
+                    .or(t.whisper_threads)
+                    .unwrap_or(2.min(cores))
+                    .max(1);
+                let workers = args
+                    .transcription_workers
+                    .or(t.workers)
+                    .unwrap_or((cores / threads).max(1))
+                    .max(1);
+                let vad = args
+                    .vad_aggressiveness
+                    .or(t.vad_aggressiveness)
+                    .unwrap_or(2);
                 if vad > 3 {
                     bail!("vad_aggressiveness must be 0-3");
                 }
                 TranscriptionSettings {
                     enabled: args.transcription.or(t.enabled).unwrap_or(true),
-                    whisper_model: args.whisper_model.or(t.whisper_model).unwrap_or_else(|| data_dir_for_model.join("models").join("ggml-tiny.en.bin")),
+                    whisper_model: args.whisper_model.or(t.whisper_model).unwrap_or_else(|| {
+                        data_dir_for_model.join("models").join("ggml-tiny.en.bin")
+                    }),
                     whisper_threads: threads,
                     workers,
-                    max_per_room: args.max_transcriptions_per_room.or(t.max_per_room).unwrap_or((workers * 2).max(8)),
-                    max_per_server: args.max_transcriptions.or(t.max_per_server).unwrap_or(workers * 16),
+                    max_per_room: args
+                        .max_transcriptions_per_room
+                        .or(t.max_per_room)
+                        .unwrap_or((workers * 2).max(8)),
+                    max_per_server: args
+                        .max_transcriptions
+                        .or(t.max_per_server)
+                        .unwrap_or(workers * 16),
                     vad_aggressiveness: vad,
                 }
             },
@@ -334,11 +383,23 @@ mod tests {
 
     #[test]
     fn wildcard_udp_ip_and_unknown_keys_are_refused() {
-        let args = ServeArgs { udp_ip: Some("0.0.0.0".parse().unwrap()), ..Default::default() };
-        assert!(Config::load(args).unwrap_err().to_string().contains("wildcard"));
+        let args = ServeArgs {
+            udp_ip: Some("0.0.0.0".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(args)
+                .unwrap_err()
+                .to_string()
+                .contains("wildcard")
+        );
         let path = std::env::temp_dir().join(format!("conclave-bad-{}.toml", std::process::id()));
         std::fs::write(&path, "htp_addr = \"x\"\n").unwrap();
-        let err = Config::load(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        let err = Config::load(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
     }
 }

@@ -6,7 +6,11 @@ use conclave::config::{Config, ServeArgs};
 use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
-#[command(name = "conclave", version, about = "Self-hosted WebRTC meeting server")]
+#[command(
+    name = "conclave",
+    version,
+    about = "Self-hosted WebRTC meeting server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -86,29 +90,62 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let server = conclave::server::start(config).await?;
-                println!("Conclave listening on http://{}  (room page: http://{}/room/<name>)", server.http_addr, server.http_addr);
+                println!(
+                    "Conclave listening on http://{}  (room page: http://{}/room/<name>)",
+                    server.http_addr, server.http_addr
+                );
                 server.wait().await
             })
         }
-        Cmd::Model { command: ModelCmd::Install { data_dir } } => {
+        Cmd::Model {
+            command: ModelCmd::Install { data_dir },
+        } => {
             let started = std::time::Instant::now();
             let path = conclave_model::install(&data_dir)?;
-            println!("Whisper model ready: {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+            println!(
+                "Whisper model ready: {} ({:.1} s)",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
-        Cmd::Model { command: ModelCmd::Verify { path } } => {
+        Cmd::Model {
+            command: ModelCmd::Verify { path },
+        } => {
             let summary = conclave_model::verify(&path)?;
-            println!("{}: {} tensors, {} bytes, looks valid", path.display(), summary.tensors.len(), summary.file_bytes);
+            println!(
+                "{}: {} tensors, {} bytes, looks valid",
+                path.display(),
+                summary.tensors.len(),
+                summary.file_bytes
+            );
             Ok(())
         }
-        Cmd::Token { command: TokenCmd::Create { room, identity, name, ttl_secs, no_publish, no_subscribe, admin, api_key, api_secret } } => {
+        Cmd::Token {
+            command:
+                TokenCmd::Create {
+                    room,
+                    identity,
+                    name,
+                    ttl_secs,
+                    no_publish,
+                    no_subscribe,
+                    admin,
+                    api_key,
+                    api_secret,
+                },
+        } => {
             let auth = TokenAuthority::new(&api_key, &api_secret);
             let token = auth.issue(
                 &TokenRequest {
                     room,
                     identity,
                     name,
-                    grants: Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, room_admin: admin },
+                    grants: Grants {
+                        can_publish: !no_publish,
+                        can_subscribe: !no_subscribe,
+                        room_admin: admin,
+                    },
                     ttl: Duration::from_secs(ttl_secs),
                     ..Default::default()
                 },

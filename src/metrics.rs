@@ -42,39 +42,123 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let counter = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        gauge(&mut out, "conclave_rooms", "Rooms open now.", self.rooms.load(Ordering::Relaxed));
-        gauge(&mut out, "conclave_participants", "Participants connected now.", self.participants.load(Ordering::Relaxed));
-        gauge(&mut out, "conclave_tracks", "Tracks published now.", self.tracks.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "conclave_rooms",
+            "Rooms open now.",
+            self.rooms.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "conclave_participants",
+            "Participants connected now.",
+            self.participants.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "conclave_tracks",
+            "Tracks published now.",
+            self.tracks.load(Ordering::Relaxed),
+        );
         let counters = [
-            ("conclave_rtp_packets_in_total", "RTP packets received from publishers.", &self.packets_in),
-            ("conclave_rtp_packets_out_total", "RTP packets written to subscribers.", &self.packets_out),
-            ("conclave_rtp_packets_dropped_total", "RTP packets dropped at a full subscriber queue.", &self.packets_dropped),
-            ("conclave_keyframe_requests_total", "Keyframe requests relayed to publishers.", &self.keyframe_requests),
-            ("conclave_signaling_errors_total", "Signaling messages refused as bad input.", &self.signaling_errors),
-            ("conclave_joins_refused_total", "Joins refused.", &self.joins_refused),
+            (
+                "conclave_rtp_packets_in_total",
+                "RTP packets received from publishers.",
+                &self.packets_in,
+            ),
+            (
+                "conclave_rtp_packets_out_total",
+                "RTP packets written to subscribers.",
+                &self.packets_out,
+            ),
+            (
+                "conclave_rtp_packets_dropped_total",
+                "RTP packets dropped at a full subscriber queue.",
+                &self.packets_dropped,
+            ),
+            (
+                "conclave_keyframe_requests_total",
+                "Keyframe requests relayed to publishers.",
+                &self.keyframe_requests,
+            ),
+            (
+                "conclave_signaling_errors_total",
+                "Signaling messages refused as bad input.",
+                &self.signaling_errors,
+            ),
+            (
+                "conclave_joins_refused_total",
+                "Joins refused.",
+                &self.joins_refused,
+            ),
         ];
         for (name, help, v) in counters {
             counter(&mut out, name, help, v.load(Ordering::Relaxed) as f64);
         }
-        gauge(&mut out, "conclave_transcription_enabled", "Whether a Whisper model is loaded.", i64::from(pipeline.is_some()));
+        gauge(
+            &mut out,
+            "conclave_transcription_enabled",
+            "Whether a Whisper model is loaded.",
+            i64::from(pipeline.is_some()),
+        );
         if let Some(st) = pipeline {
             let counters = [
-                ("conclave_audio_input_dropped_total", "Audio packets dropped because a pipeline's input queue was full.", &st.input_dropped),
-                ("conclave_audio_packets_lost_total", "Audio packets concealed or skipped as lost.", &st.packets_lost),
-                ("conclave_audio_packets_late_total", "Audio packets too late for the reorder buffer.", &st.packets_late),
-                ("conclave_audio_decode_errors_total", "Opus payloads that failed to decode.", &st.decode_errors),
-                ("conclave_transcription_jobs_dropped_total", "Final transcriptions dropped by the pool's limits.", &st.jobs_dropped),
-                ("conclave_transcription_interims_skipped_total", "Interim transcriptions not run because the pool was busy.", &st.interims_skipped),
-                ("conclave_transcriptions_total", "Transcriptions completed.", &st.transcriptions_done),
-                ("conclave_transcription_errors_total", "Transcriptions that failed.", &st.transcription_errors),
+                (
+                    "conclave_audio_input_dropped_total",
+                    "Audio packets dropped because a pipeline's input queue was full.",
+                    &st.input_dropped,
+                ),
+                (
+                    "conclave_audio_packets_lost_total",
+                    "Audio packets concealed or skipped as lost.",
+                    &st.packets_lost,
+                ),
+                (
+                    "conclave_audio_packets_late_total",
+                    "Audio packets too late for the reorder buffer.",
+                    &st.packets_late,
+                ),
+                (
+                    "conclave_audio_decode_errors_total",
+                    "Opus payloads that failed to decode.",
+                    &st.decode_errors,
+                ),
+                (
+                    "conclave_transcription_jobs_dropped_total",
+                    "Final transcriptions dropped by the pool's limits.",
+                    &st.jobs_dropped,
+                ),
+                (
+                    "conclave_transcription_interims_skipped_total",
+                    "Interim transcriptions not run because the pool was busy.",
+                    &st.interims_skipped,
+                ),
+                (
+                    "conclave_transcriptions_total",
+                    "Transcriptions completed.",
+                    &st.transcriptions_done,
+                ),
+                (
+                    "conclave_transcription_errors_total",
+                    "Transcriptions that failed.",
+                    &st.transcription_errors,
+                ),
             ];
             for (name, help, v) in counters {
                 counter(&mut out, name, help, v.load(Ordering::Relaxed) as f64);
             }
             let secs = st.transcription_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            counter(&mut out, "conclave_transcription_seconds_total", "Time spent transcribing.", secs);
+            counter(
+                &mut out,
+                "conclave_transcription_seconds_total",
+                "Time spent transcribing.",
+                secs,
+            );
         }
         out
     }

@@ -57,7 +57,10 @@ pub struct AppState {
 impl AppState {
     /// The ICE servers handed to a joining participant.
     pub fn ice_servers_for(&self, identity: &str) -> Vec<IceServer> {
-        self.turn.iter().map(|t| t.ice_server(identity, SystemTime::now())).collect()
+        self.turn
+            .iter()
+            .map(|t| t.ice_server(identity, SystemTime::now()))
+            .collect()
     }
 }
 
@@ -100,13 +103,19 @@ fn token_authority(config: &Config) -> anyhow::Result<TokenAuthority> {
                 Ok(text) => {
                     let v: toml::Table = toml::from_str(&text).context("dev-api-key.toml")?;
                     let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-                    (get("api_key").context("api_key")?, get("api_secret").context("api_secret")?)
+                    (
+                        get("api_key").context("api_key")?,
+                        get("api_secret").context("api_secret")?,
+                    )
                 }
                 Err(_) => {
                     let key = format!("dev_{}", crate::ids::random_id(8));
                     let secret = crate::ids::random_id(40);
                     std::fs::create_dir_all(&config.data_dir)?;
-                    std::fs::write(&path, format!("api_key = \"{key}\"\napi_secret = \"{secret}\"\n"))?;
+                    std::fs::write(
+                        &path,
+                        format!("api_key = \"{key}\"\napi_secret = \"{secret}\"\n"),
+                    )?;
                     (key, secret)
                 }
             };
@@ -135,9 +144,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             relay_port_range: None,
         })
         .await
-        .with_context(|| format!("cannot start TURN on {}:{}", config.udp_ip, config.turn.port))?;
+        .with_context(|| {
+            format!(
+                "cannot start TURN on {}:{}",
+                config.udp_ip, config.turn.port
+            )
+        })?;
         tracing::info!(addr = %server.local_addr(), "TURN server listening");
-        Some(TurnService { server, secret, ttl: Duration::from_secs(config.turn.ttl_secs) })
+        Some(TurnService {
+            server,
+            secret,
+            ttl: Duration::from_secs(config.turn.ttl_secs),
+        })
     } else {
         None
     };
@@ -150,8 +168,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .context("cannot open the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
     let transcription = start_transcription(&config, &store);
-    let rooms = Arc::new(RoomManager::new(config.auto_create_rooms, metrics.clone(), transcription));
-    let meetings = crate::meetings::MeetingService::new(store, tokens.clone(), rooms.clone(), config.host_grace);
+    let rooms = Arc::new(RoomManager::new(
+        config.auto_create_rooms,
+        metrics.clone(),
+        transcription,
+    ));
+    let meetings = crate::meetings::MeetingService::new(
+        store,
+        tokens.clone(),
+        rooms.clone(),
+        config.host_grace,
+    );
     let timers = meetings.run_timers();
     let state = Arc::new(AppState {
         rooms,
@@ -176,7 +203,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tracing::info!("shutting down");
             st2.rooms.shutdown();
         };
-        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
         // Give participant tasks a moment to close their peer connections.
         for _ in 0..50 {
             if st.rooms.counts().1 == 0 {
@@ -192,12 +221,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Ok(())
     });
     tracing::info!(%http_addr, "listening");
-    Ok(RunningServer { http_addr, turn_addr, state, shutdown: shutdown_tx, task })
+    Ok(RunningServer {
+        http_addr,
+        turn_addr,
+        state,
+        shutdown: shutdown_tx,
+        task,
+    })
 }
 
 /// Loads the Whisper model if transcription is on. A missing or broken model is reported and
 /// the server runs without transcription rather than not at all.
-fn start_transcription(config: &Config, store: &crate::store::Store) -> Option<Arc<crate::transcription::Transcription>> {
+fn start_transcription(
+    config: &Config,
+    store: &crate::store::Store,
+) -> Option<Arc<crate::transcription::Transcription>> {
     let t = &config.transcription;
     if !t.enabled {
         tracing::info!("transcription is off");
@@ -207,9 +245,22 @@ fn start_transcription(config: &Config, store: &crate::store::Store) -> Option<A
         tracing::warn!(model = %t.whisper_model.display(), "transcription disabled: no Whisper model; run `conclave model install`");
         return None;
     }
-    let pool = conclave_media::pool::PoolConfig { workers: t.workers, max_per_server: t.max_per_server, max_per_room: t.max_per_room };
-    let pipeline = conclave_media::pipeline::PipelineConfig { vad_aggressiveness: t.vad_aggressiveness, ..Default::default() };
-    match crate::transcription::Transcription::load(&t.whisper_model, t.whisper_threads, pool, pipeline, store.clone()) {
+    let pool = conclave_media::pool::PoolConfig {
+        workers: t.workers,
+        max_per_server: t.max_per_server,
+        max_per_room: t.max_per_room,
+    };
+    let pipeline = conclave_media::pipeline::PipelineConfig {
+        vad_aggressiveness: t.vad_aggressiveness,
+        ..Default::default()
+    };
+    match crate::transcription::Transcription::load(
+        &t.whisper_model,
+        t.whisper_threads,
+        pool,
+        pipeline,
+        store.clone(),
+    ) {
         Ok(svc) => {
             tracing::info!(model = %t.whisper_model.display(), workers = t.workers, threads = t.whisper_threads, "transcription ready");
             Some(svc)

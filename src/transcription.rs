@@ -6,7 +6,9 @@
 use crate::sfu::room::Room;
 use crate::store::{Store, TranscriptLine};
 use conclave_media::frames::{Frame, Transcript};
-use conclave_media::pipeline::{PipelineConfig, PipelineInput, pipeline_input, spawn_track_pipeline};
+use conclave_media::pipeline::{
+    PipelineConfig, PipelineInput, pipeline_input, spawn_track_pipeline,
+};
 use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use conclave_signaling::{ParticipantId, ServerMessage};
@@ -35,15 +37,31 @@ impl Transcription {
         config: PipelineConfig,
         store: Store,
     ) -> Result<Arc<Self>, TranscribeError> {
-        let whisper = conclave_media::transcribe::whisper::WhisperTranscriber::load(model, whisper_threads)?;
-        Ok(Self::with_transcriber(Arc::new(whisper), pool, config, store))
+        let whisper =
+            conclave_media::transcribe::whisper::WhisperTranscriber::load(model, whisper_threads)?;
+        Ok(Self::with_transcriber(
+            Arc::new(whisper),
+            pool,
+            config,
+            store,
+        ))
     }
 
     /// Uses any [`Transcriber`] (the server always passes Whisper).
-    pub fn with_transcriber(transcriber: Arc<dyn Transcriber>, pool: PoolConfig, config: PipelineConfig, store: Store) -> Arc<Self> {
+    pub fn with_transcriber(
+        transcriber: Arc<dyn Transcriber>,
+        pool: PoolConfig,
+        config: PipelineConfig,
+        store: Store,
+    ) -> Arc<Self> {
         let stats = Arc::new(PipelineStats::default());
         let pool = Arc::new(TranscriptionPool::new(transcriber, pool, stats.clone()));
-        Arc::new(Transcription { pool, stats, config, store })
+        Arc::new(Transcription {
+            pool,
+            stats,
+            config,
+            store,
+        })
     }
 
     /// Pipeline counters (for `/metrics`).
@@ -54,7 +72,14 @@ impl Transcription {
     /// Starts a pipeline for one audio track of `speaker` in `room` and returns its input.
     pub fn attach(&self, room: &Room, speaker: &ParticipantId) -> Option<PipelineInput> {
         let (input, rx) = pipeline_input(self.config.input_capacity, self.stats.clone());
-        match spawn_track_pipeline(speaker.0.clone(), room.name.0.as_str().into(), rx, self.pool.clone(), room.frames(), self.config.clone()) {
+        match spawn_track_pipeline(
+            speaker.0.clone(),
+            room.name.0.as_str().into(),
+            rx,
+            self.pool.clone(),
+            room.frames(),
+            self.config.clone(),
+        ) {
             Ok(_) => Some(input),
             Err(e) => {
                 tracing::error!(error = %e, "audio pipeline not started");
@@ -75,7 +100,11 @@ impl Transcription {
 /// lone "you" for tones and noise; such lines are not captions.
 fn is_speech(text: &str) -> bool {
     let t = text.trim();
-    let bare: String = t.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    let bare: String = t
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
     !bare.is_empty()
         && bare != "you"
         && !((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
@@ -99,14 +128,23 @@ async fn consume(room: Weak<Room>, mut rx: broadcast::Receiver<Frame>, store: St
                 names.insert(speaker.to_owned(), found.clone());
                 return found;
             }
-            names.get(speaker).cloned().unwrap_or_else(|| (speaker.to_owned(), speaker.to_owned()))
+            names
+                .get(speaker)
+                .cloned()
+                .unwrap_or_else(|| (speaker.to_owned(), speaker.to_owned()))
         };
         match frame {
             Frame::UserStartedSpeaking(e) => {
-                room.broadcast(ServerMessage::Speaking { participant_id: ParticipantId(e.speaker), speaking: true });
+                room.broadcast(ServerMessage::Speaking {
+                    participant_id: ParticipantId(e.speaker),
+                    speaking: true,
+                });
             }
             Frame::UserStoppedSpeaking(e) => {
-                room.broadcast(ServerMessage::Speaking { participant_id: ParticipantId(e.speaker), speaking: false });
+                room.broadcast(ServerMessage::Speaking {
+                    participant_id: ParticipantId(e.speaker),
+                    speaking: false,
+                });
             }
             Frame::InterimTranscript(t) if is_speech(&t.text) => {
                 let (_, name) = who(&t.speaker);

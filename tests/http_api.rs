@@ -28,7 +28,12 @@ fn post(path: &str, body: impl Into<Body>, bearer: Option<&str>) -> Request<Body
 
 fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     v["error"]["code"].as_str().unwrap().to_owned()
 }
 
@@ -37,27 +42,81 @@ async fn guest_tokens_are_issued_for_valid_requests_only() {
     let server = start_server(|_| {}).await;
     let app = conclave::http::app(server.state.clone());
 
-    let (s, body) = call(&app, post("/api/rooms/demo/guest-token", r#"{"name":"Ada"}"#, None)).await;
+    let (s, body) = call(
+        &app,
+        post("/api/rooms/demo/guest-token", r#"{"name":"Ada"}"#, None),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    let claims = server.state.tokens.verify(v["token"].as_str().unwrap(), Some("demo"), SystemTime::now()).unwrap();
+    let claims = server
+        .state
+        .tokens
+        .verify(
+            v["token"].as_str().unwrap(),
+            Some("demo"),
+            SystemTime::now(),
+        )
+        .unwrap();
     assert_eq!(claims.name.as_deref(), Some("Ada"));
-    assert!(claims.sub.starts_with("guest-") && claims.grants.can_publish && !claims.grants.room_admin);
+    assert!(
+        claims.sub.starts_with("guest-") && claims.grants.can_publish && !claims.grants.room_admin
+    );
 
-    let (s, body) = call(&app, post("/api/rooms/demo/guest-token", r#"{"name": "#, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "malformed_json"));
-    let (s, body) = call(&app, post("/api/rooms/demo/guest-token", r#"{"nom":"x"}"#, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
-    let (s, body) = call(&app, post("/api/rooms/demo/guest-token", r#"{"name":"   "}"#, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
-    let (s, body) = call(&app, post("/api/rooms/bad%20room!/guest-token", r#"{"name":"x"}"#, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
+    let (s, body) = call(
+        &app,
+        post("/api/rooms/demo/guest-token", r#"{"name": "#, None),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "malformed_json")
+    );
+    let (s, body) = call(
+        &app,
+        post("/api/rooms/demo/guest-token", r#"{"nom":"x"}"#, None),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let (s, body) = call(
+        &app,
+        post("/api/rooms/demo/guest-token", r#"{"name":"   "}"#, None),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let (s, body) = call(
+        &app,
+        post(
+            "/api/rooms/bad%20room!/guest-token",
+            r#"{"name":"x"}"#,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(100 * 1024));
     let (s, body) = call(&app, post("/api/rooms/demo/guest-token", big, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
-    let req = Request::post("/api/rooms/demo/guest-token").body(Body::from(r#"{"name":"x"}"#)).unwrap();
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let req = Request::post("/api/rooms/demo/guest-token")
+        .body(Body::from(r#"{"name":"x"}"#))
+        .unwrap();
     let (s, body) = call(&app, req).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -65,8 +124,15 @@ async fn guest_tokens_are_issued_for_valid_requests_only() {
 async fn guest_access_can_be_turned_off() {
     let server = start_server(|a| a.guest_access = Some(false)).await;
     let app = conclave::http::app(server.state.clone());
-    let (s, body) = call(&app, post("/api/rooms/demo/guest-token", r#"{"name":"Ada"}"#, None)).await;
-    assert_eq!((s, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "guest_access_disabled"));
+    let (s, body) = call(
+        &app,
+        post("/api/rooms/demo/guest-token", r#"{"name":"Ada"}"#, None),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "guest_access_disabled")
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -77,25 +143,70 @@ async fn creating_a_room_needs_an_admin_token_for_that_room() {
     let body = r#"{"name":"board"}"#;
 
     let (s, b) = call(&app, post("/api/rooms", body, None)).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     let (s, b) = call(&app, post("/api/rooms", body, Some("garbage"))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
     let (s, b) = call(&app, post("/api/rooms", body, Some(&token("board", "u")))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::FORBIDDEN, "forbidden"));
-    let admin = |room: &str, now| token_with(room, "ops", Grants { room_admin: true, ..Grants::default() }, Duration::from_secs(60), now);
-    let (s, b) = call(&app, post("/api/rooms", body, Some(&admin("other", SystemTime::now())))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let admin = |room: &str, now| {
+        token_with(
+            room,
+            "ops",
+            Grants {
+                room_admin: true,
+                ..Grants::default()
+            },
+            Duration::from_secs(60),
+            now,
+        )
+    };
+    let (s, b) = call(
+        &app,
+        post("/api/rooms", body, Some(&admin("other", SystemTime::now()))),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
     let old = SystemTime::now() - Duration::from_secs(3600);
     let (s, b) = call(&app, post("/api/rooms", body, Some(&admin("board", old)))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "token_expired"));
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "token_expired")
+    );
     // Guest tokens for a room that does not exist are refused too.
-    let (s, b) = call(&app, post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None)).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = call(
+        &app,
+        post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 
-    let (s, b) = call(&app, post("/api/rooms", body, Some(&admin("board", SystemTime::now())))).await;
+    let (s, b) = call(
+        &app,
+        post("/api/rooms", body, Some(&admin("board", SystemTime::now()))),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert!(server.state.rooms.get(&"board".into()).is_some());
-    let (s, _) = call(&app, post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None)).await;
+    let (s, _) = call(
+        &app,
+        post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     server.shutdown().await.unwrap();
 }
@@ -107,7 +218,10 @@ async fn stats_metrics_pages_and_unknown_paths() {
     let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
 
     let (s, b) = call(&app, get("/api/stats")).await;
-    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"rooms":0,"participants":0}"#));
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::OK, r#"{"rooms":0,"participants":0}"#)
+    );
     let (s, b) = call(&app, get("/api/openapi.json")).await;
     assert_eq!(s, StatusCode::OK);
     let doc: Value = serde_json::from_str(&b).unwrap();
@@ -121,20 +235,32 @@ async fn stats_metrics_pages_and_unknown_paths() {
         "/api/meetings/{code}/participants",
         "/api/rooms/{room}/guest-token",
     ] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     let (s, b) = call(&app, get("/metrics")).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(b.contains("# TYPE conclave_rtp_packets_dropped_total counter"), "{b}");
+    assert!(
+        b.contains("# TYPE conclave_rtp_packets_dropped_total counter"),
+        "{b}"
+    );
     assert!(b.contains("conclave_rooms 0"), "{b}");
     let (s, b) = call(&app, get("/room/standup")).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(b.contains("/assets/room.js"), "room page references its script");
+    assert!(
+        b.contains("/assets/room.js"),
+        "room page references its script"
+    );
     let (s, b) = call(&app, get("/assets/room.js")).await;
     assert!(s == StatusCode::OK && b.contains("RTCPeerConnection"));
     let (s, b) = call(&app, get("/nowhere")).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     let (s, _) = call(&app, get("/healthz")).await;
     assert_eq!(s, StatusCode::OK);
     server.shutdown().await.unwrap();

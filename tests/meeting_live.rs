@@ -11,23 +11,38 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: Value) -> Value {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Value,
+) -> Value {
     let auth = auth.map(|t| format!("Bearer {t}"));
     let (_, body) = common::http(addr, method, path, auth.as_deref(), &body.to_string()).await;
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
 async fn ws_join(addr: SocketAddr, code: &str, token: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
     let msg = json!({"v": 1, "type": "join", "room": code, "token": token});
-    ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .unwrap();
     ws
 }
 
 /// Next message matching `pred`, skipping others; `None` if the socket closed or time ran out.
-async fn wait_for(ws: &mut Ws, secs: u64, mut pred: impl FnMut(&ServerMessage) -> bool) -> Option<ServerMessage> {
+async fn wait_for(
+    ws: &mut Ws,
+    secs: u64,
+    mut pred: impl FnMut(&ServerMessage) -> bool,
+) -> Option<ServerMessage> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
@@ -61,14 +76,34 @@ struct Meeting {
 }
 
 async fn create(addr: SocketAddr) -> Meeting {
-    let v = http(addr, "POST", "/api/meetings", None, json!({"name": "live", "host_name": "Hana"})).await;
-    Meeting { code: v["code"].as_str().unwrap().into(), host_token: v["host_token"].as_str().unwrap().into() }
+    let v = http(
+        addr,
+        "POST",
+        "/api/meetings",
+        None,
+        json!({"name": "live", "host_name": "Hana"}),
+    )
+    .await;
+    Meeting {
+        code: v["code"].as_str().unwrap().into(),
+        host_token: v["host_token"].as_str().unwrap().into(),
+    }
 }
 
 async fn join_token(addr: SocketAddr, m: &Meeting, name: &str, as_host: bool) -> String {
     let auth = as_host.then_some(m.host_token.as_str());
-    let v = http(addr, "POST", &format!("/api/meetings/{}/join", m.code), auth, json!({"name": name})).await;
-    v["token"].as_str().unwrap_or_else(|| panic!("join failed: {v}")).into()
+    let v = http(
+        addr,
+        "POST",
+        &format!("/api/meetings/{}/join", m.code),
+        auth,
+        json!({"name": name}),
+    )
+    .await;
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("join failed: {v}"))
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,17 +114,37 @@ async fn guests_wait_for_the_host_whose_arrival_starts_the_meeting() {
     let guest_token = join_token(addr, &m, "Gus", false).await;
     let mut guest = ws_join(addr, &m.code, &guest_token).await;
     let waiting = wait_for(&mut guest, 5, |_| true).await;
-    assert!(matches!(&waiting, Some(ServerMessage::Waiting { meeting }) if meeting.status == "waiting"), "{waiting:?}");
-    assert_eq!(server.state.rooms.counts().1, 0, "a waiting guest is not in the room yet");
+    assert!(
+        matches!(&waiting, Some(ServerMessage::Waiting { meeting }) if meeting.status == "waiting"),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        server.state.rooms.counts().1,
+        0,
+        "a waiting guest is not in the room yet"
+    );
 
     let host_token = join_token(addr, &m, "Hana", true).await;
     let mut host = ws_join(addr, &m.code, &host_token).await;
     let joined = wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. })).await;
-    assert!(matches!(&joined, Some(ServerMessage::Joined { meeting: Some(info), .. }) if info.role.as_deref() == Some("host")), "{joined:?}");
+    assert!(
+        matches!(&joined, Some(ServerMessage::Joined { meeting: Some(info), .. }) if info.role.as_deref() == Some("host")),
+        "{joined:?}"
+    );
     // The guest is let in once the host's arrival started the meeting.
     let joined = wait_for(&mut guest, 5, |m| matches!(m, ServerMessage::Joined { .. })).await;
-    assert!(matches!(&joined, Some(ServerMessage::Joined { participants, .. }) if participants.len() == 1), "{joined:?}");
-    let info = http(addr, "GET", &format!("/api/meetings/{}", m.code), None, json!({})).await;
+    assert!(
+        matches!(&joined, Some(ServerMessage::Joined { participants, .. }) if participants.len() == 1),
+        "{joined:?}"
+    );
+    let info = http(
+        addr,
+        "GET",
+        &format!("/api/meetings/{}", m.code),
+        None,
+        json!({}),
+    )
+    .await;
     assert_eq!(info["status"], "active");
     server.shutdown().await.unwrap();
 }
@@ -100,35 +155,87 @@ async fn host_leaving_hands_over_after_the_grace_period_then_the_meeting_ends_wh
     let addr = server.http_addr;
     let m = create(addr).await;
     let mut host = ws_join(addr, &m.code, &join_token(addr, &m, "Hana", true).await).await;
-    assert!(wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. })).await.is_some());
+    assert!(
+        wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. }))
+            .await
+            .is_some()
+    );
     let gus_token = join_token(addr, &m, "Gus", false).await;
     let mut gus = ws_join(addr, &m.code, &gus_token).await;
-    assert!(wait_for(&mut gus, 5, |m| matches!(m, ServerMessage::Joined { .. })).await.is_some());
+    assert!(
+        wait_for(&mut gus, 5, |m| matches!(m, ServerMessage::Joined { .. }))
+            .await
+            .is_some()
+    );
 
     // The host leaves; within the grace period nothing happens, after it Gus is host.
     let left_at = Instant::now();
     host.close(None).await.unwrap();
-    let changed = wait_for(&mut gus, 5, |m| matches!(m, ServerMessage::HostChanged { .. })).await;
+    let changed = wait_for(&mut gus, 5, |m| {
+        matches!(m, ServerMessage::HostChanged { .. })
+    })
+    .await;
     let waited = left_at.elapsed();
-    let Some(ServerMessage::HostChanged { identity, participant_id }) = changed else { panic!("no host_changed: {changed:?}") };
-    assert!(waited >= Duration::from_millis(900), "handed over before the grace period ({waited:?})");
+    let Some(ServerMessage::HostChanged {
+        identity,
+        participant_id,
+    }) = changed
+    else {
+        panic!("no host_changed: {changed:?}")
+    };
+    assert!(
+        waited >= Duration::from_millis(900),
+        "handed over before the grace period ({waited:?})"
+    );
     assert!(identity.starts_with("guest-") && participant_id.is_some());
-    let info = http(addr, "GET", &format!("/api/meetings/{}", m.code), None, json!({})).await;
+    let info = http(
+        addr,
+        "GET",
+        &format!("/api/meetings/{}", m.code),
+        None,
+        json!({}),
+    )
+    .await;
     assert_eq!(info["host_identity"].as_str(), Some(identity.as_str()));
 
     // The new host may end the meeting with their own join token.
-    let ended = http(addr, "POST", &format!("/api/meetings/{}/end", m.code), Some(&gus_token), json!({})).await;
+    let ended = http(
+        addr,
+        "POST",
+        &format!("/api/meetings/{}/end", m.code),
+        Some(&gus_token),
+        json!({}),
+    )
+    .await;
     assert_eq!(ended["status"], "ended", "{ended}");
-    let msg = wait_for(&mut gus, 5, |m| matches!(m, ServerMessage::MeetingEnded { .. })).await;
-    assert!(matches!(&msg, Some(ServerMessage::MeetingEnded { reason }) if reason == "host_ended"), "{msg:?}");
-    assert!(closed(&mut gus, 5).await, "socket not closed after meeting_ended");
+    let msg = wait_for(&mut gus, 5, |m| {
+        matches!(m, ServerMessage::MeetingEnded { .. })
+    })
+    .await;
+    assert!(
+        matches!(&msg, Some(ServerMessage::MeetingEnded { reason }) if reason == "host_ended"),
+        "{msg:?}"
+    );
+    assert!(
+        closed(&mut gus, 5).await,
+        "socket not closed after meeting_ended"
+    );
     let state = server.state.clone();
     assert!(common::eventually(Duration::from_secs(5), || state.rooms.counts() == (0, 0)).await);
 
     // Nobody gets back in.
     let mut late = ws_join(addr, &m.code, &gus_token).await;
     let refused = wait_for(&mut late, 5, |_| true).await;
-    assert!(matches!(refused, Some(ServerMessage::Error { code: ErrorCode::MeetingEnded, .. })), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Some(ServerMessage::Error {
+                code: ErrorCode::MeetingEnded,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -138,11 +245,22 @@ async fn a_meeting_everyone_left_ends_after_the_grace_period() {
     let addr = server.http_addr;
     let m = create(addr).await;
     let mut host = ws_join(addr, &m.code, &join_token(addr, &m, "Hana", true).await).await;
-    assert!(wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. })).await.is_some());
+    assert!(
+        wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. }))
+            .await
+            .is_some()
+    );
     host.close(None).await.unwrap();
     let mut status = Value::Null;
     for _ in 0..40 {
-        status = http(addr, "GET", &format!("/api/meetings/{}", m.code), None, json!({})).await;
+        status = http(
+            addr,
+            "GET",
+            &format!("/api/meetings/{}", m.code),
+            None,
+            json!({}),
+        )
+        .await;
         if status["status"] == "ended" {
             break;
         }

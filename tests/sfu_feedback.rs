@@ -16,22 +16,38 @@ async fn subscriber_keyframe_requests_reach_the_publisher_throttled() {
     let a = TestClient::join(http, "pli", "alice", &token("pli", "alice"), true).await;
     let b = TestClient::join(http, "pli", "bob", &token("pli", "bob"), false).await;
     assert!(
-        eventually(Duration::from_secs(20), || b.received_from(&a.participant_id).video_packets > 10).await,
+        eventually(Duration::from_secs(20), || b
+            .received_from(&a.participant_id)
+            .video_packets
+            > 10)
+        .await,
         "bob never got alice's video"
     );
     // Bob starting to receive already asked for one keyframe on his behalf.
-    assert!(eventually(Duration::from_secs(5), || a.keyframe_requests.load(Ordering::Relaxed) >= 1).await);
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .keyframe_requests
+            .load(Ordering::Relaxed)
+            >= 1)
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
 
     // A decoder that asks ten times a second for 2 s gets through about every 500 ms.
     let before = a.keyframe_requests.load(Ordering::Relaxed);
     for _ in 0..20 {
-        assert!(b.request_keyframe_from(&a.participant_id).await, "bob has no video track from alice");
+        assert!(
+            b.request_keyframe_from(&a.participant_id).await,
+            "bob has no video track from alice"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let relayed = a.keyframe_requests.load(Ordering::Relaxed) - before;
-    assert!((3..=6).contains(&relayed), "expected 3-6 relayed keyframe requests in 2 s, got {relayed}");
+    assert!(
+        (3..=6).contains(&relayed),
+        "expected 3-6 relayed keyframe requests in 2 s, got {relayed}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -49,8 +65,13 @@ async fn muting_is_announced_to_everyone() {
         })
         .await
         .expect("alice's audio track announced");
-    let ServerMessage::TrackPublished { track, .. } = published else { unreachable!() };
-    a.send(conclave_signaling::ClientMessage::Mute { track_id: track.id.clone(), muted: true });
+    let ServerMessage::TrackPublished { track, .. } = published else {
+        unreachable!()
+    };
+    a.send(conclave_signaling::ClientMessage::Mute {
+        track_id: track.id.clone(),
+        muted: true,
+    });
     let muted = b
         .wait_for(Duration::from_secs(5), |m| {
             matches!(m, ServerMessage::TrackMuted { track_id, muted: true, .. } if *track_id == track.id)

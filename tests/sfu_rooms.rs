@@ -23,7 +23,10 @@ async fn two_peers_hear_and_see_each_other() {
     let a = TestClient::join(http, "duo", "alice", &token("duo", "alice"), true).await;
     let b = TestClient::join(http, "duo", "bob", &token("duo", "bob"), true).await;
 
-    let ok = eventually(MEDIA_TIMEOUT, || hears_and_sees(&a, &b) && hears_and_sees(&b, &a)).await;
+    let ok = eventually(MEDIA_TIMEOUT, || {
+        hears_and_sees(&a, &b) && hears_and_sees(&b, &a)
+    })
+    .await;
     assert!(
         ok,
         "media did not flow both ways: alice got {:?} from bob, bob got {:?} from alice (states {:?}/{:?})",
@@ -39,7 +42,11 @@ async fn two_peers_hear_and_see_each_other() {
     a.leave().await;
     b.leave().await;
     let state = server.state.clone();
-    assert!(eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await, "room not released: {:?}", state.rooms.counts());
+    assert!(
+        eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await,
+        "room not released: {:?}",
+        state.rooms.counts()
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -77,18 +84,29 @@ async fn three_peers_then_one_leaves_and_the_rest_are_told() {
         let left = peer
             .wait_for(Duration::from_secs(10), |m| matches!(m, ServerMessage::ParticipantLeft { participant_id } if *participant_id == carol))
             .await;
-        assert!(left.is_some(), "{} was not told carol left", peer.participant_id);
+        assert!(
+            left.is_some(),
+            "{} was not told carol left",
+            peer.participant_id
+        );
     }
     assert_eq!(server.state.rooms.counts(), (1, 2));
 
     // Media between the remaining two keeps flowing after the renegotiation.
     let before = a.received_from(&b.participant_id).audio_packets;
-    let flowing = eventually(Duration::from_secs(5), || a.received_from(&b.participant_id).audio_packets > before + 25).await;
+    let flowing = eventually(Duration::from_secs(5), || {
+        a.received_from(&b.participant_id).audio_packets > before + 25
+    })
+    .await;
     assert!(flowing, "alice stopped hearing bob after carol left");
 
     a.leave().await;
     b.leave().await;
     let state = server.state.clone();
-    assert!(eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await, "room not released: {:?}", state.rooms.counts());
+    assert!(
+        eventually(Duration::from_secs(10), || state.rooms.counts() == (0, 0)).await,
+        "room not released: {:?}",
+        state.rooms.counts()
+    );
     server.shutdown().await.unwrap();
 }

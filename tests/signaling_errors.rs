@@ -12,10 +12,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(http: SocketAddr) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await.unwrap().0
+    tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        .await
+        .unwrap()
+        .0
 }
 
 async fn next_msg(ws: &mut Ws) -> ServerMessage {
@@ -81,7 +85,9 @@ async fn malformed_unknown_and_oversized_frames_are_refused_and_the_session_surv
     assert!(msg.contains("65536"), "limit named in the message: {msg}");
     still_alive(&mut ws).await;
 
-    ws.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, ErrorCode::MalformedMessage).await;
 
     send_text(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
@@ -90,7 +96,10 @@ async fn malformed_unknown_and_oversized_frames_are_refused_and_the_session_surv
 
     // After all that, this very connection can still join.
     send_text(&mut ws, join("errors", &token("errors", "u1"))).await;
-    assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        ServerMessage::Joined { .. }
+    ));
     server.shutdown().await.unwrap();
 }
 
@@ -122,22 +131,31 @@ async fn bad_tokens_are_refused_with_their_own_codes() {
     let mut ws = connect(server.http_addr).await;
 
     let long_ago = SystemTime::now() - Duration::from_secs(7200);
-    let expired = token_with("secure", "eve", Grants::default(), Duration::from_secs(60), long_ago);
+    let expired = token_with(
+        "secure",
+        "eve",
+        Grants::default(),
+        Duration::from_secs(60),
+        long_ago,
+    );
     send_text(&mut ws, join("secure", &expired)).await;
     expect_error(&mut ws, ErrorCode::TokenExpired).await;
 
-    let forged = conclave::auth::TokenAuthority::new(common::API_KEY, "a-different-secret-of-enough-length-xxxxx")
-        .issue(
-            &conclave::auth::TokenRequest {
-                room: "secure".into(),
-                identity: "eve".into(),
-                name: None,
-                grants: Grants::default(),
-                ttl: Duration::from_secs(60),
-                ..Default::default()
-            },
-            SystemTime::now(),
-        );
+    let forged = conclave::auth::TokenAuthority::new(
+        common::API_KEY,
+        "a-different-secret-of-enough-length-xxxxx",
+    )
+    .issue(
+        &conclave::auth::TokenRequest {
+            room: "secure".into(),
+            identity: "eve".into(),
+            name: None,
+            grants: Grants::default(),
+            ttl: Duration::from_secs(60),
+            ..Default::default()
+        },
+        SystemTime::now(),
+    );
     send_text(&mut ws, join("secure", &forged)).await;
     expect_error(&mut ws, ErrorCode::InvalidToken).await;
 
@@ -152,7 +170,10 @@ async fn bad_tokens_are_refused_with_their_own_codes() {
     // Nobody got in, and the refused socket may still join properly.
     assert_eq!(server.state.rooms.counts().1, 0);
     send_text(&mut ws, join("secure", &token("secure", "eve"))).await;
-    assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        ServerMessage::Joined { .. }
+    ));
     server.shutdown().await.unwrap();
 }
 
@@ -165,7 +186,10 @@ async fn joining_twice_and_invalid_sdp_are_refused_without_disturbing_the_room()
 
     let mut ws = connect(http).await;
     send_text(&mut ws, join("calm", &token("calm", "mallory"))).await;
-    assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        ServerMessage::Joined { .. }
+    ));
     send_text(&mut ws, join("calm", &token("calm", "mallory"))).await;
     let err = loop {
         match next_msg(&mut ws).await {
@@ -173,7 +197,16 @@ async fn joining_twice_and_invalid_sdp_are_refused_without_disturbing_the_room()
             _ => continue, // participant_joined / track_published about alice and bob
         }
     };
-    assert!(matches!(err, ServerMessage::Error { code: ErrorCode::AlreadyJoined, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ServerMessage::Error {
+                code: ErrorCode::AlreadyJoined,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     send_text(&mut ws, r#"{"type":"offer","sdp":"this is not SDP"}"#).await;
     let err = loop {
@@ -182,21 +215,44 @@ async fn joining_twice_and_invalid_sdp_are_refused_without_disturbing_the_room()
             _ => continue,
         }
     };
-    assert!(matches!(err, ServerMessage::Error { code: ErrorCode::InvalidSdp, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ServerMessage::Error {
+                code: ErrorCode::InvalidSdp,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
-    send_text(&mut ws, r#"{"type":"mute","track_id":"TR_nope","muted":true}"#).await;
+    send_text(
+        &mut ws,
+        r#"{"type":"mute","track_id":"TR_nope","muted":true}"#,
+    )
+    .await;
     let err = loop {
         match next_msg(&mut ws).await {
             e @ ServerMessage::Error { .. } => break e,
             _ => continue,
         }
     };
-    assert!(matches!(err, ServerMessage::Error { code: ErrorCode::UnknownTrack, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ServerMessage::Error {
+                code: ErrorCode::UnknownTrack,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(server.state.rooms.counts(), (1, 3));
 
     // Alice and Bob were never disturbed.
     let ok = eventually(Duration::from_secs(20), || {
-        a.received_from(&b.participant_id).audio_decoded > 25 && b.received_from(&a.participant_id).audio_decoded > 25
+        a.received_from(&b.participant_id).audio_decoded > 25
+            && b.received_from(&a.participant_id).audio_decoded > 25
     })
     .await;
     assert!(ok, "media between alice and bob did not flow");
@@ -213,12 +269,31 @@ async fn unknown_room_is_refused_when_rooms_must_exist() {
     assert_eq!(server.state.rooms.counts(), (0, 0));
 
     // Created through the API, the room then admits the same token.
-    let admin = token_with("ghost", "ops", Grants { room_admin: true, ..Grants::default() }, Duration::from_secs(60), SystemTime::now());
+    let admin = token_with(
+        "ghost",
+        "ops",
+        Grants {
+            room_admin: true,
+            ..Grants::default()
+        },
+        Duration::from_secs(60),
+        SystemTime::now(),
+    );
     let bearer = format!("Bearer {admin}");
-    let (status, body) = common::http(server.http_addr, "POST", "/api/rooms", Some(&bearer), r#"{"name":"ghost"}"#).await;
+    let (status, body) = common::http(
+        server.http_addr,
+        "POST",
+        "/api/rooms",
+        Some(&bearer),
+        r#"{"name":"ghost"}"#,
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     send_text(&mut ws, join("ghost", &token("ghost", "u"))).await;
-    assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        ServerMessage::Joined { .. }
+    ));
     server.shutdown().await.unwrap();
 }
 
@@ -227,7 +302,10 @@ async fn shutdown_tells_participants_and_releases_everything() {
     let server = start_server(|_| {}).await;
     let mut ws = connect(server.http_addr).await;
     send_text(&mut ws, join("bye", &token("bye", "u"))).await;
-    assert!(matches!(next_msg(&mut ws).await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        ServerMessage::Joined { .. }
+    ));
     let state = server.state.clone();
     server.shutdown().await.unwrap();
     let msg = expect_error(&mut ws, ErrorCode::ShuttingDown).await;

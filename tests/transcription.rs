@@ -21,7 +21,10 @@ const SENTENCES: [&str; 5] = [
 
 #[test]
 fn word_error_rate_counts_substitutions_insertions_and_deletions() {
-    assert_eq!(word_error_rate("we need it by March", "We need it by march."), 0.0);
+    assert_eq!(
+        word_error_rate("we need it by March", "We need it by march."),
+        0.0
+    );
     assert!((word_error_rate("we need it by March", "we need it on March") - 0.2).abs() < 1e-9);
     assert!((word_error_rate("a b c d", "a c d e") - 0.5).abs() < 1e-9);
 }
@@ -43,10 +46,21 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     let spoken_secs = speech.len() as f64 / 48_000.0;
 
     let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
-    assert!(server.state.rooms.transcription().is_some(), "transcription did not start");
+    assert!(
+        server.state.rooms.transcription().is_some(),
+        "transcription did not start"
+    );
     let http = server.http_addr;
-    let mut listener = TestClient::join(http, "standup", "lena", &token("standup", "lena"), false).await;
-    let speaker = TestClient::join_speaking(http, "standup", "sam", &token("standup", "sam"), Arc::new(speech)).await;
+    let mut listener =
+        TestClient::join(http, "standup", "lena", &token("standup", "lena"), false).await;
+    let speaker = TestClient::join_speaking(
+        http,
+        "standup",
+        "sam",
+        &token("standup", "sam"),
+        Arc::new(speech),
+    )
+    .await;
 
     let mut finals: Vec<String> = Vec::new();
     let mut interims = 0;
@@ -56,17 +70,35 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     while tokio::time::Instant::now() < deadline {
         // Once everything has been said, 15 s without news means the pipeline is done.
         let speaking_until = started + Duration::from_secs_f64(spoken_secs + 2.0);
-        let quiet = if tokio::time::Instant::now() < speaking_until { deadline } else { tokio::time::Instant::now() + Duration::from_secs(15) };
+        let quiet = if tokio::time::Instant::now() < speaking_until {
+            deadline
+        } else {
+            tokio::time::Instant::now() + Duration::from_secs(15)
+        };
         let left = quiet.min(deadline) - tokio::time::Instant::now();
         let Some(msg) = listener
-            .wait_for(left, |m| matches!(m, ServerMessage::Caption { .. } | ServerMessage::Speaking { .. }))
+            .wait_for(left, |m| {
+                matches!(
+                    m,
+                    ServerMessage::Caption { .. } | ServerMessage::Speaking { .. }
+                )
+            })
             .await
         else {
             break;
         };
         match msg {
-            ServerMessage::Caption { participant_id, name, text, is_final, .. } => {
-                assert_eq!((participant_id, name.as_str()), (speaker.participant_id.clone(), "sam"));
+            ServerMessage::Caption {
+                participant_id,
+                name,
+                text,
+                is_final,
+                ..
+            } => {
+                assert_eq!(
+                    (participant_id, name.as_str()),
+                    (speaker.participant_id.clone(), "sam")
+                );
                 if is_final {
                     finals.push(text);
                 } else {
@@ -84,26 +116,53 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     let reference = SENTENCES.join(" ");
     let hypothesis = finals.join(" ");
     let wer = word_error_rate(&reference, &hypothesis);
-    println!("finals: {finals:#?}\ninterims: {interims}, speaking edges: {speaking_edges}, WER {wer:.3}");
-    assert!(wer <= 0.25, "word error rate {wer:.3} over 25%:\n  said:  {reference}\n  heard: {hypothesis}");
-    assert!(interims >= 1, "no interim captions while someone spoke for seconds");
+    println!(
+        "finals: {finals:#?}\ninterims: {interims}, speaking edges: {speaking_edges}, WER {wer:.3}"
+    );
+    assert!(
+        wer <= 0.25,
+        "word error rate {wer:.3} over 25%:\n  said:  {reference}\n  heard: {hypothesis}"
+    );
+    assert!(
+        interims >= 1,
+        "no interim captions while someone spoke for seconds"
+    );
     assert!(speaking_edges >= 2, "no speaking indicators");
 
     // Stored, listed in order, searchable.
     let listed = get_json(http, "/api/rooms/standup/transcript").await;
     let lines = listed["lines"].as_array().unwrap();
-    assert_eq!(lines.len(), finals.len(), "every final caption is stored: {listed}");
+    assert_eq!(
+        lines.len(),
+        finals.len(),
+        "every final caption is stored: {listed}"
+    );
     assert_eq!(lines[0]["speaker_name"], "sam");
-    assert!(lines.windows(2).all(|w| w[0]["start_ms"].as_i64() <= w[1]["start_ms"].as_i64()));
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["start_ms"].as_i64() <= w[1]["start_ms"].as_i64())
+    );
     let found = get_json(http, "/api/transcripts/search?q=budget").await;
     let found = found["lines"].as_array().unwrap();
-    assert!(!found.is_empty() && found[0]["text"].as_str().unwrap().to_lowercase().contains("budget"), "{found:?}");
+    assert!(
+        !found.is_empty()
+            && found[0]["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("budget"),
+        "{found:?}"
+    );
     let none = get_json(http, "/api/transcripts/search?q=zebra").await;
     assert!(none["lines"].as_array().unwrap().is_empty());
 
     let metrics = get_json_text(http, "/metrics").await;
     assert!(metrics.contains("conclave_transcription_enabled 1"));
-    assert!(metrics.contains("conclave_transcription_jobs_dropped_total 0"), "a final transcription was dropped:\n{metrics}");
+    assert!(
+        metrics.contains("conclave_transcription_jobs_dropped_total 0"),
+        "a final transcription was dropped:\n{metrics}"
+    );
     drop(speaker);
     server.shutdown().await.unwrap();
 }
@@ -119,9 +178,15 @@ async fn a_missing_model_leaves_the_server_running_without_transcription() {
     let bogus = std::env::temp_dir().join(format!("bogus-{}.bin", conclave::ids::random_id(6)));
     std::fs::write(&bogus, b"definitely not a ggml model").unwrap();
     let server2 = start_server(|a| a.whisper_model = Some(bogus)).await;
-    assert!(server2.state.rooms.transcription().is_none(), "a corrupt model must not be used");
+    assert!(
+        server2.state.rooms.transcription().is_none(),
+        "a corrupt model must not be used"
+    );
     let metrics = get_json_text(server2.http_addr, "/metrics").await;
-    assert!(metrics.contains("conclave_transcription_enabled 0"), "{metrics}");
+    assert!(
+        metrics.contains("conclave_transcription_enabled 0"),
+        "{metrics}"
+    );
     server.shutdown().await.unwrap();
     server2.shutdown().await.unwrap();
 }

@@ -442,7 +442,11 @@ mod tests {
             .expect("the room's final budget is for finals only");
         assert_eq!(PipelineStats::get(&pool.stats().jobs_dropped), 0);
         gate.send(()).unwrap();
-        assert_eq!(started.recv().unwrap(), 2, "the final ran after the interim");
+        assert_eq!(
+            started.recv().unwrap(),
+            2,
+            "the final ran after the interim"
+        );
         gate.send(()).unwrap();
     }
 

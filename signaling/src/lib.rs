@@ -13,6 +13,6 @@ pub mod session;
 pub use error::{ErrorCode, ProtocolError};
 pub use ids::{ParticipantId, RoomName, TrackId};
 pub use message::{
-    ClientMessage, IceCandidate, IceServer, MeetingInfo, ParticipantInfo, PROTOCOL_VERSION, ServerMessage,
-    TrackInfo, TrackKind, decode_client, decode_server, encode,
+    ClientMessage, IceCandidate, IceServer, MeetingInfo, PROTOCOL_VERSION, ParticipantInfo,
+    ServerMessage, TrackInfo, TrackKind, decode_client, decode_server, encode,
 };

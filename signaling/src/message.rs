@@ -155,7 +155,15 @@ impl ClientMessage {
     }
 }
 
-const CLIENT_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "mute", "leave", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "mute",
+    "leave",
+    "ping",
+];
 
 /// Messages the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -404,7 +412,10 @@ mod tests {
         assert!(text.contains("\"code\":\"token_expired\""), "{text}");
         assert!(matches!(
             decode_server(&text).unwrap(),
-            ServerMessage::Error { code: ErrorCode::TokenExpired, .. }
+            ServerMessage::Error {
+                code: ErrorCode::TokenExpired,
+                ..
+            }
         ));
     }
 }

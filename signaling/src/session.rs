@@ -50,7 +50,9 @@ impl Default for Session {
 impl Session {
     /// A fresh session awaiting `join`.
     pub fn new() -> Self {
-        Self { state: SessionState::AwaitingJoin }
+        Self {
+            state: SessionState::AwaitingJoin,
+        }
     }
 
     /// The current state.
@@ -114,14 +116,21 @@ mod tests {
     use super::*;
 
     fn join() -> ClientMessage {
-        ClientMessage::Join { room: "r".into(), name: None, token: "t".into() }
+        ClientMessage::Join {
+            room: "r".into(),
+            name: None,
+            token: "t".into(),
+        }
     }
 
     #[test]
     fn messages_before_join_are_refused_but_ping_works() {
         let mut s = Session::new();
         let offer = ClientMessage::Offer { sdp: "v=0".into() };
-        assert!(matches!(s.on_message(offer), Action::Refuse(ErrorCode::NotJoined, _)));
+        assert!(matches!(
+            s.on_message(offer),
+            Action::Refuse(ErrorCode::NotJoined, _)
+        ));
         assert_eq!(
             s.on_message(ClientMessage::Ping { id: Some(1) }),
             Action::Reply(ServerMessage::Pong { id: Some(1) })
@@ -133,9 +142,15 @@ mod tests {
     fn joining_twice_is_refused_and_does_not_disturb_the_session() {
         let mut s = Session::new();
         assert!(matches!(s.on_message(join()), Action::Join(_)));
-        assert!(matches!(s.on_message(join()), Action::Refuse(ErrorCode::AlreadyJoined, _)));
+        assert!(matches!(
+            s.on_message(join()),
+            Action::Refuse(ErrorCode::AlreadyJoined, _)
+        ));
         s.join_accepted();
-        assert!(matches!(s.on_message(join()), Action::Refuse(ErrorCode::AlreadyJoined, _)));
+        assert!(matches!(
+            s.on_message(join()),
+            Action::Refuse(ErrorCode::AlreadyJoined, _)
+        ));
         assert_eq!(s.state(), SessionState::Joined);
         let answer = ClientMessage::Answer { sdp: "v=0".into() };
         assert!(matches!(s.on_message(answer), Action::Forward(_)));
@@ -156,6 +171,9 @@ mod tests {
         s.join_accepted();
         assert_eq!(s.on_message(ClientMessage::Leave), Action::Leave);
         assert_eq!(s.state(), SessionState::Closed);
-        assert!(matches!(s.on_message(ClientMessage::Ping { id: None }), Action::Refuse(..)));
+        assert!(matches!(
+            s.on_message(ClientMessage::Ping { id: None }),
+            Action::Refuse(..)
+        ));
     }
 }

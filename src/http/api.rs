@@ -1,7 +1,6 @@
 //! REST endpoints of the foundation: health, metrics, room creation and guest tokens.
 
 use super::error::{ApiJson, AppError, ErrorBody};
-use utoipa::ToSchema;
 use crate::auth::{Grants, TokenError, TokenRequest};
 use crate::server::AppState;
 use axum::Json;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use utoipa::ToSchema;
 
 /// Guest tokens live long enough for a long meeting.
 const GUEST_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -24,7 +24,9 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /metrics`, Prometheus text format.
 pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let text = s.metrics.render(s.rooms.transcription().map(|t| t.stats().as_ref()));
+    let text = s
+        .metrics
+        .render(s.rooms.transcription().map(|t| t.stats().as_ref()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -41,7 +43,10 @@ pub struct Stats {
 #[utoipa::path(get, path = "/api/stats", tag = "rooms", responses((status = 200, body = Stats)))]
 pub async fn stats(State(s): State<Arc<AppState>>) -> Json<Stats> {
     let (rooms, participants) = s.rooms.counts();
-    Json(Stats { rooms, participants })
+    Json(Stats {
+        rooms,
+        participants,
+    })
 }
 
 /// Unknown paths get the API's error body.
@@ -66,12 +71,20 @@ pub async fn create_room(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateRoom>,
 ) -> Result<impl IntoResponse, AppError> {
-    let name = RoomName::validate(&body.name)
-        .ok_or_else(|| AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]"))?;
+    let name = RoomName::validate(&body.name).ok_or_else(|| {
+        AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]")
+    })?;
     let token = bearer(&headers)?;
-    let claims = s.tokens.verify(token, Some(name.as_str()), SystemTime::now()).map_err(token_error)?;
+    let claims = s
+        .tokens
+        .verify(token, Some(name.as_str()), SystemTime::now())
+        .map_err(token_error)?;
     if !claims.grants.room_admin {
-        return Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "the token lacks the roomAdmin grant"));
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token lacks the roomAdmin grant",
+        ));
     }
     s.rooms.create(&name);
     Ok((StatusCode::CREATED, Json(json!({"name": name}))))
@@ -106,10 +119,15 @@ pub async fn guest_token(
     ApiJson(body): ApiJson<GuestTokenRequest>,
 ) -> Result<Json<GuestToken>, AppError> {
     if !s.config.guest_access {
-        return Err(AppError::new(StatusCode::FORBIDDEN, "guest_access_disabled", "guest access is disabled on this server"));
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "guest_access_disabled",
+            "guest access is disabled on this server",
+        ));
     }
-    let room = RoomName::validate(&room)
-        .ok_or_else(|| AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]"))?;
+    let room = RoomName::validate(&room).ok_or_else(|| {
+        AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]")
+    })?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(AppError::bad_request("name must be 1-64 characters"));
@@ -129,7 +147,11 @@ pub async fn guest_token(
         },
         SystemTime::now(),
     );
-    Ok(Json(GuestToken { token, identity, room }))
+    Ok(Json(GuestToken {
+        token,
+        identity,
+        room,
+    }))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
@@ -142,7 +164,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
 
 fn token_error(e: TokenError) -> AppError {
     match e {
-        TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string()),
+        TokenError::Expired => {
+            AppError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string())
+        }
         other => AppError::new(StatusCode::UNAUTHORIZED, "invalid_token", other.to_string()),
     }
 }

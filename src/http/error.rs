@@ -39,7 +39,11 @@ pub struct AppError {
 impl AppError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError { status, code, message: message.into() }
+        AppError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400 with `invalid_request`.
@@ -60,7 +64,11 @@ impl AppError {
     /// 500; the detail is logged, never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
     }
 }
 
@@ -91,7 +99,11 @@ where
                     "expected Content-Type: application/json",
                 ),
                 JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+                    AppError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body too large",
+                    )
                 }
                 JsonRejection::JsonSyntaxError(e) => {
                     AppError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())

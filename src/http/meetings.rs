@@ -6,8 +6,8 @@
 
 use super::error::{ApiJson, AppError, ErrorBody};
 use crate::auth::TokenError;
-use crate::meetings::model::Meeting;
 use crate::clock::rfc3339;
+use crate::meetings::model::Meeting;
 use crate::meetings::service::JoinGrant;
 use crate::meetings::{Caller, MeetingError};
 use crate::server::AppState;
@@ -27,13 +27,21 @@ impl From<MeetingError> for AppError {
     fn from(e: MeetingError) -> Self {
         let msg = e.to_string();
         match e {
-            MeetingError::NotFound(_) => AppError::new(StatusCode::NOT_FOUND, "meeting_not_found", msg),
-            MeetingError::PasswordRequired => AppError::new(StatusCode::UNAUTHORIZED, "password_required", msg),
-            MeetingError::WrongPassword => AppError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg),
+            MeetingError::NotFound(_) => {
+                AppError::new(StatusCode::NOT_FOUND, "meeting_not_found", msg)
+            }
+            MeetingError::PasswordRequired => {
+                AppError::new(StatusCode::UNAUTHORIZED, "password_required", msg)
+            }
+            MeetingError::WrongPassword => {
+                AppError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg)
+            }
             MeetingError::Ended => AppError::new(StatusCode::GONE, "meeting_ended", msg),
             MeetingError::NotHost => AppError::new(StatusCode::FORBIDDEN, "not_host", msg),
             MeetingError::Unauthorized(_) => AppError::unauthorized(msg),
-            MeetingError::InvalidTransition { .. } => AppError::new(StatusCode::CONFLICT, "invalid_transition", msg),
+            MeetingError::InvalidTransition { .. } => {
+                AppError::new(StatusCode::CONFLICT, "invalid_transition", msg)
+            }
             MeetingError::Invalid(_) => AppError::bad_request(msg),
             MeetingError::Store(e) => AppError::internal(e),
         }
@@ -43,29 +51,54 @@ impl From<MeetingError> for AppError {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
-        let value = value.to_str().map_err(|_| AppError::unauthorized("unreadable Authorization header"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| AppError::unauthorized("unreadable Authorization header"))?;
         if let Some(basic) = value.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(basic.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| AppError::unauthorized("malformed Basic credentials"))?;
-            let (key, secret) = decoded.split_once(':').ok_or_else(|| AppError::unauthorized("malformed Basic credentials"))?;
+            let (key, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| AppError::unauthorized("malformed Basic credentials"))?;
             if !state.tokens.check_api_key(key, secret) {
-                return Err(AppError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "unknown API key or wrong secret"));
+                return Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_api_key",
+                    "unknown API key or wrong secret",
+                ));
             }
-            return Ok(Caller::Service { key: key.to_owned() });
+            return Ok(Caller::Service {
+                key: key.to_owned(),
+            });
         }
         if let Some(token) = value.strip_prefix("Bearer ") {
             return match state.tokens.verify(token.trim(), None, SystemTime::now()) {
                 Ok(c) => Ok(Caller::Token(c)),
-                Err(TokenError::Expired) => Err(AppError::new(StatusCode::UNAUTHORIZED, "token_expired", "the access token has expired")),
-                Err(e) => Err(AppError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())),
+                Err(TokenError::Expired) => Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "the access token has expired",
+                )),
+                Err(e) => Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    e.to_string(),
+                )),
             };
         }
-        Err(AppError::unauthorized("Authorization must be Basic (API key) or Bearer (token)"))
+        Err(AppError::unauthorized(
+            "Authorization must be Basic (API key) or Bearer (token)",
+        ))
     }
 }
 
@@ -152,10 +185,26 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateMeeting>,
 ) -> Result<impl IntoResponse, AppError> {
     if matches!(caller, Caller::Anonymous) && !s.config.guest_access {
-        return Err(AppError::unauthorized("creating meetings needs the API key on this server"));
+        return Err(AppError::unauthorized(
+            "creating meetings needs the API key on this server",
+        ));
     }
-    let (m, host_token) = s.meetings.create(&caller, &body.name, body.password.as_deref(), body.host_name.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(Created { meeting: MeetingView::from(&m), host_token })))
+    let (m, host_token) = s
+        .meetings
+        .create(
+            &caller,
+            &body.name,
+            body.password.as_deref(),
+            body.host_name.as_deref(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            meeting: MeetingView::from(&m),
+            host_token,
+        }),
+    ))
 }
 
 /// Pagination of `GET /api/meetings`.
@@ -190,23 +239,35 @@ pub async fn list(
     let limit = page.limit.unwrap_or(20);
     let offset = page.offset.unwrap_or(0);
     if !(1..=100).contains(&limit) || offset < 0 {
-        return Err(AppError::bad_request("limit must be 1-100 and offset non-negative"));
+        return Err(AppError::bad_request(
+            "limit must be 1-100 and offset non-negative",
+        ));
     }
     // One extra row tells whether there is a next page.
     let mut rows = s.meetings.list(&caller, limit + 1, offset).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let meetings: Vec<MeetingView> = rows.iter().map(MeetingView::from).collect();
-    Ok(Json(MeetingList { meetings, next_offset: more.then_some(offset + limit) }))
+    Ok(Json(MeetingList {
+        meetings,
+        next_offset: more.then_some(offset + limit),
+    }))
 }
 
 /// `GET /api/meetings/{code}`: public info.
 #[utoipa::path(get, path = "/api/meetings/{code}", tag = "meetings", params(("code" = String, Path, description = "Meeting code, any case, dashes optional")),
     responses((status = 200, body = MeetingView), (status = 404, body = ErrorBody)))]
-pub async fn get(State(s): State<Arc<AppState>>, Path(code): Path<String>) -> Result<Json<MeetingView>, AppError> {
+pub async fn get(
+    State(s): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<MeetingView>, AppError> {
     let m = s.meetings.get(&code).await?;
     let mut v = MeetingView::from(&m);
-    let present = s.rooms.get(&conclave_signaling::RoomName(m.code.to_string())).map(|r| r.participant_count()).unwrap_or(0);
+    let present = s
+        .rooms
+        .get(&conclave_signaling::RoomName(m.code.to_string()))
+        .map(|r| r.participant_count())
+        .unwrap_or(0);
     v.participant_count = Some(present);
     Ok(Json(v))
 }
@@ -251,7 +312,15 @@ pub async fn join(
     caller: Caller,
     ApiJson(body): ApiJson<JoinMeeting>,
 ) -> Result<Json<JoinReply>, AppError> {
-    let JoinGrant { token, identity, role, meeting } = s.meetings.join(&code, &caller, &body.name, body.password.as_deref()).await?;
+    let JoinGrant {
+        token,
+        identity,
+        role,
+        meeting,
+    } = s
+        .meetings
+        .join(&code, &caller, &body.name, body.password.as_deref())
+        .await?;
     Ok(Json(JoinReply {
         token,
         identity,
@@ -266,22 +335,38 @@ pub async fn join(
 #[utoipa::path(post, path = "/api/meetings/{code}/start", tag = "meetings", params(("code" = String, Path)),
     responses((status = 200, body = MeetingView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "not_host"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "invalid_transition")),
     security(("api_key" = []), ("token" = [])))]
-pub async fn start(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<Json<MeetingView>, AppError> {
-    Ok(Json(MeetingView::from(&s.meetings.start(&code, &caller).await?)))
+pub async fn start(
+    State(s): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    caller: Caller,
+) -> Result<Json<MeetingView>, AppError> {
+    Ok(Json(MeetingView::from(
+        &s.meetings.start(&code, &caller).await?,
+    )))
 }
 
 /// `POST /api/meetings/{code}/end`.
 #[utoipa::path(post, path = "/api/meetings/{code}/end", tag = "meetings", params(("code" = String, Path)),
     responses((status = 200, body = MeetingView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = []), ("token" = [])))]
-pub async fn end(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<Json<MeetingView>, AppError> {
-    Ok(Json(MeetingView::from(&s.meetings.end(&code, &caller).await?)))
+pub async fn end(
+    State(s): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    caller: Caller,
+) -> Result<Json<MeetingView>, AppError> {
+    Ok(Json(MeetingView::from(
+        &s.meetings.end(&code, &caller).await?,
+    )))
 }
 
 /// `POST /api/meetings/{code}/leave`.
 #[utoipa::path(post, path = "/api/meetings/{code}/leave", tag = "meetings", params(("code" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
-pub async fn leave(State(s): State<Arc<AppState>>, Path(code): Path<String>, caller: Caller) -> Result<StatusCode, AppError> {
+pub async fn leave(
+    State(s): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    caller: Caller,
+) -> Result<StatusCode, AppError> {
     s.meetings.leave(&code, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

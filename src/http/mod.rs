@@ -37,7 +37,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{code}/start", post(meetings::start))
         .route("/api/meetings/{code}/end", post(meetings::end))
         .route("/api/meetings/{code}/leave", post(meetings::leave))
-        .route("/api/meetings/{code}/participants", get(meetings::participants))
+        .route(
+            "/api/meetings/{code}/participants",
+            get(meetings::participants),
+        )
         .route("/api/meetings/{code}/transcript", get(transcripts::meeting))
         .route("/api/rooms/{room}/transcript", get(transcripts::room))
         .route("/api/transcripts/search", get(transcripts::search))

@@ -46,5 +46,12 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "meeting.js" => (web!("meeting.js"), JS),
         _ => return AppError::not_found("no such asset").into_response(),
     };
-    ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

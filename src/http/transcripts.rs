@@ -35,7 +35,9 @@ fn page(p: &TranscriptPage) -> Result<(i64, i64), AppError> {
     let limit = p.limit.unwrap_or(500);
     let offset = p.offset.unwrap_or(0);
     if !(1..=1000).contains(&limit) || offset < 0 {
-        return Err(AppError::bad_request("limit must be 1-1000 and offset non-negative"));
+        return Err(AppError::bad_request(
+            "limit must be 1-1000 and offset non-negative",
+        ));
     }
     Ok((limit, offset))
 }
@@ -45,7 +47,9 @@ fn allowed_room(caller: &Caller) -> Result<Option<String>, AppError> {
     match caller {
         Caller::Service { .. } => Ok(None),
         Caller::Token(c) => Ok(Some(c.room.clone())),
-        Caller::Anonymous => Err(AppError::unauthorized("transcripts need the API key or a token for the room")),
+        Caller::Anonymous => Err(AppError::unauthorized(
+            "transcripts need the API key or a token for the room",
+        )),
     }
 }
 
@@ -62,10 +66,19 @@ pub async fn room(
     if let Some(allowed) = allowed_room(&caller)?
         && allowed != room
     {
-        return Err(AppError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", "the token is for another room"));
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token is for another room",
+        ));
     }
     let (limit, offset) = page(&p)?;
-    let lines = s.meetings.store().room_transcript(&room, limit, offset).await.map_err(AppError::internal)?;
+    let lines = s
+        .meetings
+        .store()
+        .room_transcript(&room, limit, offset)
+        .await
+        .map_err(AppError::internal)?;
     Ok(Json(Lines { lines }))
 }
 
@@ -83,10 +96,19 @@ pub async fn meeting(
     if let Some(allowed) = allowed_room(&caller)?
         && allowed != m.code.as_str()
     {
-        return Err(AppError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", "the token is for another meeting"));
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token is for another meeting",
+        ));
     }
     let (limit, offset) = page(&p)?;
-    let lines = s.meetings.store().meeting_transcript(m.code.as_str(), limit, offset).await.map_err(AppError::internal)?;
+    let lines = s
+        .meetings
+        .store()
+        .meeting_transcript(m.code.as_str(), limit, offset)
+        .await
+        .map_err(AppError::internal)?;
     Ok(Json(Lines { lines }))
 }
 
@@ -107,7 +129,11 @@ pub struct SearchQuery {
 #[utoipa::path(get, path = "/api/transcripts/search", tag = "transcripts", params(SearchQuery),
     responses((status = 200, body = Lines), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = []), ("token" = [])))]
-pub async fn search(State(s): State<Arc<AppState>>, caller: Caller, Query(q): Query<SearchQuery>) -> Result<Json<Lines>, AppError> {
+pub async fn search(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Lines>, AppError> {
     let text = q.q.trim();
     if text.is_empty() || text.len() > 200 {
         return Err(AppError::bad_request("q must be 1-200 characters"));
@@ -120,6 +146,11 @@ pub async fn search(State(s): State<Arc<AppState>>, caller: Caller, Query(q): Qu
         Some(allowed) => Some(allowed),
         None => q.room.clone(),
     };
-    let lines = s.meetings.store().search_transcripts(text, room.as_deref(), limit).await.map_err(AppError::internal)?;
+    let lines = s
+        .meetings
+        .store()
+        .search_transcripts(text, room.as_deref(), limit)
+        .await
+        .map_err(AppError::internal)?;
     Ok(Json(Lines { lines }))
 }

@@ -2,17 +2,18 @@
 //! task, and turns bad input into protocol errors without dropping the connection.
 
 use crate::auth::TokenError;
+use crate::meetings::model::{MeetingStatus, Role};
+use crate::meetings::{MeetingError, MeetingService};
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::sfu::participant::{self, Command, ParticipantSession, ParticipantSpec, SIGNAL_QUEUE};
-use crate::meetings::model::{MeetingStatus, Role};
-use crate::meetings::{MeetingError, MeetingService};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use conclave_signaling::session::{Action, Session};
 use conclave_signaling::{
-    ClientMessage, ErrorCode, MeetingInfo, ParticipantId, RoomName, ServerMessage, decode_client, encode,
+    ClientMessage, ErrorCode, MeetingInfo, ParticipantId, RoomName, ServerMessage, decode_client,
+    encode,
 };
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -27,7 +28,9 @@ const HARD_LIMIT_FACTOR: usize = 4;
 /// `GET /ws`.
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     let hard = state.config.max_message_bytes * HARD_LIMIT_FACTOR;
-    ws.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| run(state, socket))
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| run(state, socket))
 }
 
 async fn run(state: Arc<AppState>, socket: WebSocket) {
@@ -39,13 +42,19 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
             if let ServerMessage::Error { code, message } = &msg
                 && code.is_fatal()
             {
-                close = Some(CloseFrame { code: close_code::AWAY, reason: message.clone().into() });
+                close = Some(CloseFrame {
+                    code: close_code::AWAY,
+                    reason: message.clone().into(),
+                });
             }
             if sink.send(Message::Text(encode(&msg).into())).await.is_err() {
                 return;
             }
         }
-        let frame = close.unwrap_or(CloseFrame { code: close_code::NORMAL, reason: "bye".into() });
+        let frame = close.unwrap_or(CloseFrame {
+            code: close_code::NORMAL,
+            reason: "bye".into(),
+        });
         let _ = sink.send(Message::Close(Some(frame))).await;
     });
 
@@ -83,13 +92,19 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                     break;
                 }
             }
-            Ok(Message::Binary(_)) => conn.error(ErrorCode::MalformedMessage, "binary frames are not supported; send JSON text frames"),
+            Ok(Message::Binary(_)) => conn.error(
+                ErrorCode::MalformedMessage,
+                "binary frames are not supported; send JSON text frames",
+            ),
             Ok(Message::Close(_)) => break,
             Ok(_) => {} // ping/pong are answered by the WebSocket layer
             Err(e) => {
                 // Mostly frames over the hard size limit; the socket is unusable after this.
                 tracing::debug!(error = %e, "WebSocket read error");
-                conn.error(ErrorCode::MessageTooLarge, format!("connection closed: {e}"));
+                conn.error(
+                    ErrorCode::MessageTooLarge,
+                    format!("connection closed: {e}"),
+                );
                 break;
             }
         }
@@ -122,14 +137,23 @@ enum Joined {
 impl Connection {
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
         Metrics::add(&self.state.metrics.signaling_errors, 1);
-        let _ = self.signal.try_send(ServerMessage::Error { code, message: message.into() });
+        let _ = self.signal.try_send(ServerMessage::Error {
+            code,
+            message: message.into(),
+        });
     }
 
     /// Handles one text frame; `false` ends the connection.
     async fn on_text(&mut self, text: &str) -> bool {
         let limit = self.state.config.max_message_bytes;
         if text.len() > limit {
-            self.error(ErrorCode::MessageTooLarge, format!("message of {} bytes exceeds the {limit}-byte limit", text.len()));
+            self.error(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "message of {} bytes exceeds the {limit}-byte limit",
+                    text.len()
+                ),
+            );
             return true;
         }
         let msg = match decode_client(text) {
@@ -181,12 +205,16 @@ impl Connection {
 
     /// The held meeting's status changed; `false` ends the connection.
     async fn on_meeting_status(&mut self) -> bool {
-        let Some(w) = self.waiting.as_mut() else { return true };
+        let Some(w) = self.waiting.as_mut() else {
+            return true;
+        };
         let status = *w.status.borrow_and_update();
         match status {
             MeetingStatus::Waiting => true,
             MeetingStatus::Ended => {
-                let _ = self.signal.try_send(ServerMessage::MeetingEnded { reason: "host_ended".into() });
+                let _ = self.signal.try_send(ServerMessage::MeetingEnded {
+                    reason: "host_ended".into(),
+                });
                 false
             }
             MeetingStatus::Active => {
@@ -246,7 +274,13 @@ impl Connection {
                 info.status = MeetingStatus::Active.as_str().to_owned();
             }
             if m.status == MeetingStatus::Waiting && role != "host" {
-                return Ok(Joined::Later(Waiting { status, join: original }, info));
+                return Ok(Joined::Later(
+                    Waiting {
+                        status,
+                        join: original,
+                    },
+                    info,
+                ));
             }
             meeting_info = Some(info);
         }
@@ -286,8 +320,17 @@ impl Connection {
                 Ok(p) => {
                     let meeting = match (&claims.meeting, &meeting_info) {
                         (Some(code), Some(info)) => {
-                            let role = info.role.as_deref().and_then(Role::parse).unwrap_or(Role::Participant);
-                            if let Err(e) = self.state.meetings.connected(code, &claims.sub, &display, role).await {
+                            let role = info
+                                .role
+                                .as_deref()
+                                .and_then(Role::parse)
+                                .unwrap_or(Role::Participant);
+                            if let Err(e) = self
+                                .state
+                                .meetings
+                                .connected(code, &claims.sub, &display, role)
+                                .await
+                            {
                                 tracing::error!(error = %e, "meeting presence not recorded");
                             }
                             Some((code.clone(), claims.sub.clone()))
@@ -304,7 +347,10 @@ impl Connection {
     async fn finish(mut self) {
         self.session.close();
         if let Some(p) = self.participant.take() {
-            p.handle.command(Command::Close { code: None, message: "connection closed".into() });
+            p.handle.command(Command::Close {
+                code: None,
+                message: "connection closed".into(),
+            });
             drop(p.client_tx);
             let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
         }

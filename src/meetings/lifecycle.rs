@@ -63,7 +63,13 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// A meeting in `status` hosted by `host`, with a grace period of `grace_ms`.
     pub fn new(status: MeetingStatus, host: &str, grace_ms: i64) -> Self {
-        Lifecycle { status, host: host.to_owned(), grace_ms, present: vec![], host_gone_since: None }
+        Lifecycle {
+            status,
+            host: host.to_owned(),
+            grace_ms,
+            present: vec![],
+            host_gone_since: None,
+        }
     }
 
     /// Current status.
@@ -133,7 +139,10 @@ impl Lifecycle {
                 match self.present.iter().min_by_key(|p| p.since_ms) {
                     Some(next) => {
                         self.host = next.identity.clone();
-                        vec![Effect::HostChanged { identity: next.identity.clone(), name: next.name.clone() }]
+                        vec![Effect::HostChanged {
+                            identity: next.identity.clone(),
+                            name: next.name.clone(),
+                        }]
                     }
                     None => self.end(EndReason::Empty),
                 }
@@ -174,7 +183,10 @@ mod tests {
 
     fn active_with_host() -> Lifecycle {
         let mut m = Lifecycle::new(MeetingStatus::Waiting, "host", GRACE);
-        assert_eq!(m.joined("host", "Hana", Role::Host, 0), vec![Effect::Started]);
+        assert_eq!(
+            m.joined("host", "Hana", Role::Host, 0),
+            vec![Effect::Started]
+        );
         m
     }
 
@@ -183,7 +195,10 @@ mod tests {
         let mut m = Lifecycle::new(MeetingStatus::Waiting, "host", GRACE);
         assert!(m.joined("g1", "Gus", Role::Participant, 0).is_empty());
         assert_eq!(m.status(), MeetingStatus::Waiting);
-        assert_eq!(m.joined("host", "Hana", Role::Host, 5_000), vec![Effect::Started]);
+        assert_eq!(
+            m.joined("host", "Hana", Role::Host, 5_000),
+            vec![Effect::Started]
+        );
         assert_eq!(m.status(), MeetingStatus::Active);
     }
 
@@ -206,13 +221,25 @@ mod tests {
         m.joined("late", "Lee", Role::Participant, 8_000);
         m.joined("early", "Eve", Role::Participant, 2_000);
         m.left("host", 10_000);
-        assert_eq!(m.tick(40_000), vec![Effect::HostChanged { identity: "early".into(), name: "Eve".into() }]);
+        assert_eq!(
+            m.tick(40_000),
+            vec![Effect::HostChanged {
+                identity: "early".into(),
+                name: "Eve".into()
+            }]
+        );
         assert_eq!(m.host(), "early");
         assert_eq!(m.status(), MeetingStatus::Active);
         // The new host leaving starts a new grace period.
         m.left("early", 50_000);
         assert_eq!(m.deadline(), Some(80_000));
-        assert_eq!(m.tick(80_000), vec![Effect::HostChanged { identity: "late".into(), name: "Lee".into() }]);
+        assert_eq!(
+            m.tick(80_000),
+            vec![Effect::HostChanged {
+                identity: "late".into(),
+                name: "Lee".into()
+            }]
+        );
     }
 
     #[test]

@@ -171,7 +171,11 @@ mod tests {
             let s = c.as_str();
             assert_eq!(s.len(), 11);
             assert_eq!((&s[3..4], &s[7..8]), ("-", "-"));
-            assert!(s.bytes().filter(|b| *b != b'-').all(|b| CODE_ALPHABET.contains(&b)));
+            assert!(
+                s.bytes()
+                    .filter(|b| *b != b'-')
+                    .all(|b| CODE_ALPHABET.contains(&b))
+            );
             assert!(!s.contains('0') && !s.contains('O') && !s.contains('1') && !s.contains('I'));
             assert_eq!(MeetingCode::parse(s).as_ref(), Some(&c));
         }
@@ -179,8 +183,14 @@ mod tests {
 
     #[test]
     fn user_input_is_normalised_and_look_alikes_refused() {
-        assert_eq!(MeetingCode::parse("abc def ghj").unwrap().as_str(), "ABC-DEF-GHJ");
-        assert_eq!(MeetingCode::parse("ABCDEFGHJ").unwrap().as_str(), "ABC-DEF-GHJ");
+        assert_eq!(
+            MeetingCode::parse("abc def ghj").unwrap().as_str(),
+            "ABC-DEF-GHJ"
+        );
+        assert_eq!(
+            MeetingCode::parse("ABCDEFGHJ").unwrap().as_str(),
+            "ABC-DEF-GHJ"
+        );
         assert!(MeetingCode::parse("ABC-DEF-GH0").is_none());
         assert!(MeetingCode::parse("ABC-DEF-GHI").is_none());
         assert!(MeetingCode::parse("ABC-DEF").is_none());
@@ -189,7 +199,9 @@ mod tests {
     #[test]
     fn ended_is_final() {
         use MeetingStatus::*;
-        assert!(Waiting.can_become(Active) && Active.can_become(Ended) && Waiting.can_become(Ended));
+        assert!(
+            Waiting.can_become(Active) && Active.can_become(Ended) && Waiting.can_become(Ended)
+        );
         for to in [Waiting, Active, Ended] {
             assert!(!Ended.can_become(to));
         }

@@ -4,14 +4,16 @@
 use super::lifecycle::{Effect, EndReason, Lifecycle};
 use super::model::{Meeting, MeetingCode, MeetingStatus, Role};
 use crate::auth::{Claims, Grants, TokenAuthority, TokenRequest};
+use crate::clock::now_ms;
 use crate::sfu::room::RoomManager;
 use crate::store::{NewMeeting, ParticipantRecord, Store, StoreError};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use conclave_signaling::{MeetingInfo, RoomName, ServerMessage};
 use dashmap::DashMap;
 use std::sync::{Arc, Mutex};
-use crate::clock::now_ms;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -111,14 +113,29 @@ fn hash_password(password: &str) -> Result<String, MeetingError> {
 
 fn password_matches(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 impl MeetingService {
     /// A service over `store`, issuing tokens with `tokens`.
-    pub fn new(store: Store, tokens: TokenAuthority, rooms: Arc<RoomManager>, grace: Duration) -> Arc<Self> {
-        Arc::new(MeetingService { store, tokens, rooms, grace, live: DashMap::new() })
+    pub fn new(
+        store: Store,
+        tokens: TokenAuthority,
+        rooms: Arc<RoomManager>,
+        grace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(MeetingService {
+            store,
+            tokens,
+            rooms,
+            grace,
+            live: DashMap::new(),
+        })
     }
 
     /// The store (for other services sharing it).
@@ -136,24 +153,38 @@ impl MeetingService {
     ) -> Result<(Meeting, String), MeetingError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(MeetingError::Invalid("name must be 1-100 characters".into()));
+            return Err(MeetingError::Invalid(
+                "name must be 1-100 characters".into(),
+            ));
         }
         let password_hash = match password {
             Some(p) if p.is_empty() || p.len() > 128 => {
-                return Err(MeetingError::Invalid("password must be 1-128 characters".into()));
+                return Err(MeetingError::Invalid(
+                    "password must be 1-128 characters".into(),
+                ));
             }
             Some(p) => {
                 let p = p.to_owned();
-                Some(tokio::task::spawn_blocking(move || hash_password(&p)).await.map_err(|e| MeetingError::Invalid(e.to_string()))??)
+                Some(
+                    tokio::task::spawn_blocking(move || hash_password(&p))
+                        .await
+                        .map_err(|e| MeetingError::Invalid(e.to_string()))??,
+                )
             }
             None => None,
         };
         let (created_by, host_identity) = match caller {
             Caller::Service { key } => (key.clone(), format!("host-{}", crate::ids::random_id(10))),
             Caller::Token(c) => ("browser".to_owned(), c.sub.clone()),
-            Caller::Anonymous => ("browser".to_owned(), format!("host-{}", crate::ids::random_id(10))),
+            Caller::Anonymous => (
+                "browser".to_owned(),
+                format!("host-{}", crate::ids::random_id(10)),
+            ),
         };
-        let host_name = host_name.map(str::trim).filter(|n| !n.is_empty()).map(|n| n.chars().take(64).collect::<String>());
+        let host_name = host_name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(64).collect::<String>());
         for _ in 0..CODE_ATTEMPTS {
             let new = NewMeeting {
                 code: MeetingCode::random(),
@@ -166,7 +197,13 @@ impl MeetingService {
             };
             match self.store.insert_meeting(&new).await {
                 Ok(m) => {
-                    let token = self.token_for(&m, &host_identity, host_name.as_deref(), Role::Host, HOST_TOKEN_TTL);
+                    let token = self.token_for(
+                        &m,
+                        &host_identity,
+                        host_name.as_deref(),
+                        Role::Host,
+                        HOST_TOKEN_TTL,
+                    );
                     tracing::info!(meeting = %m.code, "meeting created");
                     return Ok((m, token));
                 }
@@ -174,16 +211,28 @@ impl MeetingService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(MeetingError::Invalid("could not allocate a unique meeting code".into()))
+        Err(MeetingError::Invalid(
+            "could not allocate a unique meeting code".into(),
+        ))
     }
 
-    fn token_for(&self, m: &Meeting, identity: &str, name: Option<&str>, role: Role, ttl: Duration) -> String {
+    fn token_for(
+        &self,
+        m: &Meeting,
+        identity: &str,
+        name: Option<&str>,
+        role: Role,
+        ttl: Duration,
+    ) -> String {
         self.tokens.issue(
             &TokenRequest {
                 room: m.code.to_string(),
                 identity: identity.to_owned(),
                 name: name.map(str::to_owned),
-                grants: Grants { room_admin: role == Role::Host, ..Grants::default() },
+                grants: Grants {
+                    room_admin: role == Role::Host,
+                    ..Grants::default()
+                },
                 ttl,
                 meeting: Some(m.code.to_string()),
                 role: Some(role.as_str().to_owned()),
@@ -194,13 +243,23 @@ impl MeetingService {
 
     /// A meeting by code (input is normalised).
     pub async fn get(&self, code: &str) -> Result<Meeting, MeetingError> {
-        let parsed = MeetingCode::parse(code).ok_or_else(|| MeetingError::NotFound(code.to_owned()))?;
-        self.store.meeting(&parsed).await?.ok_or_else(|| MeetingError::NotFound(parsed.to_string()))
+        let parsed =
+            MeetingCode::parse(code).ok_or_else(|| MeetingError::NotFound(code.to_owned()))?;
+        self.store
+            .meeting(&parsed)
+            .await?
+            .ok_or_else(|| MeetingError::NotFound(parsed.to_string()))
     }
 
     /// Checks the password and issues a join token; a caller holding a token of this meeting's
     /// host joins as host without a password.
-    pub async fn join(&self, code: &str, caller: &Caller, name: &str, password: Option<&str>) -> Result<JoinGrant, MeetingError> {
+    pub async fn join(
+        &self,
+        code: &str,
+        caller: &Caller,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<JoinGrant, MeetingError> {
         let m = self.get(code).await?;
         if m.status == MeetingStatus::Ended {
             return Err(MeetingError::Ended);
@@ -210,13 +269,19 @@ impl MeetingService {
             return Err(MeetingError::Invalid("name must be 1-64 characters".into()));
         }
         let as_host = match caller {
-            Caller::Token(c) => c.meeting.as_deref() == Some(m.code.as_str()) && c.sub == m.host_identity,
+            Caller::Token(c) => {
+                c.meeting.as_deref() == Some(m.code.as_str()) && c.sub == m.host_identity
+            }
             _ => false,
         };
         if !as_host && let Some(hash) = &m.password_hash {
-            let Some(given) = password else { return Err(MeetingError::PasswordRequired) };
+            let Some(given) = password else {
+                return Err(MeetingError::PasswordRequired);
+            };
             let (hash, given) = (hash.clone(), given.to_owned());
-            let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &given)).await.unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &given))
+                .await
+                .unwrap_or(false);
             if !ok {
                 return Err(MeetingError::WrongPassword);
             }
@@ -224,17 +289,31 @@ impl MeetingService {
         let (identity, role) = if as_host {
             (m.host_identity.clone(), Role::Host)
         } else {
-            (format!("guest-{}", crate::ids::random_id(10)), Role::Participant)
+            (
+                format!("guest-{}", crate::ids::random_id(10)),
+                Role::Participant,
+            )
         };
-        self.store.add_participant(m.id, &identity, name, role, now_ms()).await?;
+        self.store
+            .add_participant(m.id, &identity, name, role, now_ms())
+            .await?;
         let token = self.token_for(&m, &identity, Some(name), role, JOIN_TOKEN_TTL);
-        Ok(JoinGrant { token, identity, role, meeting: m })
+        Ok(JoinGrant {
+            token,
+            identity,
+            role,
+            meeting: m,
+        })
     }
 
     fn may_run(caller: &Caller, m: &Meeting) -> Result<(), MeetingError> {
         match caller {
             Caller::Service { .. } => Ok(()),
-            Caller::Token(c) if c.meeting.as_deref() == Some(m.code.as_str()) && c.sub == m.host_identity => Ok(()),
+            Caller::Token(c)
+                if c.meeting.as_deref() == Some(m.code.as_str()) && c.sub == m.host_identity =>
+            {
+                Ok(())
+            }
             Caller::Token(_) => Err(MeetingError::NotHost),
             Caller::Anonymous => Err(MeetingError::Unauthorized("missing credentials".into())),
         }
@@ -245,7 +324,10 @@ impl MeetingService {
         let m = self.get(code).await?;
         Self::may_run(caller, &m)?;
         if !m.status.can_become(MeetingStatus::Active) {
-            return Err(MeetingError::InvalidTransition { from: m.status.as_str(), to: "active" });
+            return Err(MeetingError::InvalidTransition {
+                from: m.status.as_str(),
+                to: "active",
+            });
         }
         let live = self.live(&m);
         let effects = live.lifecycle.lock().expect("lifecycle").start();
@@ -258,9 +340,16 @@ impl MeetingService {
         let m = self.get(code).await?;
         Self::may_run(caller, &m)?;
         if m.status == MeetingStatus::Ended {
-            return Err(MeetingError::InvalidTransition { from: "ended", to: "ended" });
+            return Err(MeetingError::InvalidTransition {
+                from: "ended",
+                to: "ended",
+            });
         }
-        let reason = if matches!(caller, Caller::Service { .. }) { EndReason::Api } else { EndReason::HostEnded };
+        let reason = if matches!(caller, Caller::Service { .. }) {
+            EndReason::Api
+        } else {
+            EndReason::HostEnded
+        };
         let live = self.live(&m);
         let effects = live.lifecycle.lock().expect("lifecycle").end(reason);
         self.apply(&live, effects).await?;
@@ -270,34 +359,60 @@ impl MeetingService {
     /// Records that the token holder left (API leave; the WebSocket closing does the same).
     pub async fn leave(&self, code: &str, caller: &Caller) -> Result<(), MeetingError> {
         let m = self.get(code).await?;
-        let Caller::Token(c) = caller else { return Err(MeetingError::Unauthorized("a participant token is required".into())) };
+        let Caller::Token(c) = caller else {
+            return Err(MeetingError::Unauthorized(
+                "a participant token is required".into(),
+            ));
+        };
         if c.meeting.as_deref() != Some(m.code.as_str()) {
-            return Err(MeetingError::Unauthorized("the token is for another meeting".into()));
+            return Err(MeetingError::Unauthorized(
+                "the token is for another meeting".into(),
+            ));
         }
         self.store.participant_left(m.id, &c.sub, now_ms()).await?;
         Ok(())
     }
 
     /// Participant history.
-    pub async fn participants(&self, code: &str, caller: &Caller) -> Result<Vec<ParticipantRecord>, MeetingError> {
+    pub async fn participants(
+        &self,
+        code: &str,
+        caller: &Caller,
+    ) -> Result<Vec<ParticipantRecord>, MeetingError> {
         let m = self.get(code).await?;
         match caller {
             Caller::Service { .. } => {}
             Caller::Token(c) if c.meeting.as_deref() == Some(m.code.as_str()) => {}
-            Caller::Token(_) => return Err(MeetingError::Unauthorized("the token is for another meeting".into())),
-            Caller::Anonymous => return Err(MeetingError::Unauthorized("missing credentials".into())),
+            Caller::Token(_) => {
+                return Err(MeetingError::Unauthorized(
+                    "the token is for another meeting".into(),
+                ));
+            }
+            Caller::Anonymous => {
+                return Err(MeetingError::Unauthorized("missing credentials".into()));
+            }
         }
         Ok(self.store.participants(m.id).await?)
     }
 
     /// The caller's meetings, newest first.
-    pub async fn list(&self, caller: &Caller, limit: i64, offset: i64) -> Result<Vec<Meeting>, MeetingError> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Meeting>, MeetingError> {
         let (host, creator) = match caller {
             Caller::Service { key } => (None, Some(key.as_str())),
             Caller::Token(c) => (Some(c.sub.as_str()), None),
-            Caller::Anonymous => return Err(MeetingError::Unauthorized("missing credentials".into())),
+            Caller::Anonymous => {
+                return Err(MeetingError::Unauthorized("missing credentials".into()));
+            }
         };
-        Ok(self.store.meetings_for(host, creator, limit, offset).await?)
+        Ok(self
+            .store
+            .meetings_for(host, creator, limit, offset)
+            .await?)
     }
 
     /// Info for signaling messages.
@@ -312,7 +427,10 @@ impl MeetingService {
     }
 
     /// For the WebSocket join: the meeting and a watch on its status, or why not.
-    pub async fn admit(&self, code: &str) -> Result<(Meeting, watch::Receiver<MeetingStatus>), MeetingError> {
+    pub async fn admit(
+        &self,
+        code: &str,
+    ) -> Result<(Meeting, watch::Receiver<MeetingStatus>), MeetingError> {
         let m = self.get(code).await?;
         if m.status == MeetingStatus::Ended {
             return Err(MeetingError::Ended);
@@ -323,19 +441,39 @@ impl MeetingService {
     }
 
     /// A participant's media session began.
-    pub async fn connected(&self, code: &str, identity: &str, name: &str, role: Role) -> Result<(), MeetingError> {
+    pub async fn connected(
+        &self,
+        code: &str,
+        identity: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(), MeetingError> {
         let m = self.get(code).await?;
         let live = self.live(&m);
-        let effects = live.lifecycle.lock().expect("lifecycle").joined(identity, name, role, now_ms());
+        let effects =
+            live.lifecycle
+                .lock()
+                .expect("lifecycle")
+                .joined(identity, name, role, now_ms());
         self.apply(&live, effects).await
     }
 
     /// A participant's media session ended.
     pub async fn disconnected(&self, code: &str, identity: &str) -> Result<(), MeetingError> {
-        let Some(code) = MeetingCode::parse(code) else { return Ok(()) };
-        let Some(live) = self.live.get(&code).map(|l| l.clone()) else { return Ok(()) };
-        let effects = live.lifecycle.lock().expect("lifecycle").left(identity, now_ms());
-        self.store.participant_left(live.meeting_id, identity, now_ms()).await?;
+        let Some(code) = MeetingCode::parse(code) else {
+            return Ok(());
+        };
+        let Some(live) = self.live.get(&code).map(|l| l.clone()) else {
+            return Ok(());
+        };
+        let effects = live
+            .lifecycle
+            .lock()
+            .expect("lifecycle")
+            .left(identity, now_ms());
+        self.store
+            .participant_left(live.meeting_id, identity, now_ms())
+            .await?;
         self.apply(&live, effects).await
     }
 
@@ -349,7 +487,11 @@ impl MeetingService {
                 Arc::new(Live {
                     code: m.code.clone(),
                     meeting_id: m.id,
-                    lifecycle: Mutex::new(Lifecycle::new(m.status, &m.host_identity, self.grace.as_millis() as i64)),
+                    lifecycle: Mutex::new(Lifecycle::new(
+                        m.status,
+                        &m.host_identity,
+                        self.grace.as_millis() as i64,
+                    )),
                     status: watch::channel(m.status).0,
                 })
             })
@@ -391,7 +533,14 @@ impl MeetingService {
             let at = now_ms();
             match effect {
                 Effect::Started => {
-                    self.store.transition(&live.code, MeetingStatus::Waiting, MeetingStatus::Active, at).await?;
+                    self.store
+                        .transition(
+                            &live.code,
+                            MeetingStatus::Waiting,
+                            MeetingStatus::Active,
+                            at,
+                        )
+                        .await?;
                     live.status.send_replace(MeetingStatus::Active);
                     if let Some(r) = &room {
                         r.broadcast(ServerMessage::MeetingStarted);
@@ -400,15 +549,25 @@ impl MeetingService {
                 }
                 Effect::Ended(reason) => {
                     for from in [MeetingStatus::Active, MeetingStatus::Waiting] {
-                        if self.store.transition(&live.code, from, MeetingStatus::Ended, at).await?.is_some() {
+                        if self
+                            .store
+                            .transition(&live.code, from, MeetingStatus::Ended, at)
+                            .await?
+                            .is_some()
+                        {
                             break;
                         }
                     }
                     self.store.close_stays(live.meeting_id, at).await?;
                     live.status.send_replace(MeetingStatus::Ended);
-                    let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    let reason = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     if let Some(r) = &room {
-                        r.close_with(ServerMessage::MeetingEnded { reason: reason.clone() });
+                        r.close_with(ServerMessage::MeetingEnded {
+                            reason: reason.clone(),
+                        });
                     }
                     self.live.remove(&live.code);
                     tracing::info!(meeting = %live.code, %reason, "meeting ended");
@@ -417,7 +576,10 @@ impl MeetingService {
                     self.store.set_host(&live.code, &identity, &name).await?;
                     let participant_id = room.as_ref().and_then(|r| r.participant_of(&identity));
                     if let Some(r) = &room {
-                        r.broadcast(ServerMessage::HostChanged { identity: identity.clone(), participant_id });
+                        r.broadcast(ServerMessage::HostChanged {
+                            identity: identity.clone(),
+                            participant_id,
+                        });
                     }
                     tracing::info!(meeting = %live.code, host = %identity, "host changed");
                 }

@@ -59,13 +59,19 @@ impl Fanout {
     /// Adds a sink with a queue of `capacity` packets and returns its receiving end.
     pub fn add(&self, id: SinkId, capacity: usize) -> mpsc::Receiver<rtp::Packet> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.sinks.write().expect("fanout lock").push(Sink { id, tx });
+        self.sinks
+            .write()
+            .expect("fanout lock")
+            .push(Sink { id, tx });
         rx
     }
 
     /// Removes a sink; its receiver then drains and ends.
     pub fn remove(&self, id: SinkId) {
-        self.sinks.write().expect("fanout lock").retain(|s| s.id != id);
+        self.sinks
+            .write()
+            .expect("fanout lock")
+            .retain(|s| s.id != id);
     }
 
     /// Number of sinks.
@@ -94,7 +100,10 @@ impl Fanout {
             }
         }
         if closed {
-            self.sinks.write().expect("fanout lock").retain(|s| !s.tx.is_closed());
+            self.sinks
+                .write()
+                .expect("fanout lock")
+                .retain(|s| !s.tx.is_closed());
         }
         result
     }
@@ -133,8 +142,13 @@ mod tests {
             ssrc: 42,
             ..Default::default()
         };
-        header.set_extension(1, Bytes::from_static(&[0xAB])).unwrap();
-        rtp::Packet { header, payload: Bytes::from_static(b"opus") }
+        header
+            .set_extension(1, Bytes::from_static(&[0xAB]))
+            .unwrap();
+        rtp::Packet {
+            header,
+            payload: Bytes::from_static(b"opus"),
+        }
     }
 
     #[test]
@@ -143,7 +157,13 @@ mod tests {
         let mut a = fan.add(SinkId(1), 4);
         let mut b = fan.add(SinkId(2), 4);
         let r = fan.forward(packet(7));
-        assert_eq!(r, FanoutResult { delivered: 2, dropped: 0 });
+        assert_eq!(
+            r,
+            FanoutResult {
+                delivered: 2,
+                dropped: 0
+            }
+        );
         for rx in [&mut a, &mut b] {
             let p = rx.try_recv().unwrap();
             assert_eq!(p.header.sequence_number, 7);
@@ -185,6 +205,13 @@ mod tests {
     fn rewrite_sets_the_leg_ssrc_and_payload_type() {
         let mut p = packet(3);
         rewrite_for_leg(&mut p, 999, 96);
-        assert_eq!((p.header.ssrc, p.header.payload_type, p.header.sequence_number), (999, 96, 3));
+        assert_eq!(
+            (
+                p.header.ssrc,
+                p.header.payload_type,
+                p.header.sequence_number
+            ),
+            (999, 96, 3)
+        );
     }
 }

@@ -81,7 +81,10 @@ impl ParticipantHandle {
     pub fn send(&self, msg: ServerMessage) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.signal.try_send(msg) {
             tracing::warn!(participant = %self.id, "signaling queue full; disconnecting");
-            self.command(Command::Close { code: None, message: "signaling queue overflow".into() });
+            self.command(Command::Close {
+                code: None,
+                message: "signaling queue overflow".into(),
+            });
         }
     }
 
@@ -138,7 +141,8 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.connected.send_replace(state == RTCPeerConnectionState::Connected);
+        self.connected
+            .send_replace(state == RTCPeerConnectionState::Connected);
         let _ = self.commands.send(Command::PcState(state));
     }
 
@@ -168,7 +172,10 @@ pub async fn start(
     });
     let pc = factory.build(handler).await.map_err(|e| {
         tracing::error!(error = %e, "cannot create peer connection");
-        (ErrorCode::Internal, "the server could not allocate media resources".to_owned())
+        (
+            ErrorCode::Internal,
+            "the server could not allocate media resources".to_owned(),
+        )
     })?;
     let handle = ParticipantHandle {
         id: spec.id.clone(),
@@ -200,7 +207,11 @@ pub async fn start(
         needs_offer: false,
     };
     let task = tokio::spawn(actor.run(cmd_rx, client_rx).instrument(span));
-    Ok(ParticipantSession { handle, client_tx, task })
+    Ok(ParticipantSession {
+        handle,
+        client_tx,
+        task,
+    })
 }
 
 struct Subscription {
@@ -284,7 +295,10 @@ impl Actor {
             ClientMessage::Candidate { candidate } => self.on_candidate(candidate).await,
             ClientMessage::Mute { track_id, muted } => {
                 if !self.room.set_muted(&self.spec.id, &track_id, muted) {
-                    self.refuse(ErrorCode::UnknownTrack, format!("you publish no track {track_id}"));
+                    self.refuse(
+                        ErrorCode::UnknownTrack,
+                        format!("you publish no track {track_id}"),
+                    );
                 }
             }
             ClientMessage::Leave => return Flow::Stop,
@@ -313,12 +327,19 @@ impl Actor {
         }
         let answer = match self.pc.create_answer(None).await {
             Ok(a) => a,
-            Err(e) => return self.refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}")),
+            Err(e) => {
+                return self.refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
+            }
         };
         if let Err(e) = self.pc.set_local_description(answer.clone()).await {
             return self.refuse(ErrorCode::Internal, format!("cannot apply answer: {e}"));
         }
-        let sdp = self.pc.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(answer.sdp);
         self.send(ServerMessage::Answer { sdp });
         self.first_exchange_done = true;
         self.negotiated.send_modify(|g| *g += 1);
@@ -326,7 +347,10 @@ impl Actor {
 
     async fn on_answer(&mut self, sdp: String) {
         if !self.awaiting_answer {
-            return self.refuse(ErrorCode::InvalidSdp, "no server offer is waiting for an answer");
+            return self.refuse(
+                ErrorCode::InvalidSdp,
+                "no server offer is waiting for an answer",
+            );
         }
         let desc = match RTCSessionDescription::answer(sdp) {
             Ok(d) => d,
@@ -351,7 +375,10 @@ impl Actor {
             ..Default::default()
         };
         if let Err(e) = self.pc.add_ice_candidate(init).await {
-            self.refuse(ErrorCode::InvalidCandidate, format!("cannot add ICE candidate: {e}"));
+            self.refuse(
+                ErrorCode::InvalidCandidate,
+                format!("cannot add ICE candidate: {e}"),
+            );
         }
     }
 
@@ -367,7 +394,12 @@ impl Actor {
         if let Err(e) = self.pc.set_local_description(offer.clone()).await {
             return tracing::error!(error = %e, "cannot apply own offer");
         }
-        let sdp = self.pc.local_description().await.map(|d| d.sdp).unwrap_or(offer.sdp);
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp);
         self.awaiting_answer = true;
         self.send(ServerMessage::Offer { sdp });
     }
@@ -385,7 +417,10 @@ impl Actor {
             }
             Command::PcState(state) => {
                 tracing::debug!(%state, "peer connection state");
-                if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ) {
                     tracing::info!(%state, "media connection lost");
                     return Flow::Stop;
                 }
@@ -411,7 +446,10 @@ impl Actor {
             _ => return,
         };
         if !self.spec.can_publish {
-            return self.refuse(ErrorCode::PermissionDenied, "your token does not allow publishing");
+            return self.refuse(
+                ErrorCode::PermissionDenied,
+                "your token does not allow publishing",
+            );
         }
         let Some(ssrc) = remote.ssrcs().await.first().copied() else {
             return tracing::warn!("remote track without SSRC ignored");
@@ -476,7 +514,11 @@ impl Actor {
                 ..Default::default()
             }],
         )));
-        let sender = match self.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+        let sender = match self
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+        {
             Ok(s) => s,
             Err(e) => return tracing::warn!(track = %producer.id, error = %e, "cannot add track"),
         };
@@ -492,13 +534,22 @@ impl Actor {
             metrics: self.metrics.clone(),
         };
         let task = tokio::spawn(leg.run(rx).in_current_span());
-        self.subscriptions
-            .insert(producer.id.clone(), Subscription { producer, sink, sender, task });
+        self.subscriptions.insert(
+            producer.id.clone(),
+            Subscription {
+                producer,
+                sink,
+                sender,
+                task,
+            },
+        );
         self.needs_offer = true;
     }
 
     async fn unsubscribe(&mut self, track: &TrackId) {
-        let Some(sub) = self.subscriptions.remove(track) else { return };
+        let Some(sub) = self.subscriptions.remove(track) else {
+            return;
+        };
         // Stop the forwarder first: it may be polling the local track, whose lock
         // remove_track needs.
         sub.task.abort();

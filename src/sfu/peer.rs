@@ -24,7 +24,12 @@ pub struct PeerFactory {
 impl PeerFactory {
     /// A factory binding on `udp_ip` within `ports` (`(0,0)`: ephemeral).
     pub fn new(udp_ip: IpAddr, ports: (u16, u16), public_ip: Option<IpAddr>) -> Self {
-        PeerFactory { udp_ip, ports, public_ip, cursor: AtomicU32::new(0) }
+        PeerFactory {
+            udp_ip,
+            ports,
+            public_ip,
+            cursor: AtomicU32::new(0),
+        }
     }
 
     /// Builds a peer connection with one UDP socket, the default codecs (Opus, VP8, VP9,
@@ -41,7 +46,10 @@ impl PeerFactory {
         let mut last_err = None;
         for _ in 0..attempts {
             let port = self.next_port();
-            match self.build_on(SocketAddr::new(self.udp_ip, port), handler.clone()).await {
+            match self
+                .build_on(SocketAddr::new(self.udp_ip, port), handler.clone())
+                .await
+            {
                 Ok(pc) => return Ok(pc),
                 Err(e) => {
                     tracing::debug!(port, error = %e, "UDP port unavailable, trying the next");

@@ -1,8 +1,8 @@
 //! A producer: one incoming track, read once and fanned out to its sinks.
 
 use super::forward::Fanout;
-use conclave_media::pipeline::{PipelineInput, RtpAudio};
 use crate::metrics::Metrics;
+use conclave_media::pipeline::{PipelineInput, RtpAudio};
 use conclave_signaling::{ParticipantId, TrackId, TrackInfo, TrackKind};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
@@ -43,7 +43,10 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("id", &self.id).field("kind", &self.kind).finish()
+        f.debug_struct("Producer")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -99,7 +102,9 @@ impl Producer {
         }
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let last = self.last_keyframe_request_ms.load(Ordering::Relaxed);
-        if last != u64::MAX && now_ms.saturating_sub(last) < KEYFRAME_REQUEST_INTERVAL.as_millis() as u64 {
+        if last != u64::MAX
+            && now_ms.saturating_sub(last) < KEYFRAME_REQUEST_INTERVAL.as_millis() as u64
+        {
             return;
         }
         if self
@@ -109,7 +114,10 @@ impl Producer {
         {
             return; // another subscriber asked at the same moment
         }
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: self.media_ssrc,
+        };
         match self.remote.write_rtcp(vec![Box::new(pli)]).await {
             Ok(()) => Metrics::add(&self.metrics.keyframe_requests, 1),
             Err(e) => tracing::debug!(track = %self.id, error = %e, "keyframe request not sent"),

@@ -7,13 +7,14 @@
 use super::participant::{Command, ParticipantHandle};
 use super::producer::Producer;
 use crate::metrics::Metrics;
+use conclave_media::frames::Frame;
 use conclave_signaling::{
-    ErrorCode, IceServer, MeetingInfo, ParticipantId, ParticipantInfo, RoomName, ServerMessage, TrackId,
+    ErrorCode, IceServer, MeetingInfo, ParticipantId, ParticipantInfo, RoomName, ServerMessage,
+    TrackId,
 };
 use dashmap::DashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use conclave_media::frames::Frame;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
@@ -106,7 +107,10 @@ impl Room {
 
     /// (identity, name) of a connected participant.
     pub fn member(&self, id: &ParticipantId) -> Option<(String, String)> {
-        self.lock().members.get(id).map(|m| (m.handle.identity.clone(), m.handle.name.clone()))
+        self.lock()
+            .members
+            .get(id)
+            .map(|m| (m.handle.identity.clone(), m.handle.name.clone()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RoomState> {
@@ -145,14 +149,22 @@ impl Room {
             tracks: vec![],
         };
         for m in st.members.values() {
-            m.handle.send(ServerMessage::ParticipantJoined { participant: info.clone() });
+            m.handle.send(ServerMessage::ParticipantJoined {
+                participant: info.clone(),
+            });
             if handle.can_subscribe {
                 for p in &m.producers {
                     handle.command(Command::Subscribe(p.clone()));
                 }
             }
         }
-        st.members.insert(handle.id.clone(), Member { handle, producers: vec![] });
+        st.members.insert(
+            handle.id.clone(),
+            Member {
+                handle,
+                producers: vec![],
+            },
+        );
         self.metrics.participants.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -160,7 +172,9 @@ impl Room {
     /// Adds a participant's new track and subscribes everyone else to it.
     pub fn publish(&self, producer: Arc<Producer>) {
         let mut st = self.lock();
-        let Some(member) = st.members.get_mut(&producer.publisher) else { return };
+        let Some(member) = st.members.get_mut(&producer.publisher) else {
+            return;
+        };
         member.producers.push(producer.clone());
         self.metrics.tracks.fetch_add(1, Ordering::Relaxed);
         let msg = ServerMessage::TrackPublished {
@@ -178,7 +192,9 @@ impl Room {
     /// Removes a track (it ended, or its publisher left).
     pub fn unpublish(&self, publisher: &ParticipantId, track: &TrackId) {
         let mut st = self.lock();
-        let Some(member) = st.members.get_mut(publisher) else { return };
+        let Some(member) = st.members.get_mut(publisher) else {
+            return;
+        };
         let before = member.producers.len();
         member.producers.retain(|p| &p.id != track);
         if member.producers.len() == before {
@@ -227,14 +243,18 @@ impl Room {
     /// not persistent, closed).
     pub fn leave(&self, id: &ParticipantId) -> bool {
         let mut st = self.lock();
-        let Some(member) = st.members.remove(id) else { return st.members.is_empty() };
+        let Some(member) = st.members.remove(id) else {
+            return st.members.is_empty();
+        };
         self.metrics.participants.fetch_sub(1, Ordering::Relaxed);
         for p in &member.producers {
             self.metrics.tracks.fetch_sub(1, Ordering::Relaxed);
             Self::announce_unpublished(&st, id, &p.id);
         }
         for m in st.members.values() {
-            m.handle.send(ServerMessage::ParticipantLeft { participant_id: id.clone() });
+            m.handle.send(ServerMessage::ParticipantLeft {
+                participant_id: id.clone(),
+            });
         }
         let empty = st.members.is_empty();
         if empty && !self.persistent {
@@ -261,14 +281,21 @@ impl Room {
 
     /// The participant id of a connected identity, if any.
     pub fn participant_of(&self, identity: &str) -> Option<ParticipantId> {
-        self.lock().members.values().find(|m| m.handle.identity == identity).map(|m| m.handle.id.clone())
+        self.lock()
+            .members
+            .values()
+            .find(|m| m.handle.identity == identity)
+            .map(|m| m.handle.id.clone())
     }
 
     /// Asks every participant to disconnect with `code`.
     pub fn close_all(&self, code: ErrorCode, message: &str) {
         let st = self.lock();
         for m in st.members.values() {
-            m.handle.command(Command::Close { code: Some(code), message: message.to_owned() });
+            m.handle.command(Command::Close {
+                code: Some(code),
+                message: message.to_owned(),
+            });
         }
     }
 }
@@ -298,7 +325,13 @@ impl RoomManager {
         metrics: Arc<Metrics>,
         transcription: Option<Arc<crate::transcription::Transcription>>,
     ) -> Self {
-        RoomManager { rooms: DashMap::new(), auto_create, metrics, shutting_down: Default::default(), transcription }
+        RoomManager {
+            rooms: DashMap::new(),
+            auto_create,
+            metrics,
+            shutting_down: Default::default(),
+            transcription,
+        }
     }
 
     /// Server-wide transcription, when a model is loaded.

@@ -49,13 +49,15 @@ fn meeting_from(row: &AnyRow) -> Result<Meeting, StoreError> {
     let code: String = row.try_get("code")?;
     Ok(Meeting {
         id: row.try_get("id")?,
-        code: MeetingCode::parse(&code).ok_or_else(|| StoreError::Corrupt(format!("meeting code {code:?}")))?,
+        code: MeetingCode::parse(&code)
+            .ok_or_else(|| StoreError::Corrupt(format!("meeting code {code:?}")))?,
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
         host_identity: row.try_get("host_identity")?,
         host_name: row.try_get("host_name")?,
         created_by: row.try_get("created_by")?,
-        status: MeetingStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        status: MeetingStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
@@ -98,7 +100,10 @@ impl Store {
     /// A meeting by code.
     pub async fn meeting(&self, code: &MeetingCode) -> Result<Option<Meeting>, StoreError> {
         let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE code = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(code.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(code.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(meeting_from).transpose()
     }
 
@@ -154,7 +159,12 @@ impl Store {
     }
 
     /// Hands the meeting to a new host.
-    pub async fn set_host(&self, code: &MeetingCode, identity: &str, name: &str) -> Result<(), StoreError> {
+    pub async fn set_host(
+        &self,
+        code: &MeetingCode,
+        identity: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE meetings SET host_identity = $1, host_name = $2 WHERE code = $3")
             .bind(identity)
             .bind(name)
@@ -189,7 +199,12 @@ impl Store {
     }
 
     /// Marks every open stay of `identity` in the meeting as left at `at`; returns how many.
-    pub async fn participant_left(&self, meeting_id: i64, identity: &str, at: i64) -> Result<u64, StoreError> {
+    pub async fn participant_left(
+        &self,
+        meeting_id: i64,
+        identity: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE meeting_participants SET left_at = $1 WHERE meeting_id = $2 AND identity = $3 AND left_at IS NULL",
         )
@@ -212,7 +227,10 @@ impl Store {
     }
 
     /// The meeting's participant history, in order of arrival.
-    pub async fn participants(&self, meeting_id: i64) -> Result<Vec<ParticipantRecord>, StoreError> {
+    pub async fn participants(
+        &self,
+        meeting_id: i64,
+    ) -> Result<Vec<ParticipantRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, identity, name, role, joined_at, left_at FROM meeting_participants \
              WHERE meeting_id = $1 ORDER BY joined_at, id",

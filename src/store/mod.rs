@@ -62,14 +62,23 @@ impl Store {
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = if url.is_empty() {
-            std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Corrupt(format!("data dir: {e}")))?;
-            (format!("sqlite://{}?mode=rwc", data_dir.join("conclave.db").display()), Backend::Sqlite)
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| StoreError::Corrupt(format!("data dir: {e}")))?;
+            (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("conclave.db").display()
+                ),
+                Backend::Sqlite,
+            )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_owned(), Backend::Postgres)
         } else if url.starts_with("sqlite:") {
             (url.to_owned(), Backend::Sqlite)
         } else {
-            return Err(StoreError::Corrupt(format!("unsupported database URL {url:?}: use sqlite:// or postgres://")));
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL {url:?}: use sqlite:// or postgres://"
+            )));
         };
         let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {

@@ -26,7 +26,8 @@ pub struct TranscriptLine {
     pub text: String,
 }
 
-const COLUMNS: &str = "id, room, meeting_code, speaker_identity, speaker_name, start_ms, end_ms, text";
+const COLUMNS: &str =
+    "id, room, meeting_code, speaker_identity, speaker_name, start_ms, end_ms, text";
 
 fn line_from(row: &AnyRow) -> Result<TranscriptLine, StoreError> {
     Ok(TranscriptLine {
@@ -71,21 +72,50 @@ impl Store {
     }
 
     /// A room's transcript in time order.
-    pub async fn room_transcript(&self, room: &str, limit: i64, offset: i64) -> Result<Vec<TranscriptLine>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM transcripts WHERE room = $1 ORDER BY start_ms, id LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+    pub async fn room_transcript(
+        &self,
+        room: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<TranscriptLine>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM transcripts WHERE room = $1 ORDER BY start_ms, id LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(line_from).collect()
     }
 
     /// A meeting's transcript in time order.
-    pub async fn meeting_transcript(&self, code: &str, limit: i64, offset: i64) -> Result<Vec<TranscriptLine>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM transcripts WHERE meeting_code = $1 ORDER BY start_ms, id LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(code).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+    pub async fn meeting_transcript(
+        &self,
+        code: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<TranscriptLine>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM transcripts WHERE meeting_code = $1 ORDER BY start_ms, id LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(code)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(line_from).collect()
     }
 
     /// Lines matching every word of `q`, best first, optionally within one room.
-    pub async fn search_transcripts(&self, q: &str, room: Option<&str>, limit: i64) -> Result<Vec<TranscriptLine>, StoreError> {
+    pub async fn search_transcripts(
+        &self,
+        q: &str,
+        room: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TranscriptLine>, StoreError> {
         let rows = match self.backend {
             Backend::Sqlite => {
                 let query = fts5_query(q);
@@ -95,16 +125,30 @@ impl Store {
                 let sql = format!(
                     "SELECT {} FROM transcripts_fts JOIN transcripts t ON t.id = transcripts_fts.rowid \
                      WHERE transcripts_fts MATCH $1 AND ($2 = '' OR t.room = $2) ORDER BY bm25(transcripts_fts), t.id LIMIT $3",
-                    COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+                    COLUMNS
+                        .split(", ")
+                        .map(|c| format!("t.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(query).bind(room.unwrap_or("")).bind(limit).fetch_all(&self.pool).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(query)
+                    .bind(room.unwrap_or(""))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
             }
             Backend::Postgres => {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM transcripts WHERE search @@ plainto_tsquery('english', $1) \
                      AND ($2 = '' OR room = $2) ORDER BY ts_rank(search, plainto_tsquery('english', $1)) DESC, id LIMIT $3"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q).bind(room.unwrap_or("")).bind(limit).fetch_all(&self.pool).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(q)
+                    .bind(room.unwrap_or(""))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.iter().map(line_from).collect()
@@ -115,8 +159,14 @@ impl Store {
 mod tests {
     #[test]
     fn user_text_becomes_quoted_fts5_terms() {
-        assert_eq!(super::fts5_query("budget OR march"), "\"budget\" \"OR\" \"march\"");
-        assert_eq!(super::fts5_query("\"); DROP TABLE x; --"), "\"DROP\" \"TABLE\" \"x\"");
+        assert_eq!(
+            super::fts5_query("budget OR march"),
+            "\"budget\" \"OR\" \"march\""
+        );
+        assert_eq!(
+            super::fts5_query("\"); DROP TABLE x; --"),
+            "\"DROP\" \"TABLE\" \"x\""
+        );
         assert_eq!(super::fts5_query("  "), "");
     }
 }

@@ -76,7 +76,9 @@ impl PeerConnectionEventHandler for Handler {
             let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
             let mut pcm = vec![0i16; 5760];
             while let Some(ev) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else { continue };
+                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+                    continue;
+                };
                 let mut inbox = inbox.lock().unwrap();
                 let r = inbox.entry(stream.clone()).or_default();
                 match kind {
@@ -84,7 +86,10 @@ impl PeerConnectionEventHandler for Handler {
                         r.audio_packets += 1;
                         if let Ok(n) = decoder.decode(&pkt.payload, &mut pcm, false) {
                             r.audio_decoded += 1;
-                            let rms = (pcm[..n].iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum::<f64>()
+                            let rms = (pcm[..n]
+                                .iter()
+                                .map(|&s| (s as f64 / 32768.0).powi(2))
+                                .sum::<f64>()
                                 / n.max(1) as f64)
                                 .sqrt() as f32;
                             r.audio_peak_rms = r.audio_peak_rms.max(rms);
@@ -135,18 +140,39 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
 
 impl TestClient {
     /// Joins `room` with `token` and, if `publish`, sends a 440 Hz tone and VP8-shaped video.
-    pub async fn join(http: SocketAddr, room: &str, name: &str, token: &str, publish: bool) -> TestClient {
+    pub async fn join(
+        http: SocketAddr,
+        room: &str,
+        name: &str,
+        token: &str,
+        publish: bool,
+    ) -> TestClient {
         Self::join_with(http, room, name, token, publish, None).await
     }
 
     /// Like [`TestClient::join`], publishing `speech` (48 kHz mono) once, then silence, instead
     /// of the tone.
-    pub async fn join_speaking(http: SocketAddr, room: &str, name: &str, token: &str, speech: Arc<Vec<f32>>) -> TestClient {
+    pub async fn join_speaking(
+        http: SocketAddr,
+        room: &str,
+        name: &str,
+        token: &str,
+        speech: Arc<Vec<f32>>,
+    ) -> TestClient {
         Self::join_with(http, room, name, token, true, Some(speech)).await
     }
 
-    async fn join_with(http: SocketAddr, room: &str, name: &str, token: &str, publish: bool, speech: Option<Arc<Vec<f32>>>) -> TestClient {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await.expect("ws connect");
+    async fn join_with(
+        http: SocketAddr,
+        room: &str,
+        name: &str,
+        token: &str,
+        publish: bool,
+        speech: Option<Arc<Vec<f32>>>,
+    ) -> TestClient {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+            .await
+            .expect("ws connect");
         let (mut ws_tx, mut ws_rx) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let writer = tokio::spawn(async move {
@@ -158,7 +184,11 @@ impl TestClient {
             let _ = ws_tx.close().await;
         });
         out_tx
-            .send(ClientMessage::Join { room: room.into(), name: Some(name.into()), token: token.into() })
+            .send(ClientMessage::Join {
+                room: room.into(),
+                name: Some(name.into()),
+                token: token.into(),
+            })
             .unwrap();
         let first = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
             .await
@@ -175,10 +205,12 @@ impl TestClient {
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
         // The SFU's own keyframe tap lets this client see keyframe requests for its video.
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
-            rtc::interceptor::Slot::from(conclave::sfu::keyframe::KEYFRAME_SLOT),
-            conclave::sfu::keyframe::KeyframeRequestTap::default(),
-        );
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .unwrap()
+            .with(
+                rtc::interceptor::Slot::from(conclave::sfu::keyframe::KEYFRAME_SLOT),
+                conclave::sfu::keyframe::KeyframeRequestTap::default(),
+            );
         let remotes: Remotes = Default::default();
         let audio_sent_at: Arc<Mutex<Vec<i64>>> = Default::default();
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -188,7 +220,9 @@ impl TestClient {
                 .with_media_engine(media)
                 .with_interceptor_registry(registry)
                 .with_setting_engine(
-                    SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).build(),
+                    SettingEngineBuilder::new()
+                        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                        .build(),
                 )
                 .with_handler(Arc::new(Handler {
                     out: out_tx.clone(),
@@ -212,16 +246,33 @@ impl TestClient {
                     format!("{name}-{kind}"),
                     kind,
                     vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
                         codec: codec(kind),
                         ..Default::default()
                     }],
                 )));
-                let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.unwrap();
+                let sender = pc
+                    .add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .unwrap();
                 if kind == RtpCodecKind::Video {
-                    tasks.push(tokio::spawn(count_keyframe_requests(track.clone(), keyframe_requests.clone())));
+                    tasks.push(tokio::spawn(count_keyframe_requests(
+                        track.clone(),
+                        keyframe_requests.clone(),
+                    )));
                 }
-                tasks.push(tokio::spawn(send_media(kind, track, sender, ssrc, state.clone(), speech.clone(), audio_sent_at.clone())));
+                tasks.push(tokio::spawn(send_media(
+                    kind,
+                    track,
+                    sender,
+                    ssrc,
+                    state.clone(),
+                    speech.clone(),
+                    audio_sent_at.clone(),
+                )));
             }
         } else {
             for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -247,17 +298,23 @@ impl TestClient {
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(frame)) = ws_rx.next().await {
                 let Ok(text) = frame.to_text() else { continue };
-                let Ok(msg) = decode_server(text) else { continue };
+                let Ok(msg) = decode_server(text) else {
+                    continue;
+                };
                 match msg {
                     ServerMessage::Offer { sdp } => {
-                        pc2.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.unwrap();
+                        pc2.set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
+                            .await
+                            .unwrap();
                         let answer = pc2.create_answer(None).await.unwrap();
                         pc2.set_local_description(answer).await.unwrap();
                         let sdp = pc2.local_description().await.unwrap().sdp;
                         let _ = out2.send(ClientMessage::Answer { sdp });
                     }
                     ServerMessage::Answer { sdp } => {
-                        pc2.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.unwrap();
+                        pc2.set_remote_description(RTCSessionDescription::answer(sdp).unwrap())
+                            .await
+                            .unwrap();
                     }
                     ServerMessage::Candidate { candidate } => {
                         let _ = pc2
@@ -276,24 +333,44 @@ impl TestClient {
                 }
             }
         }));
-        TestClient { participant_id, pc, out: out_tx, events: ev_rx, inbox, remotes, state, keyframe_requests, audio_sent_at, tasks }
+        TestClient {
+            participant_id,
+            pc,
+            out: out_tx,
+            events: ev_rx,
+            inbox,
+            remotes,
+            state,
+            keyframe_requests,
+            audio_sent_at,
+            tasks,
+        }
     }
 
     /// What was received from `publisher` so far.
     pub fn received_from(&self, publisher: &ParticipantId) -> Received {
-        self.inbox.lock().unwrap().get(publisher.as_str()).cloned().unwrap_or_default()
+        self.inbox
+            .lock()
+            .unwrap()
+            .get(publisher.as_str())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Sends a PLI for `publisher`'s video, as a decoder that lost sync would.
     pub async fn request_keyframe_from(&self, publisher: &ParticipantId) -> bool {
         let remotes: Vec<_> = self.remotes.lock().unwrap().clone();
         for t in remotes {
-            if *t.stream_id().await == *publisher.as_str() && t.kind().await == RtpCodecKind::Video {
-                let Some(ssrc) = t.ssrcs().await.first().copied() else { continue };
-                let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc: ssrc,
+            if *t.stream_id().await == *publisher.as_str() && t.kind().await == RtpCodecKind::Video
+            {
+                let Some(ssrc) = t.ssrcs().await.first().copied() else {
+                    continue;
                 };
+                let pli =
+                    rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrc,
+                    };
                 return t.write_rtcp(vec![Box::new(pli)]).await.is_ok();
             }
         }
@@ -309,7 +386,11 @@ impl TestClient {
     }
 
     /// Waits for a server message matching `pred`, skipping others.
-    pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&ServerMessage) -> bool) -> Option<ServerMessage> {
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ServerMessage) -> bool,
+    ) -> Option<ServerMessage> {
         tokio::time::timeout(timeout, async {
             while let Some(m) = self.events.recv().await {
                 if pred(&m) {
@@ -335,7 +416,10 @@ impl TestClient {
 }
 
 /// Counts keyframe requests arriving for a published track (once it is bound).
-async fn count_keyframe_requests(track: Arc<TrackLocalStaticRTP>, count: Arc<std::sync::atomic::AtomicU64>) {
+async fn count_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         match track.poll().await {
             Some(_) => {
@@ -358,7 +442,8 @@ async fn send_media(
     sent_at: Arc<Mutex<Vec<i64>>>,
 ) {
     let mut cursor = 0usize;
-    let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut encoder =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let (interval, ts_step) = match kind {
         RtpCodecKind::Audio => (Duration::from_millis(20), 960u32),
         _ => (Duration::from_millis(33), 3000u32),
@@ -377,7 +462,11 @@ async fn send_media(
             p.rtp_parameters
                 .codecs
                 .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec(kind).mime_type))
+                .find(|c| {
+                    c.rtp_codec
+                        .mime_type
+                        .eq_ignore_ascii_case(&codec(kind).mime_type)
+                })
                 .map(|c| c.payload_type)
         }) else {
             continue;

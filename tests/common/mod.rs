@@ -28,10 +28,13 @@ pub async fn databases() -> Vec<(&'static str, String)> {
 async fn fresh_pg_schema(base: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", conclave::ids::random_id(10).to_lowercase());
-    let mut conn = sqlx::PgConnection::connect(base)
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap_or_else(|e| {
+        panic!("CONCLAVE_TEST_POSTGRES_URL={base} is set but unreachable: {e}")
+    });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("CONCLAVE_TEST_POSTGRES_URL={base} is set but unreachable: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
+        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
@@ -43,7 +46,10 @@ pub async fn start_server(tweak: impl FnOnce(&mut ServeArgs)) -> RunningServer {
 }
 
 /// Starts a server whose data directory is `dir` (to restart on the same data).
-pub async fn start_server_in(dir: std::path::PathBuf, tweak: impl FnOnce(&mut ServeArgs)) -> RunningServer {
+pub async fn start_server_in(
+    dir: std::path::PathBuf,
+    tweak: impl FnOnce(&mut ServeArgs),
+) -> RunningServer {
     let mut args = ServeArgs {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         udp_ip: Some("127.0.0.1".parse().unwrap()),
@@ -56,18 +62,39 @@ pub async fn start_server_in(dir: std::path::PathBuf, tweak: impl FnOnce(&mut Se
     tweak(&mut args);
     let config = Config::load(args).expect("config");
     conclave::telemetry::init("warn", "text");
-    conclave::server::start(config).await.expect("server starts")
+    conclave::server::start(config)
+        .await
+        .expect("server starts")
 }
 
 /// A token for `room`/`identity` signed with the test key.
 pub fn token(room: &str, identity: &str) -> String {
-    token_with(room, identity, Grants::default(), Duration::from_secs(600), SystemTime::now())
+    token_with(
+        room,
+        identity,
+        Grants::default(),
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )
 }
 
 /// A token with explicit grants, lifetime and issue time.
-pub fn token_with(room: &str, identity: &str, grants: Grants, ttl: Duration, now: SystemTime) -> String {
+pub fn token_with(
+    room: &str,
+    identity: &str,
+    grants: Grants,
+    ttl: Duration,
+    now: SystemTime,
+) -> String {
     TokenAuthority::new(API_KEY, API_SECRET).issue(
-        &TokenRequest { room: room.into(), identity: identity.into(), name: None, grants, ttl, ..Default::default() },
+        &TokenRequest {
+            room: room.into(),
+            identity: identity.into(),
+            name: None,
+            grants,
+            ttl,
+            ..Default::default()
+        },
         now,
     )
 }
@@ -88,10 +115,18 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 
 /// One HTTP/1.1 request over a fresh connection to a running server; returns the status code
 /// and the body. `auth` is the whole `Authorization` value.
-pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -99,14 +134,23 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, auth: Op
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// `Authorization` value for the test API key pair.
 pub fn api_key_auth() -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{API_KEY}:{API_SECRET}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{API_KEY}:{API_SECRET}"))
+    )
 }
-

@@ -9,18 +9,36 @@ pub fn speak_48k(text: &str, dir: &Path) -> Vec<f32> {
     let id = conclave::ids::random_id(8);
     let raw = dir.join(format!("{id}-22k.wav"));
     let out = dir.join(format!("{id}-48k.wav"));
-    let ok = Command::new("espeak-ng").arg("-w").arg(&raw).arg(text).status().expect("espeak-ng (scripts/setup.sh installs it)");
+    let ok = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (scripts/setup.sh installs it)");
     assert!(ok.success(), "espeak-ng failed");
-    let ok = Command::new("sox").arg(&raw).args(["-r", "48000", "-c", "1", "-b", "16"]).arg(&out).status().expect("sox");
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "48000", "-c", "1", "-b", "16"])
+        .arg(&out)
+        .status()
+        .expect("sox");
     assert!(ok.success(), "sox failed");
     let mut reader = hound::WavReader::open(&out).unwrap();
-    reader.samples::<i16>().map(|s| s.unwrap() as f32 / 32768.0).collect()
+    reader
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect()
 }
 
 /// Lowercase words without punctuation.
 pub fn words(text: &str) -> Vec<String> {
     text.split_whitespace()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>().to_lowercase())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -46,6 +64,8 @@ pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
 pub fn whisper_model() -> std::path::PathBuf {
     let cache = std::env::var_os("CONCLAVE_MODEL_CACHE")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/conclave-models"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/conclave-models")
+        });
     conclave_model::install(&cache).expect("Whisper model install")
 }
