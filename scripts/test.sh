@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
-target="${CARGO_TARGET_DIR:-target}"
+# Cargo's own answer, always absolute: CARGO_TARGET_DIR, a .cargo/config setting, or ./target.
+# Resolved here, before any `cd`, so the browser tests find the binary however it was set.
+target="$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 cargo build --locked --bin conclave
 cargo test --locked --workspace
 
 echo "== browser end-to-end tests (headless Chromium) =="
-(cd tests/browser && CONCLAVE_BIN="$(realpath "$target")/debug/conclave" npm test)
+(cd tests/browser && CONCLAVE_BIN="$target/debug/conclave" npm test)

@@ -59,7 +59,7 @@ pub struct Claims {
     pub meeting: Option<String>,
     /// Role in that meeting (`host`, `participant`, `agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<conclave_signaling::Role>,
 }
 
 /// Why a token was refused.
@@ -109,7 +109,7 @@ pub struct TokenRequest {
     /// Meeting code.
     pub meeting: Option<String>,
     /// Role in the meeting.
-    pub role: Option<String>,
+    pub role: Option<conclave_signaling::Role>,
 }
 
 impl TokenAuthority {
@@ -152,7 +152,7 @@ impl TokenAuthority {
             iat,
             exp: iat + req.ttl.as_secs().max(1),
             meeting: req.meeting.clone(),
-            role: req.role.clone(),
+            role: req.role,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")

@@ -9,6 +9,9 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// Members per room unless configured: a large meeting, well within one node's forwarding.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+
 /// Flags (and their environment variables) of `conclave serve`. Every field is optional so
 /// that an unset flag falls through to the file and then to the default.
 #[derive(Debug, Default, Args)]
@@ -68,6 +71,9 @@ pub struct ServeArgs {
     /// Create rooms on first join (otherwise rooms must be created through the API).
     #[arg(long, env = "CONCLAVE_AUTO_CREATE_ROOMS")]
     pub auto_create_rooms: Option<bool>,
+    /// Most members one room holds; joins beyond it are refused with `room_full`.
+    #[arg(long, env = "CONCLAVE_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
     /// Let anyone with the room link get a guest token (`POST /api/rooms/{room}/guest-token`).
     #[arg(long, env = "CONCLAVE_GUEST_ACCESS")]
     pub guest_access: Option<bool>,
@@ -117,6 +123,7 @@ struct FileConfig {
     api_secret: Option<String>,
     max_message_bytes: Option<usize>,
     auto_create_rooms: Option<bool>,
+    max_participants: Option<usize>,
     guest_access: Option<bool>,
     database_url: Option<String>,
     host_grace_secs: Option<u64>,
@@ -208,6 +215,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Create rooms on first join.
     pub auto_create_rooms: bool,
+    /// Most members per room.
+    pub max_participants: usize,
     /// Hand out guest tokens to anyone with the link.
     pub guest_access: bool,
     /// Database URL; empty means SQLite in the data directory.
@@ -295,6 +304,11 @@ impl Config {
                 .auto_create_rooms
                 .or(file.auto_create_rooms)
                 .unwrap_or(true),
+            max_participants: args
+                .max_participants
+                .or(file.max_participants)
+                .unwrap_or(DEFAULT_MAX_PARTICIPANTS)
+                .max(1),
             guest_access: args.guest_access.or(file.guest_access).unwrap_or(true),
             database_url: args.database_url.or(file.database_url).unwrap_or_default(),
             host_grace: std::time::Duration::from_secs(
@@ -303,17 +317,22 @@ impl Config {
             transcription: {
                 let t = file.transcription;
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                // Two threads per transcription keep one utterance's latency low (a 5 s
-                // utterance in ~0.35 s on this kind of machine); workers share the rest.
-                let threads = args
-                    .whisper_threads
-                    .or(t.whisper_threads)
-                    .unwrap_or(2.min(cores))
-                    .max(1);
+                // Whisper threads spin at barriers, so they must not outnumber the cores
+                // tokio leaves free: a quarter of the cores (at least one) stays with
+                // forwarding, the rest is split into workers of up to two threads each
+                // (1 x 1 on 2 cores, 3 x 2 on 8). Workers also run at a lower priority.
+                let budget = match args.whisper_threads.or(t.whisper_threads) {
+                    Some(threads) => conclave_media::pool::ThreadBudget::with_threads_per_job(
+                        cores,
+                        threads.max(1),
+                    ),
+                    None => conclave_media::pool::ThreadBudget::for_cores(cores),
+                };
+                let threads = budget.threads_per_job;
                 let workers = args
                     .transcription_workers
                     .or(t.workers)
-                    .unwrap_or((cores / threads).max(1))
+                    .unwrap_or(budget.workers)
                     .max(1);
                 let vad = args
                     .vad_aggressiveness

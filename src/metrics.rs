@@ -1,5 +1,8 @@
-//! Prometheus metrics, kept as plain atomics so the hot path pays one relaxed add.
+//! Prometheus metrics. Gauges and rare events are plain atomics here; per-packet counters live
+//! on each producer and sink (one writer each, no shared cache line across cores) and are
+//! summed when `/metrics` is scraped.
 
+use crate::room::producer::ProducerCounts;
 use conclave_media::pool::PipelineStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -13,14 +16,6 @@ pub struct Metrics {
     pub participants: AtomicI64,
     /// Tracks published now.
     pub tracks: AtomicI64,
-    /// RTP packets received from publishers.
-    pub packets_in: AtomicU64,
-    /// RTP packets written to subscriber legs.
-    pub packets_out: AtomicU64,
-    /// RTP packets dropped because a subscriber's queue was full.
-    pub packets_dropped: AtomicU64,
-    /// Keyframe requests relayed to publishers.
-    pub keyframe_requests: AtomicU64,
     /// Signaling messages refused as bad input.
     pub signaling_errors: AtomicU64,
     /// Joins refused (bad token, unknown room, ...).
@@ -34,9 +29,14 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition; `pipeline` is the audio pipeline's counters when a
+    /// Prometheus text exposition: `packets` are the summed per-producer counts, `pipeline`
+    /// and `consumers` the audio pipeline's and the caption/storage consumers' counters when a
     /// transcription model is loaded.
-    pub fn render(&self, pipeline: Option<&PipelineStats>) -> String {
+    pub fn render(
+        &self,
+        packets: ProducerCounts,
+        pipeline: Option<(&PipelineStats, &crate::transcription::ConsumerStats)>,
+    ) -> String {
         let mut out = String::with_capacity(2048);
         let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -65,27 +65,37 @@ impl Metrics {
             "Tracks published now.",
             self.tracks.load(Ordering::Relaxed),
         );
-        let counters = [
+        let packet_counters = [
             (
                 "conclave_rtp_packets_in_total",
                 "RTP packets received from publishers.",
-                &self.packets_in,
+                packets.packets_in,
             ),
             (
                 "conclave_rtp_packets_out_total",
-                "RTP packets written to subscribers.",
-                &self.packets_out,
+                "RTP packets written to subscribers (and other sinks).",
+                packets.sinks.written,
             ),
             (
                 "conclave_rtp_packets_dropped_total",
-                "RTP packets dropped at a full subscriber queue.",
-                &self.packets_dropped,
+                "RTP packets dropped at a full sink queue (a slow subscriber or tap).",
+                packets.sinks.dropped,
+            ),
+            (
+                "conclave_rtp_packets_skipped_total",
+                "Video packets skipped by a subscriber waiting for a keyframe after a loss.",
+                packets.sinks.skipped,
             ),
             (
                 "conclave_keyframe_requests_total",
                 "Keyframe requests relayed to publishers.",
-                &self.keyframe_requests,
+                packets.keyframe_requests,
             ),
+        ];
+        for (name, help, v) in packet_counters {
+            counter(&mut out, name, help, v as f64);
+        }
+        let counters = [
             (
                 "conclave_signaling_errors_total",
                 "Signaling messages refused as bad input.",
@@ -106,7 +116,10 @@ impl Metrics {
             "Whether a Whisper model is loaded.",
             i64::from(pipeline.is_some()),
         );
-        if let Some(st) = pipeline {
+        if let Some((st, consumers)) = pipeline {
+            for (name, help, v) in consumers.rows() {
+                counter(&mut out, name, help, v as f64);
+            }
             let counters = [
                 (
                     "conclave_audio_input_dropped_total",

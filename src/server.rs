@@ -1,68 +1,18 @@
-//! Wiring: shared state, start-up (keys, TURN, HTTP) and graceful shutdown.
+//! Wiring only: builds the parts (keys, TURN, store, rooms, router, transcription, meetings),
+//! serves HTTP, and shuts everything down in order.
 
 use crate::auth::TokenAuthority;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sfu::peer::PeerFactory;
-use crate::sfu::room::RoomManager;
+use crate::peer::PeerFactory;
+use crate::room::RoomManager;
+use crate::routing::{LocalRouter, RoomRouter};
+use crate::state::{AppState, TurnService};
 use anyhow::Context;
-use conclave_signaling::IceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// The embedded TURN server as the join path needs it.
-pub struct TurnService {
-    server: conclave_turn::TurnServer,
-    secret: String,
-    ttl: Duration,
-}
-
-impl TurnService {
-    /// ICE server entry with fresh credentials for `identity`.
-    pub fn ice_server(&self, identity: &str, now: SystemTime) -> IceServer {
-        let c = conclave_turn::credentials(&self.secret, identity, self.ttl, now);
-        IceServer {
-            urls: self.server.urls(),
-            username: Some(c.username),
-            credential: Some(c.password),
-        }
-    }
-
-    /// The TURN listener's address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-}
-
-/// Everything request handlers share.
-pub struct AppState {
-    /// Resolved settings.
-    pub config: Config,
-    /// Rooms of this node.
-    pub rooms: Arc<RoomManager>,
-    /// Builds server-side peer connections.
-    pub peers: PeerFactory,
-    /// Issues and checks access tokens.
-    pub tokens: TokenAuthority,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Embedded TURN, when enabled.
-    pub turn: Option<TurnService>,
-    /// Meetings.
-    pub meetings: Arc<crate::meetings::MeetingService>,
-}
-
-impl AppState {
-    /// The ICE servers handed to a joining participant.
-    pub fn ice_servers_for(&self, identity: &str) -> Vec<IceServer> {
-        self.turn
-            .iter()
-            .map(|t| t.ice_server(identity, SystemTime::now()))
-            .collect()
-    }
-}
 
 /// A started server: where it listens and how to stop it.
 pub struct RunningServer {
@@ -167,23 +117,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .context("cannot open the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    let transcription = start_transcription(&config, &store);
     let rooms = Arc::new(RoomManager::new(
         config.auto_create_rooms,
+        config.max_participants,
         metrics.clone(),
-        transcription,
+    ));
+    let transcription = start_transcription(&config, &store);
+    if let Some(t) = &transcription {
+        t.follow(&rooms);
+    }
+    let router: Arc<dyn RoomRouter> = Arc::new(LocalRouter::new(
+        rooms.clone(),
+        PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
+        metrics.clone(),
     ));
     let meetings = crate::meetings::MeetingService::new(
         store,
         tokens.clone(),
-        rooms.clone(),
+        router.clone(),
         config.host_grace,
     );
     let timers = meetings.run_timers();
     let state = Arc::new(AppState {
+        router,
         rooms,
+        transcription,
         meetings,
-        peers: PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
         tokens,
         metrics,
         config,
@@ -201,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 _ = os_shutdown_signal() => {}
             }
             tracing::info!("shutting down");
-            st2.rooms.shutdown();
+            st2.router.shutdown();
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
@@ -217,6 +176,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             let _ = t.server.close().await;
         }
         timers.abort();
+        // Let the pipelines flush their last utterances into the store before it closes.
+        st.rooms.retire_all();
+        if let Some(t) = &st.transcription
+            && !t.wait_flushed(Duration::from_secs(10)).await
+        {
+            tracing::warn!("transcription still busy at shutdown; its last lines may be lost");
+        }
         st.meetings.store().close().await;
         Ok(())
     });

@@ -201,7 +201,7 @@ async fn creating_a_room_needs_an_admin_token_for_that_room() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert!(server.state.rooms.get(&"board".into()).is_some());
+    assert!(server.state.rooms.get(&conclave_signaling::RoomName::validate("board").unwrap()).is_some());
     let (s, _) = call(
         &app,
         post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None),
@@ -255,7 +255,13 @@ async fn stats_metrics_pages_and_unknown_paths() {
         "room page references its script"
     );
     let (s, b) = call(&app, get("/assets/room.js")).await;
-    assert!(s == StatusCode::OK && b.contains("RTCPeerConnection"));
+    assert!(s == StatusCode::OK && b.contains("/assets/room-negotiation.js"));
+    for module in ["signaling", "negotiation", "tiles", "captions", "controls"] {
+        let (s, _) = call(&app, get(&format!("/assets/room-{module}.js"))).await;
+        assert_eq!(s, StatusCode::OK, "room-{module}.js is served");
+    }
+    let (_, b) = call(&app, get("/assets/room-negotiation.js")).await;
+    assert!(b.contains("RTCPeerConnection"));
     let (s, b) = call(&app, get("/nowhere")).await;
     assert_eq!(
         (s, error_code(&b).as_str()),

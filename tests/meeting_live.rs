@@ -128,7 +128,7 @@ async fn guests_wait_for_the_host_whose_arrival_starts_the_meeting() {
     let mut host = ws_join(addr, &m.code, &host_token).await;
     let joined = wait_for(&mut host, 5, |m| matches!(m, ServerMessage::Joined { .. })).await;
     assert!(
-        matches!(&joined, Some(ServerMessage::Joined { meeting: Some(info), .. }) if info.role.as_deref() == Some("host")),
+        matches!(&joined, Some(ServerMessage::Joined { meeting: Some(info), .. }) if info.role == Some(conclave_signaling::Role::Host)),
         "{joined:?}"
     );
     // The guest is let in once the host's arrival started the meeting.

@@ -47,7 +47,7 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
 
     let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
     assert!(
-        server.state.rooms.transcription().is_some(),
+        server.state.transcription.is_some(),
         "transcription did not start"
     );
     let http = server.http_addr;
@@ -174,12 +174,12 @@ async fn get_json_text(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_model_leaves_the_server_running_without_transcription() {
     let server = start_server(|a| a.whisper_model = Some("/nonexistent/model.bin".into())).await;
-    assert!(server.state.rooms.transcription().is_none());
+    assert!(server.state.transcription.is_none());
     let bogus = std::env::temp_dir().join(format!("bogus-{}.bin", conclave::ids::random_id(6)));
     std::fs::write(&bogus, b"definitely not a ggml model").unwrap();
     let server2 = start_server(|a| a.whisper_model = Some(bogus)).await;
     assert!(
-        server2.state.rooms.transcription().is_none(),
+        server2.state.transcription.is_none(),
         "a corrupt model must not be used"
     );
     let metrics = get_json_text(server2.http_addr, "/metrics").await;

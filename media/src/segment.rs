@@ -11,8 +11,10 @@
 //! - Speech **stops** once `end_ms` has passed since the last voiced frame ended; `Stopped`
 //!   carries exactly that time (last voice + `end_ms`), whether frames or a gap brought it.
 //! - The final utterance ends `post_roll_ms` after the last voiced frame.
-//! - While speech lasts, an `Interim` of everything so far is asked for each time `interim_ms`
-//!   of audio has passed since the start (or since the last interim or cut).
+//! - While speech lasts, an `Interim` of the utterance so far is asked for each time
+//!   `interim_ms` of audio has passed since the start (or since the last interim or cut). It
+//!   carries only the last `interim_window_ms` of that audio, so what it costs to transcribe
+//!   stays bounded however long the utterance runs; the `Final` always has all of it.
 //! - An utterance reaching `max_utterance_ms` is cut: a `Final` is emitted without `Stopped`,
 //!   and the speech goes on as a new utterance starting at the cut.
 //!
@@ -40,6 +42,9 @@ pub struct SegmentConfig {
     pub post_roll_ms: u64,
     /// Audio between interim transcription requests; 0 turns interims off.
     pub interim_ms: u64,
+    /// Most audio an interim carries: the latest this many ms of the utterance (at least one
+    /// frame). Bounds the cost of re-transcribing a long utterance every `interim_ms`.
+    pub interim_window_ms: u64,
     /// Longest utterance before it is cut and finalised.
     pub max_utterance_ms: u64,
 }
@@ -52,6 +57,7 @@ impl Default for SegmentConfig {
             pre_roll_ms: 300,
             post_roll_ms: 200,
             interim_ms: 1_000,
+            interim_window_ms: 10_000,
             max_utterance_ms: 30_000,
         }
     }
@@ -95,7 +101,8 @@ pub enum SegmentEvent {
         /// When, ms.
         at_ms: u64,
     },
-    /// The utterance so far, for a provisional transcript.
+    /// The utterance so far (its last `interim_window_ms` at most), for a provisional
+    /// transcript.
     Interim(Utterance),
     /// Speech stopped; `at_ms` is the last voice plus `end_ms`.
     Stopped {
@@ -137,6 +144,7 @@ impl Segmenter {
     pub fn new(mut cfg: SegmentConfig) -> Self {
         cfg.post_roll_ms = cfg.post_roll_ms.min(cfg.end_ms);
         cfg.max_utterance_ms = cfg.max_utterance_ms.max(FRAME_MS);
+        cfg.interim_window_ms = cfg.interim_window_ms.max(FRAME_MS);
         let history_cap = ((cfg.pre_roll_ms + cfg.start_ms) * SAMPLES_PER_MS) as usize;
         // Room for a few seconds up front; longer utterances grow it once.
         let initial = (cfg.max_utterance_ms.min(5_000) * SAMPLES_PER_MS) as usize;
@@ -323,7 +331,8 @@ impl Segmenter {
     }
 
     fn interim(&mut self, now: u64) {
-        let utterance = self.snapshot(now);
+        let from = now.saturating_sub(self.cfg.interim_window_ms);
+        let utterance = self.snapshot(from, now);
         if let State::Speaking {
             since_interim_ms, ..
         } = &mut self.state
@@ -333,19 +342,23 @@ impl Segmenter {
         self.out.push_back(SegmentEvent::Interim(utterance));
     }
 
-    /// Copies the utterance audio from its start up to `end`.
-    fn snapshot(&self, end: u64) -> Utterance {
-        let len = ((end - self.utterance_start_ms) * SAMPLES_PER_MS) as usize;
-        let pcm = self.utterance[..len.min(self.utterance.len())].to_vec();
+    /// Copies the utterance audio from `from` (or its start, if later) up to `end`.
+    fn snapshot(&self, from: u64, end: u64) -> Utterance {
+        let start = from.max(self.utterance_start_ms).min(end);
+        let offset = |t: u64| {
+            let at = ((t - self.utterance_start_ms) * SAMPLES_PER_MS) as usize;
+            at.min(self.utterance.len())
+        };
+        let pcm = self.utterance[offset(start)..offset(end)].to_vec();
         Utterance {
-            start_ms: self.utterance_start_ms,
+            start_ms: start,
             end_ms: end,
             pcm,
         }
     }
 
     fn take_utterance(&mut self, end: u64) -> Utterance {
-        let utterance = self.snapshot(end);
+        let utterance = self.snapshot(self.utterance_start_ms, end);
         self.utterance.clear();
         utterance
     }
@@ -456,6 +469,58 @@ mod tests {
             Fin(0, 2700),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn interims_of_a_long_utterance_carry_only_the_last_window() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        let end = feed(&mut seg, 0, &[(29_900, V)]);
+        seg.finish(end);
+        let evs = events(&mut seg);
+        let interims: Vec<&Utterance> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Interim(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(interims.len(), 29, "one a second after the start");
+        for u in &interims {
+            assert!(u.pcm.len() <= 160_000, "{u:?}");
+            assert_eq!(
+                u.pcm.len() as u64,
+                u.duration_ms() * SAMPLES_PER_MS,
+                "{u:?}"
+            );
+            // The latest audio: samples hold their frame's start time.
+            assert_eq!(u.start_ms, u.end_ms.saturating_sub(10_000), "{u:?}");
+            assert_eq!(u.pcm[0], u.start_ms as f32, "{u:?}");
+            assert_eq!(
+                u.pcm[u.pcm.len() - 1],
+                (u.end_ms - FRAME_MS) as f32,
+                "{u:?}"
+            );
+        }
+        let last = interims[interims.len() - 1];
+        assert_eq!((last.start_ms, last.end_ms), (19_200, 29_200));
+        let Some(Final(u)) = evs.last() else {
+            panic!("{evs:?}")
+        };
+        assert_eq!((u.start_ms, u.end_ms, u.pcm.len()), (0, 29_900, 478_400));
+    }
+
+    #[test]
+    fn speech_past_the_length_cap_is_cut_with_windowed_interims() {
+        let mut seg = Segmenter::new(SegmentConfig::default());
+        feed(&mut seg, 0, &[(45_000, V), (500, S)]);
+        let got = summary(&mut seg);
+        let finals: Vec<&E> = got.iter().filter(|e| matches!(e, Fin(..))).collect();
+        assert_eq!(finals, [&Fin(0, 30_000), &Fin(30_000, 45_200)]);
+        for e in &got {
+            if let Int(from, to) = e {
+                assert!(to - from <= 10_000, "{e:?}");
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod message;
 pub mod session;
 
 pub use error::{ErrorCode, ProtocolError};
-pub use ids::{ParticipantId, RoomName, TrackId};
+pub use ids::{ParticipantId, Role, RoomName, TrackId};
 pub use message::{
     ClientMessage, IceCandidate, IceServer, MeetingInfo, PROTOCOL_VERSION, ParticipantInfo,
     ServerMessage, TrackInfo, TrackKind, decode_client, decode_server, encode,

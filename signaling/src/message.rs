@@ -43,6 +43,9 @@ pub struct ParticipantInfo {
     pub identity: String,
     /// Display name.
     pub name: String,
+    /// `host`, `participant` or `agent`; absent in rooms without a meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::Role>,
     /// Tracks this participant publishes.
     pub tracks: Vec<TrackInfo>,
 }
@@ -90,7 +93,7 @@ pub struct MeetingInfo {
     pub host_identity: String,
     /// The receiver's role: `host`, `participant` or `agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
 }
 
 /// Messages a client sends.
@@ -357,7 +360,7 @@ mod tests {
     #[test]
     fn join_round_trips_with_version() {
         let msg = ClientMessage::Join {
-            room: "demo".into(),
+            room: RoomName::validate("demo").unwrap(),
             name: Some("Ada".into()),
             token: "t".into(),
         };

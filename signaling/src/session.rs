@@ -117,7 +117,7 @@ mod tests {
 
     fn join() -> ClientMessage {
         ClientMessage::Join {
-            room: "r".into(),
+            room: crate::RoomName::validate("r").unwrap(),
             name: None,
             token: "t".into(),
         }

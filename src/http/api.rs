@@ -2,7 +2,7 @@
 
 use super::error::{ApiJson, AppError, ErrorBody};
 use crate::auth::{Grants, TokenError, TokenRequest};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -24,9 +24,12 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /metrics`, Prometheus text format.
 pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let text = s
-        .metrics
-        .render(s.rooms.transcription().map(|t| t.stats().as_ref()));
+    let text = s.metrics.render(
+        s.rooms.packet_counts(),
+        s.transcription
+            .as_ref()
+            .map(|t| (t.stats().as_ref(), t.consumer_stats().as_ref())),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -42,7 +45,10 @@ pub struct Stats {
 /// `GET /api/stats`: rooms and participants on this node.
 #[utoipa::path(get, path = "/api/stats", tag = "rooms", responses((status = 200, body = Stats)))]
 pub async fn stats(State(s): State<Arc<AppState>>) -> Json<Stats> {
-    let (rooms, participants) = s.rooms.counts();
+    let crate::routing::NodeStats {
+        rooms,
+        participants,
+    } = s.router.stats().await;
     Json(Stats {
         rooms,
         participants,
@@ -86,7 +92,10 @@ pub async fn create_room(
             "the token lacks the roomAdmin grant",
         ));
     }
-    s.rooms.create(&name);
+    s.router
+        .create_room(&name)
+        .await
+        .map_err(|e| AppError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({"name": name}))))
 }
 
@@ -132,7 +141,7 @@ pub async fn guest_token(
     if name.is_empty() || name.chars().count() > 64 {
         return Err(AppError::bad_request("name must be 1-64 characters"));
     }
-    if !s.config.auto_create_rooms && s.rooms.get(&room).is_none() {
+    if !s.config.auto_create_rooms && !s.router.room_exists(&room).await {
         return Err(AppError::not_found(format!("room {room} does not exist")));
     }
     let identity = format!("guest-{}", crate::ids::random_id(10));

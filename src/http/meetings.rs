@@ -10,7 +10,7 @@ use crate::clock::rfc3339;
 use crate::meetings::model::Meeting;
 use crate::meetings::service::JoinGrant;
 use crate::meetings::{Caller, MeetingError};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::ParticipantRecord;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -263,11 +263,10 @@ pub async fn get(
 ) -> Result<Json<MeetingView>, AppError> {
     let m = s.meetings.get(&code).await?;
     let mut v = MeetingView::from(&m);
-    let present = s
-        .rooms
-        .get(&conclave_signaling::RoomName(m.code.to_string()))
-        .map(|r| r.participant_count())
-        .unwrap_or(0);
+    let present = match conclave_signaling::RoomName::validate(m.code.as_str()) {
+        Some(room) => s.router.member_count(&room).await,
+        None => 0,
+    };
     v.participant_count = Some(present);
     Ok(Json(v))
 }

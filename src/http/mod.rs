@@ -8,7 +8,7 @@ pub mod pages;
 pub mod transcripts;
 pub mod ws;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

@@ -39,6 +39,11 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, mime) = match file.as_str() {
         "room.css" => (web!("room.css"), "text/css; charset=utf-8"),
         "room.js" => (web!("room.js"), JS),
+        "room-signaling.js" => (web!("room-signaling.js"), JS),
+        "room-negotiation.js" => (web!("room-negotiation.js"), JS),
+        "room-tiles.js" => (web!("room-tiles.js"), JS),
+        "room-captions.js" => (web!("room-captions.js"), JS),
+        "room-controls.js" => (web!("room-controls.js"), JS),
         "room-page.js" => (web!("room-page.js"), JS),
         "api.js" => (web!("api.js"), JS),
         "home.js" => (web!("home.js"), JS),

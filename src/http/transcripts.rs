@@ -5,7 +5,7 @@
 
 use super::error::{AppError, ErrorBody};
 use crate::meetings::Caller;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::TranscriptLine;
 use axum::Json;
 use axum::extract::{Path, Query, State};

@@ -1,23 +1,22 @@
-//! The signaling WebSocket: pumps typed messages between the socket and the participant's
-//! task, and turns bad input into protocol errors without dropping the connection.
+//! The signaling WebSocket: pumps typed messages between the socket and the member's
+//! session, and turns bad input into protocol errors without dropping the connection. Who may
+//! enter is decided in `crate::admission`; the session itself is started by the router.
 
-use crate::auth::TokenError;
-use crate::meetings::model::{MeetingStatus, Role};
-use crate::meetings::{MeetingError, MeetingService};
+use crate::admission::{self, Decision, JoinAsk, Presence};
+use crate::meetings::model::MeetingStatus;
 use crate::metrics::Metrics;
-use crate::server::AppState;
-use crate::sfu::participant::{self, Command, ParticipantSession, ParticipantSpec, SIGNAL_QUEUE};
+use crate::peer::participant::SIGNAL_QUEUE;
+use crate::routing::Session;
+use crate::signal;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
-use conclave_signaling::session::{Action, Session};
-use conclave_signaling::{
-    ClientMessage, ErrorCode, MeetingInfo, ParticipantId, RoomName, ServerMessage, decode_client,
-    encode,
-};
+use conclave_signaling::session::{Action, Session as Protocol};
+use conclave_signaling::{ClientMessage, ErrorCode, ServerMessage, decode_client, encode};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Frames this many times over the configured message limit are cut off by the WebSocket
@@ -60,17 +59,17 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
 
     let mut conn = Connection {
         state: state.clone(),
-        session: Session::new(),
+        protocol: Protocol::new(),
         signal: signal_tx,
-        participant: None,
+        session: None,
         waiting: None,
-        meeting: None,
+        presence: None,
     };
     loop {
-        let frame = if let Some(p) = conn.participant.as_mut() {
+        let frame = if let Some(p) = conn.session.as_mut() {
             tokio::select! {
                 frame = stream.next() => frame,
-                _ = &mut p.task => { conn.participant = None; break; }
+                _ = &mut p.done => { conn.session = None; break; }
             }
         } else if let Some(w) = conn.waiting.as_mut() {
             tokio::select! {
@@ -115,32 +114,24 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
 
 struct Connection {
     state: Arc<AppState>,
-    session: Session,
+    protocol: Protocol,
     signal: mpsc::Sender<ServerMessage>,
-    participant: Option<ParticipantSession>,
+    session: Option<Session>,
     /// A meeting join held until the host starts the meeting.
     waiting: Option<Waiting>,
-    /// (code, identity) of the meeting this connection is in, for the lifecycle.
-    meeting: Option<(String, String)>,
+    /// The meeting presence of this connection's member, recorded until it leaves.
+    presence: Option<Presence>,
 }
 
 struct Waiting {
     status: watch::Receiver<MeetingStatus>,
-    join: ClientMessage,
-}
-
-enum Joined {
-    Now(ParticipantSession, Option<(String, String)>),
-    Later(Waiting, MeetingInfo),
+    ask: JoinAsk,
 }
 
 impl Connection {
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
         Metrics::add(&self.state.metrics.signaling_errors, 1);
-        let _ = self.signal.try_send(ServerMessage::Error {
-            code,
-            message: message.into(),
-        });
+        let _ = self.signal.try_send(signal::error(code, message));
     }
 
     /// Handles one text frame; `false` ends the connection.
@@ -163,7 +154,7 @@ impl Connection {
                 return true;
             }
         };
-        match self.session.on_message(msg) {
+        match self.protocol.on_message(msg) {
             Action::Reply(reply) => {
                 let _ = self.signal.try_send(reply);
                 true
@@ -173,34 +164,57 @@ impl Connection {
                 true
             }
             Action::Leave => false,
-            Action::Forward(msg) => match &self.participant {
+            Action::Forward(msg) => match &self.session {
                 // Awaiting here pushes back on a client that floods the session.
-                Some(p) => p.client_tx.send(msg).await.is_ok(),
+                Some(p) => p.client.send(msg).await.is_ok(),
                 None => false,
             },
-            Action::Join(msg) => {
-                match self.join(msg).await {
-                    Ok(Joined::Now(p, meeting)) => self.entered(p, meeting),
-                    Ok(Joined::Later(w, meeting)) => {
-                        let _ = self.signal.try_send(ServerMessage::Waiting { meeting });
-                        self.waiting = Some(w);
-                    }
-                    Err((code, message)) => {
-                        Metrics::add(&self.state.metrics.joins_refused, 1);
-                        self.session.join_refused();
-                        self.error(code, message);
-                    }
-                }
-                true
+            Action::Join(ClientMessage::Join { room, name, token }) => {
+                self.join(JoinAsk { room, name, token }).await
+            }
+            Action::Join(_) => {
+                self.error(ErrorCode::Internal, "not a join");
+                false
             }
         }
     }
 
-    /// The room admitted this connection's participant.
-    fn entered(&mut self, p: ParticipantSession, meeting: Option<(String, String)>) {
-        self.session.join_accepted();
-        self.participant = Some(p);
-        self.meeting = meeting;
+    /// Asks admission, then the router; `false` ends the connection.
+    async fn join(&mut self, ask: JoinAsk) -> bool {
+        let decision = match admission::admit(&self.state, &ask).await {
+            Ok(d) => d,
+            Err(r) => return self.refused(r),
+        };
+        match decision {
+            Decision::Wait { status, meeting } => {
+                if self.waiting.is_none() {
+                    let _ = self.signal.try_send(signal::waiting(meeting));
+                }
+                self.waiting = Some(Waiting { status, ask });
+                true
+            }
+            Decision::Enter(ticket) => {
+                match admission::enter(&self.state, ticket, self.signal.clone()).await {
+                    Ok((session, presence)) => {
+                        self.protocol.join_accepted();
+                        self.waiting = None;
+                        self.session = Some(session);
+                        self.presence = presence;
+                        true
+                    }
+                    Err(r) => self.refused(r),
+                }
+            }
+        }
+    }
+
+    fn refused(&mut self, r: admission::Refusal) -> bool {
+        Metrics::add(&self.state.metrics.joins_refused, 1);
+        let was_waiting = self.waiting.take().is_some();
+        self.protocol.join_refused();
+        self.error(r.code, r.message);
+        // A held join that fails when the meeting starts has nothing left to wait for.
+        !was_waiting
     }
 
     /// The held meeting's status changed; `false` ends the connection.
@@ -212,152 +226,25 @@ impl Connection {
         match status {
             MeetingStatus::Waiting => true,
             MeetingStatus::Ended => {
-                let _ = self.signal.try_send(ServerMessage::MeetingEnded {
-                    reason: "host_ended".into(),
-                });
+                let _ = self.signal.try_send(signal::meeting_ended("host_ended"));
                 false
             }
             MeetingStatus::Active => {
-                let w = self.waiting.take().expect("waiting");
-                match self.join(w.join).await {
-                    Ok(Joined::Now(p, meeting)) => {
-                        self.entered(p, meeting);
-                        true
-                    }
-                    Ok(Joined::Later(w, _)) => {
-                        self.waiting = Some(w);
-                        true
-                    }
-                    Err((code, message)) => {
-                        self.error(code, message);
-                        false
-                    }
-                }
+                let ask = w.ask.clone();
+                self.join(ask).await
             }
         }
-    }
-
-    async fn join(&self, msg: ClientMessage) -> Result<Joined, (ErrorCode, String)> {
-        let original = msg.clone();
-        let ClientMessage::Join { room, name, token } = msg else {
-            return Err((ErrorCode::Internal, "not a join".into()));
-        };
-        let room = RoomName::validate(room.as_str()).ok_or((
-            ErrorCode::InvalidMessage,
-            "room name must be 1-64 characters of [A-Za-z0-9_.-]".to_owned(),
-        ))?;
-        let claims = self
-            .state
-            .tokens
-            .verify(&token, Some(room.as_str()), SystemTime::now())
-            .map_err(|e| match e {
-                TokenError::Expired => (ErrorCode::TokenExpired, e.to_string()),
-                other => (ErrorCode::InvalidToken, other.to_string()),
-            })?;
-        let display = name
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .or(claims.name.clone())
-            .unwrap_or_else(|| claims.sub.clone());
-        let display: String = display.chars().take(64).collect();
-        let mut meeting_info = None;
-        if let Some(code) = &claims.meeting {
-            let (m, status) = self.state.meetings.admit(code).await.map_err(|e| match e {
-                MeetingError::Ended => (ErrorCode::MeetingEnded, e.to_string()),
-                MeetingError::NotFound(_) => (ErrorCode::RoomNotFound, e.to_string()),
-                other => (ErrorCode::Internal, other.to_string()),
-            })?;
-            let role = claims.role.clone().unwrap_or_else(|| "participant".into());
-            let mut info = MeetingService::info(&m, Some(&role));
-            if m.status == MeetingStatus::Waiting && role == "host" {
-                // This very join starts it (see meetings::lifecycle).
-                info.status = MeetingStatus::Active.as_str().to_owned();
-            }
-            if m.status == MeetingStatus::Waiting && role != "host" {
-                return Ok(Joined::Later(
-                    Waiting {
-                        status,
-                        join: original,
-                    },
-                    info,
-                ));
-            }
-            meeting_info = Some(info);
-        }
-        // A room can close between lookup and join when its last member leaves; retry once.
-        for attempt in 0..2 {
-            let room_ref = if meeting_info.is_some() {
-                self.state.rooms.room_for_meeting(&room)
-            } else {
-                self.state.rooms.room_for_join(&room)
-            }
-            .map_err(|e| (e.code(), e.to_string()))?;
-            let spec = ParticipantSpec {
-                id: ParticipantId(format!("PA_{}", crate::ids::random_id(12))),
-                identity: claims.sub.clone(),
-                name: display.clone(),
-                can_publish: claims.grants.can_publish,
-                can_subscribe: claims.grants.can_subscribe,
-                meeting: meeting_info.clone(),
-            };
-            match participant::start(
-                spec,
-                room_ref,
-                self.state.rooms.clone(),
-                &self.state.peers,
-                self.state.ice_servers_for(&claims.sub),
-                self.signal.clone(),
-                self.state.metrics.clone(),
-            )
-            .await
-            {
-                // RoomClosed: the room emptied and closed between lookup and join.
-                Err((ErrorCode::RoomNotFound, _)) if attempt == 0 => {
-                    self.state.rooms.remove_if_closed(&room);
-                    continue;
-                }
-                Err(e) => return Err(e),
-                Ok(p) => {
-                    let meeting = match (&claims.meeting, &meeting_info) {
-                        (Some(code), Some(info)) => {
-                            let role = info
-                                .role
-                                .as_deref()
-                                .and_then(Role::parse)
-                                .unwrap_or(Role::Participant);
-                            if let Err(e) = self
-                                .state
-                                .meetings
-                                .connected(code, &claims.sub, &display, role)
-                                .await
-                            {
-                                tracing::error!(error = %e, "meeting presence not recorded");
-                            }
-                            Some((code.clone(), claims.sub.clone()))
-                        }
-                        _ => None,
-                    };
-                    return Ok(Joined::Now(p, meeting));
-                }
-            }
-        }
-        Err((ErrorCode::RoomNotFound, format!("room {room} is closing")))
     }
 
     async fn finish(mut self) {
-        self.session.close();
-        if let Some(p) = self.participant.take() {
-            p.handle.command(Command::Close {
-                code: None,
-                message: "connection closed".into(),
-            });
-            drop(p.client_tx);
-            let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
+        self.protocol.close();
+        if let Some(p) = self.session.take() {
+            // Dropping the client sender ends the session; wait for it to clean up.
+            drop(p.client);
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.done).await;
         }
-        if let Some((code, identity)) = self.meeting.take()
-            && let Err(e) = self.state.meetings.disconnected(&code, &identity).await
-        {
-            tracing::error!(error = %e, "meeting departure not recorded");
+        if let Some(presence) = self.presence.take() {
+            presence.end(&self.state).await;
         }
     }
 }

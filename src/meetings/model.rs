@@ -100,38 +100,8 @@ impl MeetingStatus {
     }
 }
 
-/// A participant's role in a meeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Runs the meeting.
-    Host,
-    /// A person.
-    Participant,
-    /// An AI agent.
-    Agent,
-}
-
-impl Role {
-    /// Stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Host => "host",
-            Role::Participant => "participant",
-            Role::Agent => "agent",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "host" => Some(Role::Host),
-            "participant" => Some(Role::Participant),
-            "agent" => Some(Role::Agent),
-            _ => None,
-        }
-    }
-}
+/// Roles are the protocol's.
+pub use conclave_signaling::Role;
 
 /// A stored meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,13 +5,13 @@ use super::lifecycle::{Effect, EndReason, Lifecycle};
 use super::model::{Meeting, MeetingCode, MeetingStatus, Role};
 use crate::auth::{Claims, Grants, TokenAuthority, TokenRequest};
 use crate::clock::now_ms;
-use crate::sfu::room::RoomManager;
+use crate::routing::RoomRouter;
 use crate::store::{NewMeeting, ParticipantRecord, Store, StoreError};
 use argon2::Argon2;
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
-use conclave_signaling::{MeetingInfo, RoomName, ServerMessage};
+use conclave_signaling::{MeetingInfo, RoomName};
 use dashmap::DashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -98,7 +98,7 @@ struct Live {
 pub struct MeetingService {
     store: Store,
     tokens: TokenAuthority,
-    rooms: Arc<RoomManager>,
+    router: Arc<dyn RoomRouter>,
     grace: Duration,
     live: DashMap<MeetingCode, Arc<Live>>,
 }
@@ -126,13 +126,13 @@ impl MeetingService {
     pub fn new(
         store: Store,
         tokens: TokenAuthority,
-        rooms: Arc<RoomManager>,
+        router: Arc<dyn RoomRouter>,
         grace: Duration,
     ) -> Arc<Self> {
         Arc::new(MeetingService {
             store,
             tokens,
-            rooms,
+            router,
             grace,
             live: DashMap::new(),
         })
@@ -235,7 +235,7 @@ impl MeetingService {
                 },
                 ttl,
                 meeting: Some(m.code.to_string()),
-                role: Some(role.as_str().to_owned()),
+                role: Some(role),
             },
             SystemTime::now(),
         )
@@ -416,13 +416,13 @@ impl MeetingService {
     }
 
     /// Info for signaling messages.
-    pub fn info(m: &Meeting, role: Option<&str>) -> MeetingInfo {
+    pub fn info(m: &Meeting, role: Option<Role>) -> MeetingInfo {
         MeetingInfo {
             code: m.code.to_string(),
             name: m.name.clone(),
             status: m.status.as_str().to_owned(),
             host_identity: m.host_identity.clone(),
-            role: role.map(str::to_owned),
+            role,
         }
     }
 
@@ -528,7 +528,7 @@ impl MeetingService {
     }
 
     async fn apply(&self, live: &Live, effects: Vec<Effect>) -> Result<(), MeetingError> {
-        let room = self.rooms.get(&RoomName(live.code.to_string()));
+        let room = RoomName::validate(live.code.as_str()).expect("meeting codes are room names");
         for effect in effects {
             let at = now_ms();
             match effect {
@@ -542,9 +542,9 @@ impl MeetingService {
                         )
                         .await?;
                     live.status.send_replace(MeetingStatus::Active);
-                    if let Some(r) = &room {
-                        r.broadcast(ServerMessage::MeetingStarted);
-                    }
+                    self.router
+                        .broadcast(&room, crate::signal::meeting_started())
+                        .await;
                     tracing::info!(meeting = %live.code, "meeting started");
                 }
                 Effect::Ended(reason) => {
@@ -564,23 +564,18 @@ impl MeetingService {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    if let Some(r) = &room {
-                        r.close_with(ServerMessage::MeetingEnded {
-                            reason: reason.clone(),
-                        });
-                    }
+                    self.router
+                        .close_room(&room, crate::signal::meeting_ended(&reason))
+                        .await;
                     self.live.remove(&live.code);
                     tracing::info!(meeting = %live.code, %reason, "meeting ended");
                 }
                 Effect::HostChanged { identity, name } => {
                     self.store.set_host(&live.code, &identity, &name).await?;
-                    let participant_id = room.as_ref().and_then(|r| r.participant_of(&identity));
-                    if let Some(r) = &room {
-                        r.broadcast(ServerMessage::HostChanged {
-                            identity: identity.clone(),
-                            participant_id,
-                        });
-                    }
+                    let participant_id = self.router.participant_of(&room, &identity).await;
+                    self.router
+                        .broadcast(&room, crate::signal::host_changed(&identity, participant_id))
+                        .await;
                     tracing::info!(meeting = %live.code, host = %identity, "host changed");
                 }
             }

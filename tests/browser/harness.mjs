@@ -38,7 +38,8 @@ export const CHROMIUM_ARGS = [
 export function serverBinary() {
   if (process.env.CONCLAVE_BIN) return resolve(process.env.CONCLAVE_BIN);
   const candidates = [];
-  if (process.env.CARGO_TARGET_DIR) candidates.push(join(process.env.CARGO_TARGET_DIR, 'debug/conclave'));
+  // A relative CARGO_TARGET_DIR is cargo's: relative to the repository, not to this folder.
+  if (process.env.CARGO_TARGET_DIR) candidates.push(resolve(repo, process.env.CARGO_TARGET_DIR, 'debug/conclave'));
   candidates.push(join(repo, 'target/debug/conclave'));
   return candidates.find((p) => existsSync(p)) ?? candidates[candidates.length - 1];
 }

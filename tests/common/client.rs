@@ -185,7 +185,7 @@ impl TestClient {
         });
         out_tx
             .send(ClientMessage::Join {
-                room: room.into(),
+                room: conclave_signaling::RoomName::validate(room).expect("a valid room name"),
                 name: Some(name.into()),
                 token: token.into(),
             })
@@ -208,8 +208,8 @@ impl TestClient {
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .unwrap()
             .with(
-                rtc::interceptor::Slot::from(conclave::sfu::keyframe::KEYFRAME_SLOT),
-                conclave::sfu::keyframe::KeyframeRequestTap::default(),
+                rtc::interceptor::Slot::from(conclave::peer::rtcp::KEYFRAME_SLOT),
+                conclave::peer::rtcp::KeyframeRequestTap::default(),
             );
         let remotes: Remotes = Default::default();
         let audio_sent_at: Arc<Mutex<Vec<i64>>> = Default::default();

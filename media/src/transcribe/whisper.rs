@@ -22,14 +22,14 @@ const SAMPLE_RATE: usize = 16_000;
 /// "yes", a name) is padded with silence, which is what Whisper does to every window anyway.
 const MIN_SAMPLES: usize = SAMPLE_RATE * 11 / 10;
 
-/// One decoding window. Up to this length timestamp tokens buy nothing; beyond it whisper.cpp
-/// needs them to decide where the next window starts.
 /// Encoder positions beyond the audio itself, so the model still sees some trailing
 /// padding as it did in training (too tight a window makes tiny models repeat themselves).
 const AUDIO_CTX_MARGIN: usize = 64;
 /// The smallest encoder window used (about 10 s): below it, tiny.en loses short words such as
 /// a lone "yes".
 const AUDIO_CTX_MIN: usize = 512;
+/// One decoding window. Up to this length timestamp tokens buy nothing; beyond it whisper.cpp
+/// needs them to decide where the next window starts.
 const WINDOW_SAMPLES: usize = SAMPLE_RATE * 30;
 
 /// Whisper speech-to-text on the CPU, greedy decoding, English.

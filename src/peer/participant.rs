@@ -6,16 +6,19 @@
 //! that arrive meanwhile are batched into the next offer. A client offer that collides with an
 //! outstanding server offer is refused with `negotiation_collision`.
 
-use super::forward::{SINK_QUEUE_PACKETS, SinkId, rewrite_for_leg};
-use super::peer::PeerFactory;
-use super::producer::Producer;
-use super::room::{Room, RoomManager};
+use super::factory::PeerFactory;
+use super::leg::Leg;
 use crate::metrics::Metrics;
+use crate::room::{
+    MemberEvent, MemberInfo, MemberLink, Producer, ProducerSpec, Room, RoomManager, SinkOptions,
+};
+use crate::signal;
 use conclave_signaling::{
-    ClientMessage, ErrorCode, IceCandidate, ParticipantId, ServerMessage, TrackId, TrackKind,
+    ClientMessage, ErrorCode, IceCandidate, IceServer, MeetingInfo, ParticipantId, Role,
+    ServerMessage, TrackId, TrackKind,
 };
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -26,7 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription,
@@ -38,63 +41,21 @@ pub const SIGNAL_QUEUE: usize = 256;
 /// Client messages queued for the participant task.
 pub const CLIENT_QUEUE: usize = 64;
 
-/// What the room and the peer connection tell a participant's task.
-pub enum Command {
-    /// Start receiving this producer.
-    Subscribe(Arc<Producer>),
-    /// Stop receiving this track.
-    Unsubscribe(TrackId),
+/// Events queued from the peer connection for the participant's task.
+pub const PC_EVENT_QUEUE: usize = 64;
+
+/// What the peer connection (and the task's own readers) tell a participant's task.
+enum PcEvent {
     /// The client published a new track.
     RemoteTrack(Arc<dyn TrackRemote>),
     /// One of this participant's tracks ended.
     PublishedEnded(TrackId),
     /// The peer connection changed state.
-    PcState(RTCPeerConnectionState),
-    /// Send this last message, then end the session.
-    Farewell(ServerMessage),
-    /// End the session, telling the client why if `code` is set.
-    Close {
-        /// Error code sent before closing.
-        code: Option<ErrorCode>,
-        /// Human explanation.
-        message: String,
-    },
-}
-
-/// The room's handle on a participant.
-#[derive(Clone)]
-pub struct ParticipantHandle {
-    /// Id.
-    pub id: ParticipantId,
-    /// Identity from the token.
-    pub identity: String,
-    /// Display name.
-    pub name: String,
-    /// Whether the token lets it receive tracks.
-    pub can_subscribe: bool,
-    commands: mpsc::UnboundedSender<Command>,
-    signal: mpsc::Sender<ServerMessage>,
-}
-
-impl ParticipantHandle {
-    /// Queues a message for the client; a client too slow to take it is disconnected.
-    pub fn send(&self, msg: ServerMessage) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.signal.try_send(msg) {
-            tracing::warn!(participant = %self.id, "signaling queue full; disconnecting");
-            self.command(Command::Close {
-                code: None,
-                message: "signaling queue overflow".into(),
-            });
-        }
-    }
-
-    /// Queues a command for the participant's task.
-    pub fn command(&self, cmd: Command) {
-        let _ = self.commands.send(cmd);
-    }
+    State(RTCPeerConnectionState),
 }
 
 /// Everything needed to start a participant.
+#[derive(Debug, Clone)]
 pub struct ParticipantSpec {
     /// Id to use.
     pub id: ParticipantId,
@@ -102,18 +63,23 @@ pub struct ParticipantSpec {
     pub identity: String,
     /// Display name.
     pub name: String,
+    /// Role in the room's meeting.
+    pub role: Option<Role>,
     /// May publish.
     pub can_publish: bool,
     /// May subscribe.
     pub can_subscribe: bool,
     /// The meeting this room belongs to, for the `joined` message.
-    pub meeting: Option<conclave_signaling::MeetingInfo>,
+    pub meeting: Option<MeetingInfo>,
+    /// STUN/TURN servers for the `joined` message.
+    pub ice_servers: Vec<IceServer>,
 }
 
-/// The running participant as the WebSocket handler sees it.
+/// A started participant: feed it client messages; it ends when the sender is dropped (the
+/// socket went away), the client leaves, or the room sends it away.
 pub struct ParticipantSession {
-    /// The room's handle (for closing on socket loss).
-    pub handle: ParticipantHandle,
+    /// Its id.
+    pub id: ParticipantId,
     /// Feeds client messages in.
     pub client_tx: mpsc::Sender<ClientMessage>,
     /// Completes when the participant's task has cleaned up.
@@ -121,7 +87,7 @@ pub struct ParticipantSession {
 }
 
 struct Handler {
-    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Sender<PcEvent>,
     signal: mpsc::Sender<ServerMessage>,
     connected: watch::Sender<bool>,
 }
@@ -130,73 +96,80 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(init) = event.candidate.to_json() {
-            let candidate = IceCandidate {
+            let _ = self.signal.try_send(signal::candidate(IceCandidate {
                 candidate: init.candidate,
                 sdp_mid: init.sdp_mid,
                 sdp_m_line_index: init.sdp_mline_index,
                 username_fragment: init.username_fragment,
-            };
-            let _ = self.signal.try_send(ServerMessage::Candidate { candidate });
+            }));
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.connected
             .send_replace(state == RTCPeerConnectionState::Connected);
-        let _ = self.commands.send(Command::PcState(state));
+        let _ = self.events.send(PcEvent::State(state)).await;
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.commands.send(Command::RemoteTrack(track));
+        let _ = self.events.send(PcEvent::RemoteTrack(track)).await;
     }
 }
 
-/// Builds the peer connection, admits the participant to `room` and starts its task.
-#[allow(clippy::too_many_arguments)]
+/// Builds the peer connection, admits the participant to `room`, sends its `joined` message
+/// on `signal` and starts its task.
 pub async fn start(
     spec: ParticipantSpec,
     room: Arc<Room>,
     rooms: Arc<RoomManager>,
     factory: &PeerFactory,
-    ice_servers: Vec<conclave_signaling::IceServer>,
     signal: mpsc::Sender<ServerMessage>,
     metrics: Arc<Metrics>,
-) -> Result<ParticipantSession, (ErrorCode, String)> {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+) -> Result<ParticipantSession, crate::room::JoinError> {
+    let (pc_tx, pc_rx) = mpsc::channel(PC_EVENT_QUEUE);
     let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
     let (connected_tx, connected_rx) = watch::channel(false);
     let handler = Arc::new(Handler {
-        commands: cmd_tx.clone(),
+        events: pc_tx.clone(),
         signal: signal.clone(),
         connected: connected_tx,
     });
     let pc = factory.build(handler).await.map_err(|e| {
         tracing::error!(error = %e, "cannot create peer connection");
-        (
-            ErrorCode::Internal,
-            "the server could not allocate media resources".to_owned(),
-        )
+        crate::room::JoinError::Media("the server could not allocate media resources".into())
     })?;
-    let handle = ParticipantHandle {
+    let info = MemberInfo {
         id: spec.id.clone(),
         identity: spec.identity.clone(),
         name: spec.name.clone(),
+        role: spec.role,
         can_subscribe: spec.can_subscribe,
-        commands: cmd_tx,
-        signal,
     };
-    if let Err(e) = room.join(handle.clone(), ice_servers, spec.meeting.clone()) {
-        let _ = pc.close().await;
-        return Err((e.code(), e.to_string()));
-    }
+    let (link, others) = match room.join(info) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+    // Always the session's first message; the link's events follow it.
+    let _ = signal.try_send(signal::joined(
+        &room.name,
+        &spec.id,
+        others,
+        spec.ice_servers.clone(),
+        spec.meeting.clone(),
+    ));
     let span = tracing::info_span!("participant", room = %room.name, participant = %spec.id);
     let (negotiated_tx, _) = watch::channel(0u64);
+    let id = spec.id.clone();
     let actor = Actor {
         spec,
         pc,
         room,
         rooms,
-        handle: handle.clone(),
+        signal,
+        pc_tx,
         metrics,
         connected: connected_rx,
         negotiated: negotiated_tx,
@@ -206,17 +179,15 @@ pub async fn start(
         awaiting_answer: false,
         needs_offer: false,
     };
-    let task = tokio::spawn(actor.run(cmd_rx, client_rx).instrument(span));
+    let task = tokio::spawn(actor.run(link, pc_rx, client_rx).instrument(span));
     Ok(ParticipantSession {
-        handle,
+        id,
         client_tx,
         task,
     })
 }
 
 struct Subscription {
-    producer: Arc<Producer>,
-    sink: SinkId,
     sender: Arc<dyn RtpSender>,
     task: JoinHandle<()>,
 }
@@ -226,13 +197,14 @@ struct Actor {
     pc: Arc<dyn PeerConnection>,
     room: Arc<Room>,
     rooms: Arc<RoomManager>,
-    handle: ParticipantHandle,
+    signal: mpsc::Sender<ServerMessage>,
+    pc_tx: mpsc::Sender<PcEvent>,
     metrics: Arc<Metrics>,
     connected: watch::Receiver<bool>,
-    /// Bumped after every completed offer/answer, so forwarders re-read payload types.
+    /// Bumped after every completed offer/answer, so legs re-read payload types.
     negotiated: watch::Sender<u64>,
     subscriptions: HashMap<TrackId, Subscription>,
-    published: HashMap<TrackId, (Arc<Producer>, JoinHandle<()>)>,
+    published: HashMap<TrackId, JoinHandle<()>>,
     first_exchange_done: bool,
     awaiting_answer: bool,
     needs_offer: bool,
@@ -246,13 +218,19 @@ enum Flow {
 impl Actor {
     async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut link: MemberLink,
+        mut pc_events: mpsc::Receiver<PcEvent>,
         mut client: mpsc::Receiver<ClientMessage>,
     ) {
         tracing::info!(name = %self.spec.name, identity = %self.spec.identity, "joined");
         loop {
             let flow = tokio::select! {
-                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                ev = link.events.recv() => match ev {
+                    Some(ev) => self.on_member_event(ev).await,
+                    None => Flow::Stop,
+                },
+                Some(ev) = pc_events.recv() => self.on_pc_event(ev).await,
+                () = link.kicked.wait() => Flow::Stop,
                 msg = client.recv() => match msg {
                     Some(msg) => self.on_client(msg).await,
                     None => Flow::Stop, // socket gone
@@ -263,8 +241,8 @@ impl Actor {
             }
             // Batch whatever else is already queued into one renegotiation.
             let mut stop = false;
-            while let Ok(cmd) = commands.try_recv() {
-                if let Flow::Stop = self.on_command(cmd).await {
+            while let Ok(ev) = link.events.try_recv() {
+                if let Flow::Stop = self.on_member_event(ev).await {
                     stop = true;
                     break;
                 }
@@ -277,15 +255,22 @@ impl Actor {
         self.cleanup().await;
     }
 
-    fn send(&self, msg: ServerMessage) {
-        self.handle.send(msg);
+    /// Queues a message for the client; a client too slow to take it is disconnected.
+    fn send(&self, msg: ServerMessage) -> Flow {
+        match self.signal.try_send(msg) {
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("signaling queue full; disconnecting");
+                Flow::Stop
+            }
+            _ => Flow::Continue,
+        }
     }
 
     fn refuse(&self, code: ErrorCode, message: impl Into<String>) {
         Metrics::add(&self.metrics.signaling_errors, 1);
         let message = message.into();
         tracing::debug!(?code, %message, "refused client message");
-        self.send(ServerMessage::Error { code, message });
+        let _ = self.send(signal::error(code, message));
     }
 
     async fn on_client(&mut self, msg: ClientMessage) -> Flow {
@@ -340,7 +325,7 @@ impl Actor {
             .await
             .map(|d| d.sdp)
             .unwrap_or(answer.sdp);
-        self.send(ServerMessage::Answer { sdp });
+        let _ = self.send(signal::answer(sdp));
         self.first_exchange_done = true;
         self.negotiated.send_modify(|g| *g += 1);
     }
@@ -401,21 +386,38 @@ impl Actor {
             .map(|d| d.sdp)
             .unwrap_or(offer.sdp);
         self.awaiting_answer = true;
-        self.send(ServerMessage::Offer { sdp });
+        let _ = self.send(signal::offer(sdp));
     }
 
-    async fn on_command(&mut self, cmd: Command) -> Flow {
-        match cmd {
-            Command::Subscribe(p) => self.subscribe(p).await,
-            Command::Unsubscribe(track) => self.unsubscribe(&track).await,
-            Command::RemoteTrack(t) => self.publish(t).await,
-            Command::PublishedEnded(track) => {
-                if let Some((_, task)) = self.published.remove(&track) {
-                    task.abort();
+    async fn on_member_event(&mut self, ev: MemberEvent) -> Flow {
+        match ev {
+            MemberEvent::Signal(msg) => return self.send(msg),
+            MemberEvent::Subscribe(p) => self.subscribe(p).await,
+            MemberEvent::Unsubscribe(track) => self.unsubscribe(&track).await,
+            MemberEvent::Farewell(msg) => {
+                let _ = self.send(msg);
+                return Flow::Stop;
+            }
+            MemberEvent::Close { code, message } => {
+                if let Some(code) = code {
+                    let _ = self.send(signal::error(code, message));
+                }
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_pc_event(&mut self, ev: PcEvent) -> Flow {
+        match ev {
+            PcEvent::RemoteTrack(t) => self.publish(t).await,
+            PcEvent::PublishedEnded(track) => {
+                if let Some(reader) = self.published.remove(&track) {
+                    reader.abort();
                     self.room.unpublish(&self.spec.id, &track);
                 }
             }
-            Command::PcState(state) => {
+            PcEvent::State(state) => {
                 tracing::debug!(%state, "peer connection state");
                 if matches!(
                     state,
@@ -424,16 +426,6 @@ impl Actor {
                     tracing::info!(%state, "media connection lost");
                     return Flow::Stop;
                 }
-            }
-            Command::Farewell(msg) => {
-                self.send(msg);
-                return Flow::Stop;
-            }
-            Command::Close { code, message } => {
-                if let Some(code) = code {
-                    self.send(ServerMessage::Error { code, message });
-                }
-                return Flow::Stop;
             }
         }
         Flow::Continue
@@ -458,36 +450,29 @@ impl Actor {
             return tracing::warn!(ssrc, "remote track without codec ignored");
         };
         let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
-        let tap = match (kind, self.rooms.transcription()) {
-            (TrackKind::Audio, Some(t)) => t.attach(&self.room, &self.spec.id),
-            _ => None,
-        };
         tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
-        let producer = Arc::new(Producer::new(
-            id.clone(),
-            self.spec.id.clone(),
+        let producer = match self.room.publish(ProducerSpec {
+            id: id.clone(),
+            publisher: self.spec.id.clone(),
             kind,
             codec,
-            remote,
-            ssrc,
-            self.metrics.clone(),
-            tap,
-            self.room.opened(),
-        ));
+            transcribe: true,
+        }) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "track not published"),
+        };
         let reader = {
-            let producer = producer.clone();
-            let commands = self.handle.commands.clone();
+            let events = self.pc_tx.clone();
             tokio::spawn(
                 async move {
                     let id = producer.id.clone();
-                    producer.run_reader().await;
-                    let _ = commands.send(Command::PublishedEnded(id));
+                    read_remote(remote, ssrc, producer).await;
+                    let _ = events.send(PcEvent::PublishedEnded(id)).await;
                 }
                 .in_current_span(),
             )
         };
-        self.published.insert(id, (producer.clone(), reader));
-        self.room.publish(producer);
+        self.published.insert(id, reader);
     }
 
     async fn subscribe(&mut self, producer: Arc<Producer>) {
@@ -522,27 +507,19 @@ impl Actor {
             Ok(s) => s,
             Err(e) => return tracing::warn!(track = %producer.id, error = %e, "cannot add track"),
         };
-        let sink = SinkId::next();
-        let rx = producer.fanout.add(sink, SINK_QUEUE_PACKETS);
+        let (sink, rx) = producer.add_sink(SinkOptions::leg(producer.kind == TrackKind::Video));
+        let id = producer.id.clone();
         let leg = Leg {
-            producer: producer.clone(),
+            producer,
+            sink,
             track,
             sender: sender.clone(),
             ssrc,
             connected: self.connected.clone(),
             negotiated: self.negotiated.subscribe(),
-            metrics: self.metrics.clone(),
         };
         let task = tokio::spawn(leg.run(rx).in_current_span());
-        self.subscriptions.insert(
-            producer.id.clone(),
-            Subscription {
-                producer,
-                sink,
-                sender,
-                task,
-            },
-        );
+        self.subscriptions.insert(id, Subscription { sender, task });
         self.needs_offer = true;
     }
 
@@ -550,11 +527,10 @@ impl Actor {
         let Some(sub) = self.subscriptions.remove(track) else {
             return;
         };
-        // Stop the forwarder first: it may be polling the local track, whose lock
-        // remove_track needs.
+        // Stop the leg first (dropping it removes its sink): it may be polling the local
+        // track, whose lock remove_track needs.
         sub.task.abort();
         let _ = sub.task.await;
-        sub.producer.fanout.remove(sub.sink);
         if let Err(e) = self.pc.remove_track(&sub.sender).await {
             tracing::debug!(%track, error = %e, "remove_track failed");
         }
@@ -564,9 +540,8 @@ impl Actor {
     async fn cleanup(mut self) {
         for (_, sub) in self.subscriptions.drain() {
             sub.task.abort();
-            sub.producer.fanout.remove(sub.sink);
         }
-        for (_, (_, reader)) in self.published.drain() {
+        for (_, reader) in self.published.drain() {
             reader.abort();
         }
         let empty = self.room.leave(&self.spec.id);
@@ -580,66 +555,27 @@ impl Actor {
     }
 }
 
-/// One outgoing leg: a producer's packets rewritten for one subscriber's track.
-struct Leg {
-    producer: Arc<Producer>,
-    track: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
-    ssrc: u32,
-    connected: watch::Receiver<bool>,
-    negotiated: watch::Receiver<u64>,
-    metrics: Arc<Metrics>,
-}
-
-impl Leg {
-    async fn run(mut self, mut rx: mpsc::Receiver<rtp::Packet>) {
-        // Writing before DTLS completes fails ("srtp context not set"); packets that arrive
-        // meanwhile are dropped, which is what a late joiner would miss anyway.
-        let mut payload_type: Option<u8> = None;
-        let mut started = false;
-        let mut feedback_open = false;
-        loop {
-            tokio::select! {
-                biased;
-                pkt = rx.recv() => {
-                    let Some(mut pkt) = pkt else { break };
-                    if !*self.connected.borrow() {
-                        continue;
-                    }
-                    if payload_type.is_none() || self.negotiated.has_changed().unwrap_or(false) {
-                        self.negotiated.borrow_and_update();
-                        payload_type = self.negotiated_payload_type().await;
-                    }
-                    let Some(pt) = payload_type else { continue };
-                    rewrite_for_leg(&mut pkt, self.ssrc, pt);
-                    if self.track.write_rtp(pkt).await.is_ok() {
-                        Metrics::add(&self.metrics.packets_out, 1);
-                        if !started {
-                            started = true;
-                            feedback_open = true;
-                            // A new video subscriber can show nothing until a keyframe.
-                            self.producer.request_keyframe().await;
-                        }
-                    }
+/// Feeds a client's track into its producer until the track ends, and answers the
+/// producer's keyframe requests with a PLI. The only task that awaits on the remote track.
+async fn read_remote(remote: Arc<dyn TrackRemote>, ssrc: u32, producer: Arc<Producer>) {
+    loop {
+        tokio::select! {
+            event = remote.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    producer.deliver(packet);
                 }
-                event = self.track.poll(), if feedback_open => {
-                    match event {
-                        Some(_) => self.producer.request_keyframe().await,
-                        None => feedback_open = false,
-                    }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
+            },
+            () = producer.keyframe_requested() => {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                if let Err(e) = remote.write_rtcp(vec![Box::new(pli)]).await {
+                    tracing::debug!(track = %producer.id, error = %e, "keyframe request not sent");
                 }
             }
         }
-    }
-
-    async fn negotiated_payload_type(&self) -> Option<u8> {
-        let params = self.sender.get_parameters().await.ok()?;
-        let mime = &self.producer.codec.mime_type;
-        params
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-            .map(|c| c.payload_type)
     }
 }

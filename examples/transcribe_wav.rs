@@ -1,6 +1,6 @@
 //! Transcribes a WAV file with the same Whisper engine the rooms use.
 //!
-//! `cargo run -p conclave-media --example transcribe_wav -- file.wav [--model PATH] [--threads N]`
+//! `cargo run --release --example transcribe_wav -- file.wav [--model PATH] [--threads N]`
 //!
 //! Any WAV hound reads (8/16/24/32-bit integer or 32-bit float, any rate, any channel count)
 //! is mixed to mono and resampled to 16 kHz. Without `--model`, tiny.en is installed into

@@ -1,6 +1,6 @@
 //! Building the server side of a participant's PeerConnection.
 
-use super::keyframe::{KEYFRAME_SLOT, KeyframeRequestTap};
+use super::rtcp::{KEYFRAME_SLOT, KeyframeRequestTap};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
 use std::net::{IpAddr, SocketAddr};

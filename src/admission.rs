@@ -1,0 +1,177 @@
+//! Who may enter which room, and as what: token checks, meeting admission (waiting room,
+//! ended meetings), role decisions and the display name. The WebSocket handler asks here and
+//! only pumps messages; the router then starts the session.
+
+use crate::auth::TokenError;
+use crate::meetings::MeetingError;
+use crate::meetings::model::MeetingStatus;
+use crate::room::Open;
+use crate::routing::{JoinRequest, Session};
+use crate::state::AppState;
+use conclave_signaling::{ErrorCode, MeetingInfo, Role, RoomName};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Display names are cut to this many characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A join refused, with the signaling error to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a client asked for in its `join`.
+#[derive(Debug, Clone)]
+pub struct JoinAsk {
+    /// The room.
+    pub room: RoomName,
+    /// The name it wants shown, if any.
+    pub name: Option<String>,
+    /// Its access token.
+    pub token: String,
+}
+
+/// The outcome of admission.
+#[derive(Debug)]
+pub enum Decision {
+    /// May enter now.
+    Enter(Ticket),
+    /// A meeting that has not started: wait for its status to change, then ask again.
+    Wait {
+        /// The meeting's status.
+        status: watch::Receiver<MeetingStatus>,
+        /// The meeting, for the `waiting` message.
+        meeting: MeetingInfo,
+    },
+}
+
+/// Admission granted: what to ask the router for, and the meeting presence to record.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The router's join request.
+    pub request: JoinRequest,
+    presence: Option<(String, Role)>,
+}
+
+/// A member's presence in a meeting, recorded until [`Presence::end`].
+#[derive(Debug)]
+pub struct Presence {
+    code: String,
+    identity: String,
+}
+
+impl Presence {
+    /// Records that the member left.
+    pub async fn end(self, state: &AppState) {
+        if let Err(e) = state
+            .meetings
+            .disconnected(&self.code, &self.identity)
+            .await
+        {
+            tracing::error!(error = %e, "meeting departure not recorded");
+        }
+    }
+}
+
+/// Decides whether `ask` may enter, and as what.
+pub async fn admit(state: &AppState, ask: &JoinAsk) -> Result<Decision, Refusal> {
+    let claims = state
+        .tokens
+        .verify(&ask.token, Some(ask.room.as_str()), SystemTime::now())
+        .map_err(|e| match e {
+            TokenError::Expired => Refusal::new(ErrorCode::TokenExpired, e.to_string()),
+            other => Refusal::new(ErrorCode::InvalidToken, other.to_string()),
+        })?;
+    let display = ask
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .or(claims.name.clone())
+        .unwrap_or_else(|| claims.sub.clone());
+    let display: String = display.chars().take(MAX_NAME_CHARS).collect();
+    let mut request = JoinRequest {
+        room: ask.room.clone(),
+        open: Open::Join,
+        identity: claims.sub.clone(),
+        name: display,
+        role: None,
+        can_publish: claims.grants.can_publish,
+        can_subscribe: claims.grants.can_subscribe,
+        meeting: None,
+        ice_servers: state.ice_servers_for(&claims.sub),
+    };
+    let Some(code) = &claims.meeting else {
+        return Ok(Decision::Enter(Ticket {
+            request,
+            presence: None,
+        }));
+    };
+    let (m, status) = state.meetings.admit(code).await.map_err(|e| match e {
+        MeetingError::Ended => Refusal::new(ErrorCode::MeetingEnded, e.to_string()),
+        MeetingError::NotFound(_) => Refusal::new(ErrorCode::RoomNotFound, e.to_string()),
+        other => Refusal::new(ErrorCode::Internal, other.to_string()),
+    })?;
+    let role = claims.role.unwrap_or(Role::Participant);
+    let mut info = crate::meetings::MeetingService::info(&m, Some(role));
+    if m.status == MeetingStatus::Waiting {
+        if role != Role::Host {
+            return Ok(Decision::Wait {
+                status,
+                meeting: info,
+            });
+        }
+        // The host's join starts the meeting (see meetings::lifecycle).
+        info.status = MeetingStatus::Active.as_str().to_owned();
+    }
+    request.open = Open::Meeting(code.clone());
+    request.role = Some(role);
+    request.meeting = Some(info);
+    Ok(Decision::Enter(Ticket {
+        request,
+        presence: Some((code.clone(), role)),
+    }))
+}
+
+/// Starts the admitted member's session through the router and records its meeting presence.
+pub async fn enter(
+    state: &AppState,
+    ticket: Ticket,
+    signal: tokio::sync::mpsc::Sender<conclave_signaling::ServerMessage>,
+) -> Result<(Session, Option<Presence>), Refusal> {
+    let identity = ticket.request.identity.clone();
+    let name = ticket.request.name.clone();
+    let session = state
+        .router
+        .join(ticket.request, signal)
+        .await
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    let presence = match ticket.presence {
+        Some((code, role)) => {
+            if let Err(e) = state
+                .meetings
+                .connected(&code, &identity, &name, role)
+                .await
+            {
+                tracing::error!(error = %e, "meeting presence not recorded");
+            }
+            Some(Presence { code, identity })
+        }
+        None => None,
+    };
+    Ok((session, presence))
+}

@@ -1,0 +1,121 @@
+//! The single-node router: rooms live in this process's [`RoomManager`], members are
+//! WebRTC sessions started here.
+
+use super::{JoinRequest, NodeStats, RoomRouter, Session};
+use crate::metrics::Metrics;
+use crate::peer::PeerFactory;
+use crate::peer::participant::{self, ParticipantSpec};
+use crate::room::{JoinError, Open, RoomManager};
+use conclave_signaling::{ParticipantId, RoomName, ServerMessage};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Rooms of this node.
+pub struct LocalRouter {
+    rooms: Arc<RoomManager>,
+    peers: PeerFactory,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalRouter {
+    /// A router over `rooms`, starting WebRTC sessions with `peers`.
+    pub fn new(rooms: Arc<RoomManager>, peers: PeerFactory, metrics: Arc<Metrics>) -> Self {
+        LocalRouter {
+            rooms,
+            peers,
+            metrics,
+        }
+    }
+
+    /// The rooms themselves, for in-process followers (transcription, metrics).
+    pub fn rooms(&self) -> &Arc<RoomManager> {
+        &self.rooms
+    }
+}
+
+#[async_trait::async_trait]
+impl RoomRouter for LocalRouter {
+    async fn join(
+        &self,
+        req: JoinRequest,
+        signal: mpsc::Sender<ServerMessage>,
+    ) -> Result<Session, JoinError> {
+        // A room can close between lookup and join when its last member leaves; retry once.
+        for attempt in 0..2 {
+            let room = self.rooms.open(&req.room, &req.open)?;
+            let spec = ParticipantSpec {
+                id: ParticipantId(format!("PA_{}", crate::ids::random_id(12))),
+                identity: req.identity.clone(),
+                name: req.name.clone(),
+                role: req.role,
+                can_publish: req.can_publish,
+                can_subscribe: req.can_subscribe,
+                meeting: req.meeting.clone(),
+                ice_servers: req.ice_servers.clone(),
+            };
+            match participant::start(
+                spec,
+                room,
+                self.rooms.clone(),
+                &self.peers,
+                signal.clone(),
+                self.metrics.clone(),
+            )
+            .await
+            {
+                Err(JoinError::RoomClosed(_)) if attempt == 0 => {
+                    self.rooms.remove_if_closed(&req.room);
+                }
+                Err(e) => return Err(e),
+                Ok(p) => {
+                    return Ok(Session {
+                        participant_id: p.id,
+                        client: p.client_tx,
+                        done: p.task,
+                    });
+                }
+            }
+        }
+        Err(JoinError::RoomClosed(req.room))
+    }
+
+    async fn create_room(&self, room: &RoomName) -> Result<(), JoinError> {
+        self.rooms.open(room, &Open::Persistent).map(|_| ())
+    }
+
+    async fn room_exists(&self, room: &RoomName) -> bool {
+        self.rooms.get(room).is_some()
+    }
+
+    async fn member_count(&self, room: &RoomName) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.participant_count())
+    }
+
+    async fn broadcast(&self, room: &RoomName, msg: ServerMessage) {
+        if let Some(r) = self.rooms.get(room) {
+            r.broadcast(msg);
+        }
+    }
+
+    async fn close_room(&self, room: &RoomName, farewell: ServerMessage) {
+        if let Some(r) = self.rooms.get(room) {
+            r.close_with(farewell);
+        }
+    }
+
+    async fn participant_of(&self, room: &RoomName, identity: &str) -> Option<ParticipantId> {
+        self.rooms.get(room)?.participant_of(identity)
+    }
+
+    async fn stats(&self) -> NodeStats {
+        let (rooms, participants) = self.rooms.counts();
+        NodeStats {
+            rooms,
+            participants,
+        }
+    }
+
+    fn shutdown(&self) {
+        self.rooms.shutdown();
+    }
+}

@@ -1,0 +1,98 @@
+//! The router seam: how the rest of the app reaches rooms. Room lookup, joining, and delivering
+//! signaling to a room's members go through [`RoomRouter`], never through `Arc<Room>`.
+//!
+//! The only implementation today is [`LocalRouter`]: every room lives in this process. A
+//! multi-node router (rooms pinned to nodes in Redis, signaling relayed over a bus) wraps the
+//! local one behind the same trait, as LiveKit wraps its local router; handlers, the meeting
+//! service and timers do not change. See docs/architecture.md.
+
+pub mod local;
+
+pub use local::LocalRouter;
+
+use crate::room::{JoinError, Open};
+use conclave_signaling::{
+    ClientMessage, IceServer, MeetingInfo, ParticipantId, Role, RoomName, ServerMessage,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Who wants to enter which room, as the admission policy decided it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The room.
+    pub room: RoomName,
+    /// How to find or create it.
+    pub open: Open,
+    /// Identity from the token.
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+    /// Role in the room's meeting.
+    pub role: Option<Role>,
+    /// May publish tracks.
+    pub can_publish: bool,
+    /// May receive the others' tracks.
+    pub can_subscribe: bool,
+    /// The meeting, for the `joined` message.
+    pub meeting: Option<MeetingInfo>,
+    /// STUN/TURN servers for the `joined` message.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A member's signaling session wherever its room lives: push client messages in; server
+/// messages arrive on the sender given to [`RoomRouter::join`]. Dropping `client` ends it.
+#[derive(Debug)]
+pub struct Session {
+    /// The member's id.
+    pub participant_id: ParticipantId,
+    /// Client messages for the session.
+    pub client: mpsc::Sender<ClientMessage>,
+    /// Completes when the session has ended and cleaned up.
+    pub done: JoinHandle<()>,
+}
+
+/// Load of one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Rooms open.
+    pub rooms: usize,
+    /// Members connected.
+    pub participants: usize,
+}
+
+/// Where rooms are found and how signaling reaches their members.
+#[async_trait::async_trait]
+pub trait RoomRouter: Send + Sync + 'static {
+    /// Admits a member and starts its session where the room lives; its `joined` message is
+    /// the first one sent on `signal`.
+    async fn join(
+        &self,
+        request: JoinRequest,
+        signal: mpsc::Sender<ServerMessage>,
+    ) -> Result<Session, JoinError>;
+
+    /// Creates a room that stays when empty (idempotent).
+    async fn create_room(&self, room: &RoomName) -> Result<(), JoinError>;
+
+    /// Whether the room is open.
+    async fn room_exists(&self, room: &RoomName) -> bool;
+
+    /// Members in the room now (0 if it is not open).
+    async fn member_count(&self, room: &RoomName) -> usize;
+
+    /// Sends `msg` to every member of the room (nothing if it is not open).
+    async fn broadcast(&self, room: &RoomName, msg: ServerMessage);
+
+    /// Sends `farewell` to every member, disconnects them and refuses later joins.
+    async fn close_room(&self, room: &RoomName, farewell: ServerMessage);
+
+    /// The participant id of an identity present in the room.
+    async fn participant_of(&self, room: &RoomName, identity: &str) -> Option<ParticipantId>;
+
+    /// Rooms and members here.
+    async fn stats(&self) -> NodeStats;
+
+    /// Refuses new joins and disconnects everyone.
+    fn shutdown(&self);
+}

@@ -1,0 +1,362 @@
+//! Live transcription as a follower of rooms.
+//!
+//! ```text
+//! RoomManager ──room opened──▶ room task (one per room)
+//!   room events: TrackPublished(audio) ─▶ sink on the producer ─▶ tap ─▶ media pipeline
+//!                TrackUnpublished        ─▶ drop the sink (the pipeline flushes and ends)
+//!                MemberJoined            ─▶ speaker names (kept after they leave)
+//!   room frames (broadcast) ─┬─▶ captions: speaking indicators and captions to members
+//!                            └─▶ storage: final lines into the transcript store
+//! ```
+//!
+//! Captions and storage are separate consumers of the room's frames, so a slow database never
+//! delays a caption. Neither holds the room alive: storage needs only the room's name, meeting
+//! and opening time, and lives until every pipeline of the room has flushed (the frame channel
+//! closes when the last sender, the last pipeline, is gone), so a final that arrives after the
+//! last person left is still stored under the speaker's name.
+
+mod captions;
+mod storage;
+
+use crate::room::{Producer, Room, RoomEvent, RoomManager, SinkHandle, SinkOptions};
+use crate::store::Store;
+use conclave_media::pipeline::{
+    PipelineConfig, RtpAudio, pipeline_input, spawn_track_pipeline,
+};
+use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
+use conclave_media::transcribe::{TranscribeError, Transcriber};
+use conclave_signaling::{ParticipantId, TrackId, TrackKind};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
+
+/// (identity, display name) per participant id of a room, kept after they leave.
+pub(crate) type Names = Arc<Mutex<HashMap<ParticipantId, (String, String)>>>;
+
+/// Counters of the frame consumers (rendered at `/metrics`).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Frames a caption consumer missed because it fell behind.
+    pub caption_frames_missed: AtomicU64,
+    /// Frames the storage consumer missed because it fell behind (transcript lines may be
+    /// among them).
+    pub storage_frames_missed: AtomicU64,
+    /// Transcript lines stored.
+    pub lines_stored: AtomicU64,
+    /// Transcript lines the store refused (logged with the error).
+    pub lines_failed: AtomicU64,
+    /// Room events a room task missed because it fell behind.
+    pub room_events_missed: AtomicU64,
+    /// Padding-only RTP packets kept from the decoder.
+    pub padding_skipped: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// (name, help, value) rows for `/metrics`.
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 6] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "conclave_caption_frames_missed_total",
+                "Pipeline frames a caption consumer missed by falling behind.",
+                g(&self.caption_frames_missed),
+            ),
+            (
+                "conclave_transcript_frames_missed_total",
+                "Pipeline frames the transcript store consumer missed by falling behind.",
+                g(&self.storage_frames_missed),
+            ),
+            (
+                "conclave_transcript_lines_stored_total",
+                "Transcript lines stored.",
+                g(&self.lines_stored),
+            ),
+            (
+                "conclave_transcript_lines_failed_total",
+                "Transcript lines the store refused.",
+                g(&self.lines_failed),
+            ),
+            (
+                "conclave_transcription_room_events_missed_total",
+                "Room events a transcription room task missed by falling behind.",
+                g(&self.room_events_missed),
+            ),
+            (
+                "conclave_audio_padding_skipped_total",
+                "Padding-only audio packets kept from the decoder.",
+                g(&self.padding_skipped),
+            ),
+        ]
+    }
+}
+
+/// Tasks that may still produce or store transcript lines; shutdown waits for them.
+#[derive(Debug, Default)]
+struct Busy {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Marks one busy task until dropped.
+struct BusyGuard(Arc<Busy>);
+
+impl BusyGuard {
+    fn new(busy: &Arc<Busy>) -> Self {
+        busy.count.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(busy.clone())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Transcription for the whole server.
+pub struct Transcription {
+    pool: Arc<TranscriptionPool>,
+    stats: Arc<PipelineStats>,
+    consumers: Arc<ConsumerStats>,
+    config: PipelineConfig,
+    store: Store,
+    busy: Arc<Busy>,
+}
+
+impl Transcription {
+    /// Loads a Whisper model and starts the worker pool.
+    pub fn load(
+        model: &Path,
+        whisper_threads: usize,
+        pool: PoolConfig,
+        config: PipelineConfig,
+        store: Store,
+    ) -> Result<Arc<Self>, TranscribeError> {
+        let whisper =
+            conclave_media::transcribe::whisper::WhisperTranscriber::load(model, whisper_threads)?;
+        Ok(Self::with_transcriber(
+            Arc::new(whisper),
+            pool,
+            config,
+            store,
+        ))
+    }
+
+    /// Uses any [`Transcriber`] (the server always passes Whisper).
+    pub fn with_transcriber(
+        transcriber: Arc<dyn Transcriber>,
+        pool: PoolConfig,
+        config: PipelineConfig,
+        store: Store,
+    ) -> Arc<Self> {
+        let stats = Arc::new(PipelineStats::default());
+        let pool = Arc::new(TranscriptionPool::new(transcriber, pool, stats.clone()));
+        Arc::new(Transcription {
+            pool,
+            stats,
+            consumers: Arc::default(),
+            config,
+            store,
+            busy: Arc::default(),
+        })
+    }
+
+    /// Pipeline counters (for `/metrics`).
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// Caption and storage consumer counters (for `/metrics`).
+    pub fn consumer_stats(&self) -> &Arc<ConsumerStats> {
+        &self.consumers
+    }
+
+    /// Follows every room of `rooms`: each one that opens gets a room task.
+    pub fn follow(self: &Arc<Self>, rooms: &RoomManager) {
+        let mut openings = rooms.watch_openings();
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(room) = openings.recv().await {
+                let Some(t) = this.upgrade() else { return };
+                let span = tracing::info_span!("transcription", room = %room.name);
+                tokio::spawn(t.clone().run_room(room).instrument(span));
+            }
+        });
+    }
+
+    /// Waits until every room task, pipeline and store consumer has finished, or `timeout`.
+    pub async fn wait_flushed(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.busy.idle.notified();
+                if self.busy.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// One room: attaches pipelines to its audio tracks and runs its two frame consumers
+    /// until the room closes and its pipelines have flushed.
+    async fn run_room(self: Arc<Self>, room: Arc<Room>) {
+        let _busy = BusyGuard::new(&self.busy);
+        let (snapshot, mut events) = room.subscribe();
+        let names: Names = Arc::default();
+        {
+            let mut n = names.lock().expect("names");
+            for m in &snapshot.members {
+                n.insert(m.id.clone(), (m.identity.clone(), m.name.clone()));
+            }
+        }
+        let Some(frames) = room.frames() else {
+            return; // retired before we got to it
+        };
+        tokio::spawn(
+            captions::run(
+                Arc::downgrade(&room),
+                frames.subscribe(),
+                names.clone(),
+                self.consumers.clone(),
+            )
+            .in_current_span(),
+        );
+        let meta = storage::RoomMeta {
+            room: room.name.to_string(),
+            meeting_code: room.meeting_code(),
+            opened_unix_ms: room.opened_unix_ms(),
+        };
+        tokio::spawn(
+            storage::run(
+                meta,
+                frames.subscribe(),
+                names.clone(),
+                self.store.clone(),
+                self.consumers.clone(),
+                BusyGuard::new(&self.busy),
+            )
+            .in_current_span(),
+        );
+        let mut taps: HashMap<TrackId, SinkHandle> = HashMap::new();
+        let mut closed = snapshot.closed;
+        for p in &snapshot.producers {
+            self.attach(&room, p, &frames, &mut taps);
+        }
+        while !closed {
+            match events.recv().await {
+                Ok(RoomEvent::MemberJoined(m)) => {
+                    names
+                        .lock()
+                        .expect("names")
+                        .insert(m.id.clone(), (m.identity.clone(), m.name.clone()));
+                }
+                Ok(RoomEvent::TrackPublished(p)) => self.attach(&room, &p, &frames, &mut taps),
+                Ok(RoomEvent::TrackUnpublished { track, .. }) => {
+                    // The sink goes; the tap's queue ends; the pipeline flushes its last
+                    // utterance and ends.
+                    taps.remove(&track);
+                }
+                Ok(RoomEvent::Closed) | Err(broadcast::error::RecvError::Closed) => closed = true,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "transcription fell behind the room's events");
+                    self.consumers
+                        .room_events_missed
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+        // Dropping the taps, the room and our frame sender leaves the pipelines as the
+        // frame channel's last senders: storage ends once they have flushed.
+    }
+
+    fn attach(
+        &self,
+        room: &Room,
+        p: &Arc<Producer>,
+        frames: &broadcast::Sender<conclave_media::frames::Frame>,
+        taps: &mut HashMap<TrackId, SinkHandle>,
+    ) {
+        if p.kind != TrackKind::Audio || !p.transcribe || taps.contains_key(&p.id) {
+            return;
+        }
+        let (input, audio_rx) = pipeline_input(self.config.input_capacity, self.stats.clone());
+        let pipeline = match spawn_track_pipeline(
+            p.publisher.0.clone(),
+            room.name.as_str().into(),
+            audio_rx,
+            self.pool.clone(),
+            frames.clone(),
+            self.config.clone(),
+        ) {
+            Ok(task) => task,
+            Err(e) => return tracing::error!(track = %p.id, error = %e, "audio pipeline not started"),
+        };
+        let (sink, mut packets) = p.add_sink(SinkOptions {
+            capacity: self.config.input_capacity,
+            keyframe_gate: false,
+        });
+        let epoch = p.epoch();
+        let consumers = self.consumers.clone();
+        let busy = BusyGuard::new(&self.busy);
+        tokio::spawn(
+            async move {
+                let _busy = busy;
+                while let Some(packet) = packets.recv().await {
+                    // Padding-only packets repeat the previous timestamp and carry no audio.
+                    if packet.payload.is_empty() {
+                        consumers.padding_skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Muted tracks still send (comfort noise); the VAD treats it as silence.
+                    input.try_push(RtpAudio {
+                        seq: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        payload: packet.payload,
+                        arrival_ms: epoch.elapsed().as_millis() as u64,
+                    });
+                }
+                drop(input);
+                // The pipeline finishes its utterance and publishes outstanding finals.
+                let _ = pipeline.await;
+            }
+            .in_current_span(),
+        );
+        tracing::debug!(track = %p.id, speaker = %p.publisher, "transcribing");
+        taps.insert(p.id.clone(), sink);
+    }
+}
+
+/// Whisper marks non-speech as `[BLANK_AUDIO]`, `(music)` and the like, and tiny models say a
+/// lone "you" for tones and noise; such lines are not captions.
+pub(crate) fn is_speech(text: &str) -> bool {
+    let t = text.trim();
+    let bare: String = t
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    !bare.is_empty()
+        && bare != "you"
+        && !((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn non_speech_markers_are_not_captions() {
+        for noise in ["", "  ", "[BLANK_AUDIO]", "(music)", " you", "You.", "..."] {
+            assert!(!super::is_speech(noise), "{noise:?}");
+        }
+        for speech in ["Thank you.", "You need to see this.", "Yes."] {
+            assert!(super::is_speech(speech), "{speech:?}");
+        }
+    }
+}
