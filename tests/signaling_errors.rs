@@ -312,3 +312,25 @@ async fn shutdown_tells_participants_and_releases_everything() {
     assert!(msg.contains("shutting down"));
     assert!(eventually(Duration::from_secs(5), || state.rooms.counts() == (0, 0)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_the_next_member_and_keeps_the_others() {
+    let server = start_server(|a| a.max_participants = Some(2)).await;
+    let http = server.http_addr;
+    let a = TestClient::join(http, "tiny", "alice", &token("tiny", "alice"), true).await;
+    let b = TestClient::join(http, "tiny", "bob", &token("tiny", "bob"), false).await;
+    let mut ws = connect(http).await;
+    send_text(&mut ws, join("tiny", &token("tiny", "carol"))).await;
+    let msg = expect_error(&mut ws, ErrorCode::RoomFull).await;
+    assert!(msg.contains('2'), "{msg}");
+    still_alive(&mut ws).await;
+    assert_eq!(server.state.rooms.counts(), (1, 2));
+    assert!(
+        eventually(Duration::from_secs(20), || b
+            .received_from(&a.participant_id)
+            .audio_decoded
+            > 10)
+        .await
+    );
+    server.shutdown().await.unwrap();
+}

@@ -169,6 +169,16 @@ async fn run(
     packets: Vec<RtpAudio>,
     transcriber: Arc<dyn Transcriber>,
 ) -> (Vec<Frame>, Arc<PipelineStats>) {
+    run_paced(packets, transcriber, None).await
+}
+
+/// Like [`run`], waiting `pace` between packets (a fraction of real time: fast, but slow
+/// enough that an interim's reply comes back while the utterance is still live).
+async fn run_paced(
+    packets: Vec<RtpAudio>,
+    transcriber: Arc<dyn Transcriber>,
+    pace: Option<Duration>,
+) -> (Vec<Frame>, Arc<PipelineStats>) {
     let stats = Arc::new(PipelineStats::default());
     let pool = Arc::new(TranscriptionPool::new(
         transcriber,
@@ -188,6 +198,9 @@ async fn run(
     .expect("pipeline builds");
     for packet in packets {
         assert_eq!(input.try_push(packet), PushOutcome::Queued);
+        if let Some(pace) = pace {
+            tokio::time::sleep(pace).await;
+        }
     }
     drop(input);
     tokio::time::timeout(Duration::from_secs(30), task)
@@ -270,12 +283,21 @@ fn check_utterance(
 async fn a_spoken_sentence_becomes_one_utterance_with_interims() {
     let (packets, span) = track(SENTENCE, 1_000);
     let recorder = Arc::new(Recorder::default());
-    let (frames, stats) = run(packets, recorder.clone()).await;
+    // A tenth of real time: 20 ms packets 2 ms apart.
+    let (frames, stats) =
+        run_paced(packets, recorder.clone(), Some(Duration::from_millis(2))).await;
     let tags = tags(&frames);
     check_utterance(&tags, span, &recorder);
     let spoken = span.1 - span.0;
     assert!(spoken > 3_000, "the sentence lasts {spoken} ms");
-    // Interims are best effort (the pool skips them when busy); each covers the utterance so far.
+    // One interim request per second of speech; with an idle pool and an instant transcriber
+    // each comes back while the utterance is live, so at least all but the last are shown.
+    let interims = tags.iter().filter(|t| matches!(t, Tag::I(..))).count() as u64;
+    assert!(
+        interims >= spoken / 1_000 - 1,
+        "{interims} interims for {spoken} ms of speech: {tags:?}"
+    );
+    // Each covers the utterance so far (up to the interim window).
     for tag in &tags[1..tags.len() - 2] {
         let (Tag::I(start, end), Tag::F(final_start, final_end, _)) = (tag, &tags[tags.len() - 1])
         else {

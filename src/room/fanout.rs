@@ -419,7 +419,7 @@ mod tests {
     fn a_video_sink_that_lost_a_packet_asks_once_and_resumes_at_a_keyframe() {
         let fan = Fanout::new();
         let (h, mut rx) = fan.add(opts(2, true));
-        let (_hf, mut fast) = fan.add(opts(64, true));
+        let (_hf, mut fast) = fan.add(opts(256, true));
         let fwd = |seq, p: &'static [u8], t: u64| fan.forward(packet(seq, p), VideoCodec::Vp8, || t);
         assert!(!fwd(0, KEY, 0).want_keyframe);
         assert!(!fwd(1, DELTA, 10).want_keyframe);

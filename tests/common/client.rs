@@ -38,12 +38,28 @@ pub struct Received {
     pub video_packets: u64,
 }
 
+/// One audio RTP packet from a remote publisher as it reached this client.
+#[derive(Debug, Clone, Copy)]
+pub struct AudioArrival {
+    /// Monotonic arrival time (taken as the packet came out of the track).
+    pub at: tokio::time::Instant,
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp (48 kHz for Opus).
+    pub rtp_timestamp: u32,
+}
+
+/// Audio arrivals kept per remote publisher; later ones are not recorded.
+pub const MAX_AUDIO_ARRIVALS: usize = 100_000;
+
 type Inbox = Arc<Mutex<HashMap<String, Received>>>;
+type Arrivals = Arc<Mutex<HashMap<String, Vec<AudioArrival>>>>;
 type Remotes = Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>;
 
 struct Handler {
     out: mpsc::UnboundedSender<ClientMessage>,
     inbox: Inbox,
+    arrivals: Arrivals,
     remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
 }
@@ -70,6 +86,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         self.remotes.lock().unwrap().push(track.clone());
         let inbox = self.inbox.clone();
+        let arrivals = self.arrivals.clone();
         tokio::spawn(async move {
             let stream = track.stream_id().await.to_string();
             let kind = track.kind().await;
@@ -79,6 +96,18 @@ impl PeerConnectionEventHandler for Handler {
                 let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
                     continue;
                 };
+                if kind == RtpCodecKind::Audio {
+                    let at = tokio::time::Instant::now();
+                    let mut arrivals = arrivals.lock().unwrap();
+                    let list = arrivals.entry(stream.clone()).or_default();
+                    if list.len() < MAX_AUDIO_ARRIVALS {
+                        list.push(AudioArrival {
+                            at,
+                            seq: pkt.header.sequence_number,
+                            rtp_timestamp: pkt.header.timestamp,
+                        });
+                    }
+                }
                 let mut inbox = inbox.lock().unwrap();
                 let r = inbox.entry(stream.clone()).or_default();
                 match kind {
@@ -109,6 +138,7 @@ pub struct TestClient {
     out: mpsc::UnboundedSender<ClientMessage>,
     events: mpsc::UnboundedReceiver<ServerMessage>,
     inbox: Inbox,
+    arrivals: Arrivals,
     remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
     /// Keyframe requests (PLI/FIR) that reached this client's published video track.
@@ -201,6 +231,7 @@ impl TestClient {
         };
 
         let inbox: Inbox = Default::default();
+        let arrivals: Arrivals = Default::default();
         let state = Arc::new(Mutex::new(RTCPeerConnectionState::New));
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
@@ -227,6 +258,7 @@ impl TestClient {
                 .with_handler(Arc::new(Handler {
                     out: out_tx.clone(),
                     inbox: inbox.clone(),
+                    arrivals: arrivals.clone(),
                     remotes: remotes.clone(),
                     state: state.clone(),
                 }))
@@ -272,6 +304,7 @@ impl TestClient {
                     state.clone(),
                     speech.clone(),
                     audio_sent_at.clone(),
+                    keyframe_requests.clone(),
                 )));
             }
         } else {
@@ -339,6 +372,7 @@ impl TestClient {
             out: out_tx,
             events: ev_rx,
             inbox,
+            arrivals,
             remotes,
             state,
             keyframe_requests,
@@ -350,6 +384,17 @@ impl TestClient {
     /// What was received from `publisher` so far.
     pub fn received_from(&self, publisher: &ParticipantId) -> Received {
         self.inbox
+            .lock()
+            .unwrap()
+            .get(publisher.as_str())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every audio packet received from `publisher` so far (up to [`MAX_AUDIO_ARRIVALS`]), in
+    /// arrival order.
+    pub fn audio_arrivals_from(&self, publisher: &ParticipantId) -> Vec<AudioArrival> {
+        self.arrivals
             .lock()
             .unwrap()
             .get(publisher.as_str())
@@ -431,7 +476,13 @@ async fn count_keyframe_requests(
     }
 }
 
+/// Frames between the keyframes a VP8 encoder sends on its own (3 s at 30 fps).
+const KEYFRAME_EVERY: u64 = 90;
+
 /// Sends 20 ms Opus frames of a 440 Hz tone, or 30 fps VP8-shaped packets, once connected.
+/// Video is a keyframe every [`KEYFRAME_EVERY`] frames and right after a keyframe request,
+/// delta frames otherwise, as an encoder does.
+#[allow(clippy::too_many_arguments)]
 async fn send_media(
     kind: RtpCodecKind,
     track: Arc<TrackLocalStaticRTP>,
@@ -440,7 +491,10 @@ async fn send_media(
     state: Arc<Mutex<RTCPeerConnectionState>>,
     speech: Option<Arc<Vec<f32>>>,
     sent_at: Arc<Mutex<Vec<i64>>>,
+    keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
 ) {
+    let mut frame = 0u64;
+    let mut answered = 0u64;
     let mut cursor = 0usize;
     let mut encoder =
         opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
@@ -489,8 +543,19 @@ async fn send_media(
                 let n = encoder.encode_float(&pcm, &mut out).unwrap();
                 Bytes::copy_from_slice(&out[..n])
             }
-            // VP8 payload descriptor (start of partition) + bytes; the SFU does not parse it.
-            _ => Bytes::from_static(&[0x10, 0x00, 0x9d, 0x01, 0x2a, 1, 2, 3, 4, 5, 6, 7, 8]),
+            // VP8 payload descriptor (start of partition 0), then the frame tag: bit 0 clear
+            // for a keyframe (with its start code), set for a delta frame.
+            _ => {
+                let asked = keyframe_requests.load(std::sync::atomic::Ordering::Relaxed);
+                let key = frame % KEYFRAME_EVERY == 0 || asked != answered;
+                answered = asked;
+                frame += 1;
+                if key {
+                    Bytes::from_static(&[0x10, 0x00, 0x9d, 0x01, 0x2a, 1, 2, 3, 4, 5, 6, 7, 8])
+                } else {
+                    Bytes::from_static(&[0x10, 0x01, 0x00, 0x00, 0x00, 1, 2, 3, 4, 5, 6, 7, 8])
+                }
+            }
         };
         let pkt = rtp::Packet {
             header: rtp::header::Header {
