@@ -11,6 +11,9 @@ use conclave_signaling::ServerMessage;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Word error rate a regression must not exceed (see the measured values where it is used).
+const MAX_WER: f64 = 0.15;
+
 const SENTENCES: [&str; 5] = [
     "The quarterly budget was approved on Monday morning.",
     "We need the new contract signed before the end of March.",
@@ -119,9 +122,11 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     println!(
         "finals: {finals:#?}\ninterims: {interims}, speaking edges: {speaking_edges}, WER {wer:.3}"
     );
+    // Measured 0.02-0.08 on this material (tiny.en through WebRTC and Opus); 0.15 leaves room
+    // for a busy machine and still catches a real regression (a lost sentence alone is 0.2).
     assert!(
-        wer <= 0.25,
-        "word error rate {wer:.3} over 25%:\n  said:  {reference}\n  heard: {hypothesis}"
+        wer <= MAX_WER,
+        "word error rate {wer:.3} over {MAX_WER}:\n  said:  {reference}\n  heard: {hypothesis}"
     );
     assert!(
         interims >= 1,
@@ -129,8 +134,9 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     );
     assert!(speaking_edges >= 2, "no speaking indicators");
 
-    // Stored, listed in order, searchable.
-    let listed = get_json(http, "/api/rooms/standup/transcript").await;
+    // Stored (the insert runs off the caption path, so wait for it), listed in order,
+    // searchable.
+    let listed = stored_lines(http, "standup", finals.len()).await;
     let lines = listed["lines"].as_array().unwrap();
     assert_eq!(
         lines.len(),
@@ -164,6 +170,68 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
         "a final transcription was dropped:\n{metrics}"
     );
     drop(speaker);
+    server.shutdown().await.unwrap();
+}
+
+/// The room's stored transcript once it has `want` lines (or after 20 s, whatever it has).
+async fn stored_lines(http: std::net::SocketAddr, room: &str, want: usize) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = get_json(http, &format!("/api/rooms/{room}/transcript")).await;
+        let n = listed["lines"].as_array().map_or(0, |l| l.len());
+        if n >= want || tokio::time::Instant::now() > deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_name() {
+    // Alone in the room, the speaker says one sentence and leaves the moment the audio ends,
+    // before the endpointer's trailing silence: the room empties and closes while the
+    // utterance is still open and its final transcription has not even been queued.
+    let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("conclave-leave-{}", conclave::ids::random_id(6)));
+    let sentence = "Please send the signed contract to our legal team today.";
+    let speech = speak_48k(sentence, &dir);
+    let packets = speech.len().div_ceil(960);
+    let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
+    let http = server.http_addr;
+    let speaker = TestClient::join_speaking(
+        http,
+        "goodbye",
+        "Sam Okafor",
+        &token("goodbye", "sam"),
+        Arc::new(speech),
+    )
+    .await;
+    let sent = speaker.audio_sent_at.clone();
+    assert!(
+        common::eventually(Duration::from_secs(30), || sent.lock().unwrap().len() >= packets)
+            .await,
+        "the speech was never sent"
+    );
+    speaker.leave().await;
+    assert!(
+        common::eventually(Duration::from_secs(10), || server.state.rooms.counts().0 == 0).await,
+        "the room did not close when its last member left"
+    );
+    let listed = stored_lines(http, "goodbye", 1).await;
+    let lines = listed["lines"].as_array().unwrap();
+    if lines.len() != 1 {
+        let metrics = get_json_text(http, "/metrics").await;
+        let pipeline: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("conclave_") && (l.contains("audio") || l.contains("transcri") || l.contains("caption")))
+            .collect();
+        panic!("the last utterance was not stored: {listed}\n{}", pipeline.join("\n"));
+    }
+    assert_eq!(lines[0]["speaker_name"], "Sam Okafor", "{listed}");
+    assert_eq!(lines[0]["speaker_identity"], "sam", "{listed}");
+    let heard = lines[0]["text"].as_str().unwrap();
+    let wer = word_error_rate(sentence, heard);
+    assert!(wer <= 0.3, "heard {heard:?} for {sentence:?} (WER {wer:.2})");
     server.shutdown().await.unwrap();
 }
 

@@ -333,6 +333,7 @@ impl TrackTask {
 
     fn handle_events(&mut self) {
         while let Some(event) = self.processor.poll_event() {
+            tracing::trace!(speaker = %self.speaker, ?event, "segment event");
             match event {
                 SegmentEvent::Started { at_ms } => {
                     self.segment += 1;

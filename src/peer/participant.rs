@@ -557,12 +557,25 @@ impl Actor {
 
 /// Feeds a client's track into its producer until the track ends, and answers the
 /// producer's keyframe requests with a PLI. The only task that awaits on the remote track.
+///
+/// Only packets of the track's own SSRC are fed in: webrtc-rs can hand a track packets of
+/// another stream of the same connection (seen: a client's VP8 packets on its audio track
+/// while negotiation settled), and those would reach the Opus decoder and the subscribers'
+/// audio legs.
 async fn read_remote(remote: Arc<dyn TrackRemote>, ssrc: u32, producer: Arc<Producer>) {
+    let mut foreign = 0u64;
     loop {
         tokio::select! {
             event = remote.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                    producer.deliver(packet);
+                    if packet.header.ssrc == ssrc {
+                        producer.deliver(packet);
+                    } else {
+                        foreign += 1;
+                        if foreign == 1 {
+                            tracing::debug!(track = %producer.id, ssrc, other = packet.header.ssrc, "packets of another SSRC on this track ignored");
+                        }
+                    }
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}

@@ -309,6 +309,7 @@ impl Transcription {
         tokio::spawn(
             async move {
                 let _busy = busy;
+                let mut pushed = 0u64;
                 while let Some(packet) = packets.recv().await {
                     // Padding-only packets repeat the previous timestamp and carry no audio.
                     if packet.payload.is_empty() {
@@ -316,14 +317,20 @@ impl Transcription {
                         continue;
                     }
                     // Muted tracks still send (comfort noise); the VAD treats it as silence.
-                    input.try_push(RtpAudio {
+                    let outcome = input.try_push(RtpAudio {
                         seq: packet.header.sequence_number,
                         timestamp: packet.header.timestamp,
                         payload: packet.payload,
                         arrival_ms: epoch.elapsed().as_millis() as u64,
                     });
+                    if outcome == conclave_media::pipeline::PushOutcome::Closed {
+                        tracing::error!("audio pipeline ended before its track");
+                        break;
+                    }
+                    pushed += 1;
                 }
                 drop(input);
+                tracing::debug!(pushed, "audio tap ended; flushing the pipeline");
                 // The pipeline finishes its utterance and publishes outstanding finals.
                 let _ = pipeline.await;
             }
