@@ -30,7 +30,7 @@ use common::speech::{speak_48k, whisper_model};
 use conclave_signaling::{ParticipantId, ServerMessage};
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -131,7 +131,13 @@ async fn run() -> i32 {
     }
 
     let a = scenario("A: transcription off", false, &model, &speech).await;
-    let b = scenario("B: transcription on (default threads)", true, &model, &speech).await;
+    let b = scenario(
+        "B: transcription on (default threads)",
+        true,
+        &model,
+        &speech,
+    )
+    .await;
     let total = started.elapsed().as_secs_f64();
 
     println!();
@@ -248,7 +254,7 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
 /// One speech buffer per talker: the sentences from a different start, each followed by a
 /// pause (longer than the endpointer's 500 ms, a little different per talker so that they do
 /// not stay in step), repeated to at least [`SPEECH_SECS`].
-fn talker_speech(dir: &std::path::Path) -> Vec<Arc<Vec<f32>>> {
+fn talker_speech(dir: &Path) -> Vec<Arc<Vec<f32>>> {
     let spoken: Vec<Vec<f32>> = SENTENCES.iter().map(|s| speak_48k(s, dir)).collect();
     assert!(
         spoken.iter().all(|s| s.len() > 48_000),
@@ -272,12 +278,12 @@ fn talker_speech(dir: &std::path::Path) -> Vec<Arc<Vec<f32>>> {
 async fn scenario(
     name: &'static str,
     transcription: bool,
-    model: &PathBuf,
+    model: &Path,
     speech: &[Arc<Vec<f32>>],
 ) -> Outcome {
     eprintln!("forward_jitter: {name}");
     let started = Instant::now();
-    let model = model.clone();
+    let model = model.to_path_buf();
     let server = within(
         Duration::from_secs(120),
         "server start",
@@ -298,7 +304,11 @@ async fn scenario(
     let whisper_threads = server.state.config.transcription.whisper_threads;
     let transcription_workers = server.state.config.transcription.workers;
     let http = server.http_addr;
-    let room = if transcription { "jitter-b" } else { "jitter-a" };
+    let room = if transcription {
+        "jitter-b"
+    } else {
+        "jitter-a"
+    };
     let join_limit = Duration::from_secs(20);
 
     let mut sub = within(
@@ -340,7 +350,9 @@ async fn scenario(
             .iter()
             .map(|p| (p.as_str().to_owned(), sub.received_from(p).audio_packets))
             .collect();
-        panic!("{name}: audio did not flow from every publisher to the subscriber within 30 s: {got:?}");
+        panic!(
+            "{name}: audio did not flow from every publisher to the subscriber within 30 s: {got:?}"
+        );
     }
     tokio::time::sleep(WARMUP).await;
     let from = Instant::now();
@@ -373,7 +385,12 @@ async fn scenario(
     // Every caption that reached the subscriber so far (they queue in its event channel).
     let mut captions = Captions::default();
     sub.wait_for(Duration::from_millis(500), |m| {
-        if let ServerMessage::Caption { is_final, name: speaker, .. } = m {
+        if let ServerMessage::Caption {
+            is_final,
+            name: speaker,
+            ..
+        } = m
+        {
             if *is_final {
                 captions.finals += 1;
                 *captions.finals_by.entry(speaker.clone()).or_default() += 1;
@@ -393,9 +410,13 @@ async fn scenario(
     for c in clients {
         within(Duration::from_secs(10), "leave", c.leave()).await;
     }
-    within(Duration::from_secs(30), "server shutdown", server.shutdown())
-        .await
-        .expect("server shuts down cleanly");
+    within(
+        Duration::from_secs(30),
+        "server shutdown",
+        server.shutdown(),
+    )
+    .await
+    .expect("server shuts down cleanly");
     Outcome {
         name,
         transcription,

@@ -4,7 +4,6 @@
 //! the model is installed into `$CONCLAVE_MODEL_CACHE` or `~/.cache/conclave-models`).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,43 +19,12 @@ const SCRIPT: &str = "Good morning everyone, thank you for joining the weekly pl
     Today we will review the release schedule and discuss the open support tickets.";
 
 fn cache_dir() -> PathBuf {
-    match std::env::var_os("CONCLAVE_MODEL_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/conclave-models")
-        }
-    }
+    conclave_media::testing::model_cache()
 }
 
-/// Exactly CLIP_SECONDS of 16 kHz mono audio: espeak-ng speech resampled by sox, padded.
+/// Exactly CLIP_SECONDS of 16 kHz mono audio: espeak-ng speech, padded.
 fn ten_second_clip() -> Vec<f32> {
-    let dir = std::env::temp_dir().join(format!("conclave-whisper-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (raw, wav) = (dir.join("raw.wav"), dir.join("16k.wav"));
-    let ok = Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&raw)
-        .arg(SCRIPT)
-        .status();
-    assert!(
-        ok.is_ok_and(|s| s.success()),
-        "espeak-ng failed (scripts/setup.sh installs it)"
-    );
-    let ok = Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&wav)
-        .status();
-    assert!(
-        ok.is_ok_and(|s| s.success()),
-        "sox failed (scripts/setup.sh installs it)"
-    );
-    let mut reader = hound::WavReader::open(&wav).unwrap();
-    let mut pcm: Vec<f32> = reader
-        .samples::<i16>()
-        .map(|s| f32::from(s.unwrap()) / 32_768.0)
-        .collect();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let mut pcm = conclave_media::testing::speak(SCRIPT, 16_000);
     assert!(
         pcm.len() <= CLIP_SECONDS * 16_000,
         "speech longer than the clip"

@@ -12,3 +12,5 @@ pub mod resample;
 pub mod segment;
 pub mod transcribe;
 pub mod vad;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

@@ -3,8 +3,6 @@
 //! back-pressure with a transcriber that blocks. The transcribers here only record the audio
 //! they get; real Whisper is tested elsewhere.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
@@ -53,40 +51,9 @@ const SENTENCE: &str = "The quick brown fox jumps over the lazy dog near the riv
 const T0: u64 = 10_000;
 const LEAD_MS: u64 = 500;
 
-/// Speech from espeak-ng, resampled by sox to 48 kHz mono i16.
+/// Speech from espeak-ng at 48 kHz mono i16.
 fn espeak_48k(text: &str) -> Vec<i16> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir();
-    let tag = format!(
-        "conclave-media-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let raw: PathBuf = dir.join(format!("{tag}.wav"));
-    let wav48: PathBuf = dir.join(format!("{tag}-48k.wav"));
-    let ok = Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&raw)
-        .arg(text)
-        .status();
-    assert!(
-        ok.is_ok_and(|s| s.success()),
-        "espeak-ng is needed (scripts install it)"
-    );
-    let ok = Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "48000", "-c", "1"])
-        .arg(&wav48)
-        .status();
-    assert!(
-        ok.is_ok_and(|s| s.success()),
-        "sox is needed (scripts install it)"
-    );
-    let mut reader = hound::WavReader::open(&wav48).expect("sox wrote a wav");
-    let samples = reader.samples::<i16>().map(Result::unwrap).collect();
-    let _ = std::fs::remove_file(raw);
-    let _ = std::fs::remove_file(wav48);
-    samples
+    conclave_media::testing::speak_i16(text, 48_000)
 }
 
 /// First and last 10 ms block louder than -40 dBFS, in ms from the clip's start.
@@ -513,10 +480,9 @@ async fn try_push_never_waits_when_the_queue_is_full() {
     .unwrap();
     let packets = rtp(&opus_packets(&vec![0i16; 48_000 * 20]));
     // On this single-threaded runtime the pipeline cannot run until the test yields, so the
-    // queue takes 8 packets and the rest are dropped on the spot.
-    let started = Instant::now();
+    // queue takes 8 packets and the rest are dropped on the spot: a push that waited for room
+    // would never return here, so finishing at all shows none did.
     let outcomes: Vec<PushOutcome> = packets.into_iter().map(|p| input.try_push(p)).collect();
-    let took = started.elapsed();
     assert_eq!(
         outcomes
             .iter()
@@ -525,10 +491,6 @@ async fn try_push_never_waits_when_the_queue_is_full() {
         8
     );
     assert_eq!(PipelineStats::get(&stats.input_dropped), 1_000 - 8);
-    assert!(
-        took < Duration::from_millis(50),
-        "1000 pushes took {took:?}"
-    );
     drop(input);
     task.await.unwrap();
     let (spare, _rx) = pipeline_input(1, Arc::clone(&stats));

