@@ -5,14 +5,14 @@
 
 use bytes::Bytes;
 use conclave::peer::leg::rewrite_for_leg;
-use conclave::room::producer::{Producer, ProducerSpec, RetiredCounts};
 use conclave::room::SinkOptions;
+use conclave::room::producer::{Producer, ProducerSpec, RetiredCounts};
 use conclave_signaling::{ParticipantId, TrackId, TrackKind};
-use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use std::hint::black_box;
+use std::sync::Arc;
 
 fn opus_like_packet(seq: u16) -> rtp::Packet {
     let mut header = rtp::header::Header {
@@ -55,7 +55,9 @@ fn fanout(c: &mut Criterion) {
             std::time::Instant::now(),
             Arc::new(RetiredCounts::default()),
         );
-        let mut sinks: Vec<_> = (0..n).map(|_| fan.add_sink(SinkOptions::leg(false))).collect();
+        let mut sinks: Vec<_> = (0..n)
+            .map(|_| fan.add_sink(SinkOptions::leg(false)))
+            .collect();
         let template = opus_like_packet(1);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {

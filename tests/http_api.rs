@@ -201,7 +201,13 @@ async fn creating_a_room_needs_an_admin_token_for_that_room() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert!(server.state.rooms.get(&conclave_signaling::RoomName::validate("board").unwrap()).is_some());
+    assert!(
+        server
+            .state
+            .rooms
+            .get(&conclave_signaling::RoomName::validate("board").unwrap())
+            .is_some()
+    );
     let (s, _) = call(
         &app,
         post("/api/rooms/board/guest-token", r#"{"name":"x"}"#, None),

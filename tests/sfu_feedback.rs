@@ -138,9 +138,15 @@ async fn a_stalled_subscriber_costs_the_publisher_one_keyframe_request_and_nobod
     // skipped without counting as losses.
     assert!(counts.dropped >= 1 && counts.dropped <= 4, "{counts:?}");
     assert!(counts.skipped > 80, "{counts:?}");
-    assert_eq!(requests, 1, "one keyframe request for the stalled leg, not a stream");
+    assert_eq!(
+        requests, 1,
+        "one keyframe request for the stalled leg, not a stream"
+    );
     // 30 fps for 4 s, with a generous margin for a busy machine; nothing was held back.
-    assert!(b1 >= 90 && c1 >= 90, "others slowed down: bob +{b1}, carol +{c1}");
+    assert!(
+        b1 >= 90 && c1 >= 90,
+        "others slowed down: bob +{b1}, carol +{c1}"
+    );
     let metrics = common::http(http, "GET", "/metrics", None, "").await.1;
     let skipped: u64 = metrics
         .lines()

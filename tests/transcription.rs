@@ -198,13 +198,16 @@ async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_n
     .await;
     let sent = speaker.audio_sent_at.clone();
     assert!(
-        common::eventually(Duration::from_secs(30), || sent.lock().unwrap().len() >= packets)
-            .await,
+        common::eventually(Duration::from_secs(30), || sent.lock().unwrap().len()
+            >= packets)
+        .await,
         "the speech was never sent"
     );
     speaker.leave().await;
     assert!(
-        common::eventually(Duration::from_secs(10), || server.state.rooms.counts().0 == 0).await,
+        common::eventually(Duration::from_secs(10), || server.state.rooms.counts().0
+            == 0)
+        .await,
         "the room did not close when its last member left"
     );
     let listed = stored_lines(http, "goodbye", 1).await;
@@ -213,15 +216,24 @@ async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_n
         let metrics = get_json_text(http, "/metrics").await;
         let pipeline: Vec<&str> = metrics
             .lines()
-            .filter(|l| l.starts_with("conclave_") && (l.contains("audio") || l.contains("transcri") || l.contains("caption")))
+            .filter(|l| {
+                l.starts_with("conclave_")
+                    && (l.contains("audio") || l.contains("transcri") || l.contains("caption"))
+            })
             .collect();
-        panic!("the last utterance was not stored: {listed}\n{}", pipeline.join("\n"));
+        panic!(
+            "the last utterance was not stored: {listed}\n{}",
+            pipeline.join("\n")
+        );
     }
     assert_eq!(lines[0]["speaker_name"], "Sam Okafor", "{listed}");
     assert_eq!(lines[0]["speaker_identity"], "sam", "{listed}");
     let heard = lines[0]["text"].as_str().unwrap();
     let wer = word_error_rate(sentence, heard);
-    assert!(wer <= 0.3, "heard {heard:?} for {sentence:?} (WER {wer:.2})");
+    assert!(
+        wer <= 0.3,
+        "heard {heard:?} for {sentence:?} (WER {wer:.2})"
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -10,7 +10,7 @@ pub mod pool;
 pub mod reorder;
 pub mod resample;
 pub mod segment;
-pub mod transcribe;
-pub mod vad;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod transcribe;
+pub mod vad;

@@ -20,7 +20,9 @@ const SENTENCES: [&str; 6] = [
     "The budget for the new project was approved yesterday.",
 ];
 
-use conclave_media::testing::{scratch_dir, speak as speak_at, whisper_model as model, word_edits, words};
+use conclave_media::testing::{
+    scratch_dir, speak as speak_at, whisper_model as model, word_edits, words,
+};
 
 /// `text` spoken by espeak-ng at Whisper's 16 kHz.
 fn speak(text: &str, _dir: &Path, _name: &str) -> Vec<f32> {

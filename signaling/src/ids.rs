@@ -140,7 +140,12 @@ mod tests {
     fn room_names_are_validated_when_deserialised() {
         let ok: RoomName = serde_json::from_str("\"demo-1.a_b\"").unwrap();
         assert_eq!(ok.as_str(), "demo-1.a_b");
-        for bad in ["\"\"", "\"a b\"", "\"../x\"", &format!("\"{}\"", "a".repeat(65))] {
+        for bad in [
+            "\"\"",
+            "\"a b\"",
+            "\"../x\"",
+            &format!("\"{}\"", "a".repeat(65)),
+        ] {
             assert!(serde_json::from_str::<RoomName>(bad).is_err(), "{bad}");
         }
     }

@@ -92,10 +92,13 @@ pub async fn create_room(
             "the token lacks the roomAdmin grant",
         ));
     }
-    s.router
-        .create_room(&name)
-        .await
-        .map_err(|e| AppError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+    s.router.create_room(&name).await.map_err(|e| {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
     Ok((StatusCode::CREATED, Json(json!({"name": name}))))
 }
 

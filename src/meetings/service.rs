@@ -574,7 +574,10 @@ impl MeetingService {
                     self.store.set_host(&live.code, &identity, &name).await?;
                     let participant_id = self.router.participant_of(&room, &identity).await;
                     self.router
-                        .broadcast(&room, crate::signal::host_changed(&identity, participant_id))
+                        .broadcast(
+                            &room,
+                            crate::signal::host_changed(&identity, participant_id),
+                        )
                         .await;
                     tracing::info!(meeting = %live.code, host = %identity, "host changed");
                 }

@@ -382,7 +382,9 @@ mod tests {
         let (_hf, mut fast) = fan.add(opts(16, false));
         let mut dropped = 0;
         for seq in 0..10 {
-            dropped += fan.forward(packet(seq, b"x"), VideoCodec::Other, || 0).dropped;
+            dropped += fan
+                .forward(packet(seq, b"x"), VideoCodec::Other, || 0)
+                .dropped;
             assert_eq!(fast.try_recv().unwrap().header.sequence_number, seq);
         }
         assert_eq!(dropped, 8);
@@ -403,7 +405,11 @@ mod tests {
         assert!(rx1.try_recv().is_err(), "the removed sink's queue ends");
         let r = fan.forward(packet(2, b"x"), VideoCodec::Other, || 0);
         assert_eq!(r.delivered, 1);
-        assert_eq!(fan.counts().queued, 3, "the removed sink's count stays in the total");
+        assert_eq!(
+            fan.counts().queued,
+            3,
+            "the removed sink's count stays in the total"
+        );
     }
 
     #[test]
@@ -411,7 +417,11 @@ mod tests {
         let fan = Fanout::new();
         let (_h, rx) = fan.add(opts(4, false));
         drop(rx);
-        assert_eq!(fan.forward(packet(1, b"x"), VideoCodec::Other, || 0).delivered, 0);
+        assert_eq!(
+            fan.forward(packet(1, b"x"), VideoCodec::Other, || 0)
+                .delivered,
+            0
+        );
         assert!(fan.is_empty());
     }
 
@@ -420,7 +430,8 @@ mod tests {
         let fan = Fanout::new();
         let (h, mut rx) = fan.add(opts(2, true));
         let (_hf, mut fast) = fan.add(opts(256, true));
-        let fwd = |seq, p: &'static [u8], t: u64| fan.forward(packet(seq, p), VideoCodec::Vp8, || t);
+        let fwd =
+            |seq, p: &'static [u8], t: u64| fan.forward(packet(seq, p), VideoCodec::Vp8, || t);
         assert!(!fwd(0, KEY, 0).want_keyframe);
         assert!(!fwd(1, DELTA, 10).want_keyframe);
         let r = fwd(2, DELTA, 20);
@@ -455,7 +466,10 @@ mod tests {
         let r = fan.forward(packet(1, DELTA), VideoCodec::Vp8, || 1_000 + retry - 1);
         assert!(!r.want_keyframe);
         let r = fan.forward(packet(2, DELTA), VideoCodec::Vp8, || 1_000 + retry);
-        assert!(r.want_keyframe, "queue has room and no keyframe came: ask again");
+        assert!(
+            r.want_keyframe,
+            "queue has room and no keyframe came: ask again"
+        );
         let r = fan.forward(packet(3, DELTA), VideoCodec::Vp8, || 1_000 + retry + 10);
         assert!(!r.want_keyframe);
     }

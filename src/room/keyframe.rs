@@ -133,7 +133,9 @@ fn h264_has_idr(p: &[u8]) -> bool {
             }
             false
         }
-        28 => p.get(1).is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
+        28 => p
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
         t => is_key(t),
     }
 }
@@ -172,7 +174,9 @@ mod tests {
         assert!(VideoCodec::H264.starts_keyframe(&[0x65, 0x88]));
         assert!(!VideoCodec::H264.starts_keyframe(&[0x41, 0x9a]));
         // STAP-A with SPS then PPS.
-        assert!(VideoCodec::H264.starts_keyframe(&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]));
+        assert!(
+            VideoCodec::H264.starts_keyframe(&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68])
+        );
         // FU-A start of an IDR, and its middle part.
         assert!(VideoCodec::H264.starts_keyframe(&[0x7c, 0x85]));
         assert!(!VideoCodec::H264.starts_keyframe(&[0x7c, 0x05]));

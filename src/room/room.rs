@@ -10,7 +10,9 @@ use super::producer::{Producer, ProducerCounts, ProducerSpec, RetiredCounts};
 use crate::metrics::Metrics;
 use crate::signal;
 use conclave_media::frames::Frame;
-use conclave_signaling::{ErrorCode, ParticipantId, ParticipantInfo, RoomName, ServerMessage, TrackId};
+use conclave_signaling::{
+    ErrorCode, ParticipantId, ParticipantInfo, RoomName, ServerMessage, TrackId,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -100,7 +102,10 @@ impl std::fmt::Debug for Room {
 }
 
 fn entry_info(e: &Entry) -> ParticipantInfo {
-    signal::participant(&e.handle.info, e.producers.iter().map(|p| p.info()).collect())
+    signal::participant(
+        &e.handle.info,
+        e.producers.iter().map(|p| p.info()).collect(),
+    )
 }
 
 impl Room {

@@ -20,9 +20,7 @@ mod storage;
 
 use crate::room::{Producer, Room, RoomEvent, RoomManager, SinkHandle, SinkOptions};
 use crate::store::Store;
-use conclave_media::pipeline::{
-    PipelineConfig, RtpAudio, pipeline_input, spawn_track_pipeline,
-};
+use conclave_media::pipeline::{PipelineConfig, RtpAudio, pipeline_input, spawn_track_pipeline};
 use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use conclave_signaling::{ParticipantId, TrackId, TrackKind};
@@ -297,7 +295,9 @@ impl Transcription {
             self.config.clone(),
         ) {
             Ok(task) => task,
-            Err(e) => return tracing::error!(track = %p.id, error = %e, "audio pipeline not started"),
+            Err(e) => {
+                return tracing::error!(track = %p.id, error = %e, "audio pipeline not started");
+            }
         };
         let (sink, mut packets) = p.add_sink(SinkOptions {
             capacity: self.config.input_capacity,

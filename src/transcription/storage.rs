@@ -31,7 +31,10 @@ pub(super) async fn run(
             Ok(Frame::FinalTranscript(t)) if is_speech(&t.text) => t,
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "transcript store fell behind; lines may be lost");
+                tracing::error!(
+                    missed = n,
+                    "transcript store fell behind; lines may be lost"
+                );
                 stats.storage_frames_missed.fetch_add(n, Ordering::Relaxed);
                 continue;
             }

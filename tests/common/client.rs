@@ -547,7 +547,7 @@ async fn send_media(
             // for a keyframe (with its start code), set for a delta frame.
             _ => {
                 let asked = keyframe_requests.load(std::sync::atomic::Ordering::Relaxed);
-                let key = frame % KEYFRAME_EVERY == 0 || asked != answered;
+                let key = frame.is_multiple_of(KEYFRAME_EVERY) || asked != answered;
                 answered = asked;
                 frame += 1;
                 if key {

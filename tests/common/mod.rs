@@ -61,7 +61,10 @@ pub async fn start_server_in(
     };
     tweak(&mut args);
     let config = Config::load(args).expect("config");
-    conclave::telemetry::init(&std::env::var("CONCLAVE_TEST_LOG").unwrap_or_else(|_| "warn".into()), "text");
+    conclave::telemetry::init(
+        &std::env::var("CONCLAVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        "text",
+    );
     conclave::server::start(config)
         .await
         .expect("server starts")
