@@ -11,8 +11,10 @@ use conclave_signaling::ServerMessage;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Word error rate a regression must not exceed (see the measured values where it is used).
-const MAX_WER: f64 = 0.15;
+/// Word error rate a regression must not exceed. Measured 0.02 alone and 0.10 with the other
+/// transcription test running beside it on 2 cores (one garbled first sentence); a regression
+/// that garbles two of the five sentences goes over.
+const MAX_WER: f64 = 0.18;
 
 const SENTENCES: [&str; 5] = [
     "The quarterly budget was approved on Monday morning.",
@@ -112,8 +114,10 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     println!(
         "finals: {finals:#?}\ninterims: {interims}, speaking edges: {speaking_edges}, WER {wer:.3}"
     );
-    // Measured 0.02-0.08 on this material (tiny.en through WebRTC and Opus); 0.15 leaves room
-    // for a busy machine and still catches a real regression (a lost sentence alone is 0.2).
+    assert!(
+        finals.len() >= SENTENCES.len(),
+        "each sentence (1.2 s pauses between them) is its own final: {finals:?}"
+    );
     assert!(
         wer <= MAX_WER,
         "word error rate {wer:.3} over {MAX_WER}:\n  said:  {reference}\n  heard: {hypothesis}"
@@ -139,7 +143,12 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
             .windows(2)
             .all(|w| w[0]["start_ms"].as_i64() <= w[1]["start_ms"].as_i64())
     );
-    let found = get_json(http, "/api/transcripts/search?q=budget").await;
+    // Search for a word that was heard (the model may mishear any given one).
+    let heard_word = ["contract", "customers", "engineering", "budget", "meeting"]
+        .into_iter()
+        .find(|w| words(&hypothesis).iter().any(|h| h == w))
+        .expect("none of the key words was heard");
+    let found = get_json(http, &format!("/api/transcripts/search?q={heard_word}")).await;
     let found = found["lines"].as_array().unwrap();
     assert!(
         !found.is_empty()
@@ -147,8 +156,8 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
                 .as_str()
                 .unwrap()
                 .to_lowercase()
-                .contains("budget"),
-        "{found:?}"
+                .contains(heard_word),
+        "{heard_word}: {found:?}"
     );
     let none = get_json(http, "/api/transcripts/search?q=zebra").await;
     assert!(none["lines"].as_array().unwrap().is_empty());
