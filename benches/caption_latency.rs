@@ -8,7 +8,8 @@
 //! endpointer waits for before it calls an utterance finished.
 //!
 //! Run: `cargo bench --bench caption_latency` (prints p50/p95; not a criterion bench because
-//! each sample is a whole spoken utterance).
+//! each sample is a whole spoken utterance). `CONCLAVE_WHISPER_THREADS=2` measures two threads
+//! per transcription instead of the default budget.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -43,7 +44,15 @@ async fn run() {
         ends.push(speech.len());
         speech.extend(std::iter::repeat_n(0.0f32, 48_000 * 3));
     }
-    let server = common::start_server(|a| a.whisper_model = Some(model.clone())).await;
+    // CONCLAVE_WHISPER_THREADS=N measures another thread budget than the default.
+    let threads = std::env::var("CONCLAVE_WHISPER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let server = common::start_server(|a| {
+        a.whisper_model = Some(model.clone());
+        a.whisper_threads = threads;
+    })
+    .await;
     let http = server.http_addr;
     let mut listener = TestClient::join(
         http,

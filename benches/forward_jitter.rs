@@ -1,6 +1,6 @@
 //! Forwarding jitter with and without live transcription: does Whisper starve the SFU?
 //!
-//! Two scenarios on an in-process server, each in its own room and server:
+//! Three scenarios (C: the old thread default, as many Whisper threads as cores) on an in-process server, each in its own room and server:
 //! (A) transcription off; (B) transcription on with the real Whisper model and the default
 //! thread settings (no `whisper_threads` / `transcription_workers` overrides). In both, four
 //! "talker" participants publish real speech (espeak-ng sentences with short pauses, longer
@@ -130,10 +130,20 @@ async fn run() -> i32 {
         );
     }
 
-    let a = scenario("A: transcription off", false, &model, &speech).await;
+    let a = scenario("A: transcription off", false, None, &model, &speech).await;
     let b = scenario(
         "B: transcription on (default threads)",
         true,
+        None,
+        &model,
+        &speech,
+    )
+    .await;
+    // The old default: two Whisper threads per job, as many as the cores.
+    let c = scenario(
+        "C: transcription on, whisper threads = cores",
+        true,
+        Some(cores()),
         &model,
         &speech,
     )
@@ -152,7 +162,7 @@ async fn run() -> i32 {
         "| scenario | whisper threads x workers | packets | lost | p50 |gap-20ms| | p99 | max | gaps > 40 ms | RFC 3550 J (end / mean) | captions final / interim |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for o in [&a, &b] {
+    for o in [&a, &b, &c] {
         let s = &o.stats;
         println!(
             "| {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.2} / {:.2} ms | {} |",
@@ -192,7 +202,7 @@ async fn run() -> i32 {
         "warmup_s": WARMUP.as_secs(),
         "talkers": TALKERS,
         "total_s": (total * 10.0).round() / 10.0,
-        "scenarios": [a.json(), b.json()],
+        "scenarios": [a.json(), b.json(), c.json()],
     });
     println!("{json}");
     eprintln!("forward_jitter: took {total:.1} s");
@@ -278,6 +288,7 @@ fn talker_speech(dir: &Path) -> Vec<Arc<Vec<f32>>> {
 async fn scenario(
     name: &'static str,
     transcription: bool,
+    whisper_threads: Option<usize>,
     model: &Path,
     speech: &[Arc<Vec<f32>>],
 ) -> Outcome {
@@ -289,6 +300,7 @@ async fn scenario(
         "server start",
         common::start_server(move |a| {
             a.transcription = Some(transcription);
+            a.whisper_threads = whisper_threads;
             if transcription {
                 a.whisper_model = Some(model);
             }
