@@ -161,6 +161,11 @@ impl Metrics {
                     "Transcriptions that failed.",
                     &st.transcription_errors,
                 ),
+                (
+                    "conclave_transcriptions_aborted_total",
+                    "Transcriptions stopped midway: past their deadline, or no longer wanted.",
+                    &st.transcriptions_aborted,
+                ),
             ];
             for (name, help, v) in counters {
                 counter(&mut out, name, help, v.load(Ordering::Relaxed) as f64);

@@ -215,6 +215,7 @@ fn start_transcription(
         workers: t.workers,
         max_per_server: t.max_per_server,
         max_per_room: t.max_per_room,
+        deadline_factor: conclave_media::pool::DEFAULT_DEADLINE_FACTOR,
     };
     let pipeline = conclave_media::pipeline::PipelineConfig {
         vad_aggressiveness: t.vad_aggressiveness,

@@ -22,6 +22,13 @@
 //!   starts until every final queue is empty, and each interim already running finishes
 //!   within the time of one capped window.
 //!
+//! Every job is bounded: it gets a deadline of [`DEADLINE_FLOOR`] plus
+//! [`PoolConfig::deadline_factor`] × its audio, and is stopped midway (through the engine's
+//! abort check) when the deadline passes or when nobody waits for its result any more (an
+//! interim superseded by the utterance's end, a track that went away), counted in
+//! `transcriptions_aborted`. So a final queued behind a running interim waits only until the
+//! pipeline drops that interim, which it does when the utterance ends.
+//!
 //! Workers run at a slightly lower CPU priority than the rest of the process (Linux: 4 nice
 //! levels more, inherited by the threads whisper.cpp starts, about 40% of a normal thread's
 //! CPU share when both compete), so packet forwarding on tokio threads wins the CPU when both
@@ -38,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::transcribe::{TranscribeError, Transcriber};
+use crate::transcribe::{Limits, TranscribeError, Transcriber};
 
 /// Which room a job's audio belongs to, for the per-room limit and turns (the SFU passes its
 /// room id).
@@ -97,7 +104,7 @@ impl ThreadBudget {
 }
 
 /// Pool sizing and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     /// Worker threads; default: [`ThreadBudget::detect`]'s workers (pair it with that
     /// budget's threads per job).
@@ -108,6 +115,22 @@ pub struct PoolConfig {
     /// Final jobs queued or running for one room before its new ones are dropped; default
     /// twice the workers, at least 8, so one busy room cannot take the whole queue.
     pub max_per_room: usize,
+    /// A job is stopped after this many times its audio's length (plus
+    /// [`DEADLINE_FLOOR`]): a normal transcription takes a tenth of it on an idle machine,
+    /// so only a runaway decode (non-speech audio, repetition) or a starved worker reaches it.
+    pub deadline_factor: f32,
+}
+
+/// Time every job gets on top of [`PoolConfig::deadline_factor`] × its audio.
+pub const DEADLINE_FLOOR: Duration = Duration::from_secs(2);
+
+/// Default of [`PoolConfig::deadline_factor`].
+pub const DEFAULT_DEADLINE_FACTOR: f32 = 3.0;
+
+/// How long a job of `samples` (16 kHz) may run.
+pub fn job_deadline(config: &PoolConfig, samples: usize) -> Duration {
+    let audio = samples as f32 / 16_000.0;
+    DEADLINE_FLOOR + Duration::from_secs_f32((audio * config.deadline_factor.max(0.0)).min(600.0))
 }
 
 impl Default for PoolConfig {
@@ -117,6 +140,7 @@ impl Default for PoolConfig {
             workers,
             max_per_server: workers * 16,
             max_per_room: (workers * 2).max(8),
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         }
     }
 }
@@ -141,6 +165,8 @@ pub struct PipelineStats {
     pub transcriptions_done: AtomicU64,
     /// Transcriptions that returned an error (or panicked).
     pub transcription_errors: AtomicU64,
+    /// Transcriptions stopped midway: past their deadline, or abandoned while running.
+    pub transcriptions_aborted: AtomicU64,
     /// Total time spent transcribing, in microseconds.
     pub transcription_micros: AtomicU64,
 }
@@ -569,19 +595,23 @@ fn work(shared: &Shared) {
     lower_priority();
     while let Some(job) = shared.next_job() {
         let started = Instant::now();
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| shared.transcriber.transcribe(&job.pcm)))
-                .unwrap_or_else(|_| {
-                    Err(TranscribeError::Engine("the transcriber panicked".into()))
-                });
+        let limits = Limits {
+            deadline: Some(started + job_deadline(&shared.config, job.pcm.len())),
+            interim: job.kind == JobKind::Interim,
+            abandoned: &|| job.reply.is_closed(),
+        };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            shared.transcriber.transcribe_within(&job.pcm, &limits)
+        }))
+        .unwrap_or_else(|_| Err(TranscribeError::Engine("the transcriber panicked".into())));
         let elapsed = started.elapsed();
         let stats = &shared.stats;
         PipelineStats::add(&stats.transcription_micros, elapsed.as_micros() as u64);
         PipelineStats::add(
-            if result.is_ok() {
-                &stats.transcriptions_done
-            } else {
-                &stats.transcription_errors
+            match &result {
+                Ok(_) => &stats.transcriptions_done,
+                Err(TranscribeError::Aborted(_)) => &stats.transcriptions_aborted,
+                Err(_) => &stats.transcription_errors,
             },
             1,
         );
@@ -683,6 +713,7 @@ mod tests {
             workers: 1,
             max_per_server: 2,
             max_per_room: 2,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let rx = pool
@@ -702,6 +733,7 @@ mod tests {
             workers: 1,
             max_per_server: 2,
             max_per_room: 10,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let a = pool
@@ -732,6 +764,7 @@ mod tests {
             workers: 1,
             max_per_server: 4,
             max_per_room: 1,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let _a = pool
@@ -756,6 +789,7 @@ mod tests {
             workers: 1,
             max_per_server: 32,
             max_per_room: 16,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         // Room a's first final is running; nine more queue behind it, then room b's one.
@@ -790,6 +824,7 @@ mod tests {
             workers: 1,
             max_per_server: 32,
             max_per_room: 16,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let _x = pool
@@ -838,6 +873,7 @@ mod tests {
             workers: 2,
             max_per_server: 8,
             max_per_room: 4,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated_with_threads(cfg, 1);
         let _f0 = pool
@@ -862,6 +898,7 @@ mod tests {
             workers: 1,
             max_per_server: 4,
             max_per_room: 1,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let _interim = pool
@@ -887,6 +924,7 @@ mod tests {
             workers: 1,
             max_per_server: 4,
             max_per_room: 4,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let _i = pool
@@ -914,6 +952,7 @@ mod tests {
             workers: 1,
             max_per_server: 4,
             max_per_room: 4,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let _a = pool
@@ -941,6 +980,7 @@ mod tests {
             workers: 1,
             max_per_server: 4,
             max_per_room: 4,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let (pool, started, gate) = gated(cfg);
         let a = pool
@@ -972,6 +1012,7 @@ mod tests {
             workers: 1,
             max_per_server: 2,
             max_per_room: 2,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
         };
         let pool = TranscriptionPool::new(Arc::new(Panics), cfg, Arc::default());
         for _ in 0..2 {
@@ -1038,5 +1079,80 @@ mod tests {
         let want = (ours + WORKER_NICE).min(19);
         assert_eq!(text, format!("{want} {want}"), "this thread: {ours}");
         assert_eq!(nice_of_this_thread(), ours, "only the workers changed");
+    }
+
+    /// Works until told to stop, as a decode stuck on non-speech audio would.
+    struct Spinner {
+        started: Mutex<Sender<usize>>,
+    }
+
+    impl Transcriber for Spinner {
+        fn transcribe(&self, _: &[f32]) -> Result<String, TranscribeError> {
+            unreachable!("the pool always passes limits")
+        }
+
+        fn transcribe_within(
+            &self,
+            pcm: &[f32],
+            limits: &Limits<'_>,
+        ) -> Result<String, TranscribeError> {
+            self.started.lock().unwrap().send(pcm.len()).unwrap();
+            loop {
+                if let Some(why) = limits.stop_reason() {
+                    return Err(TranscribeError::Aborted(why));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[test]
+    fn a_running_job_nobody_waits_for_is_stopped_and_the_next_one_runs() {
+        let (started_tx, started) = mpsc::channel();
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 4,
+            max_per_room: 4,
+            deadline_factor: DEFAULT_DEADLINE_FACTOR,
+        };
+        let pool = TranscriptionPool::new(
+            Arc::new(Spinner {
+                started: Mutex::new(started_tx),
+            }),
+            cfg,
+            Arc::default(),
+        );
+        let first = pool
+            .submit(&room("a"), JobKind::Interim, vec![0.0; 1])
+            .unwrap();
+        assert_eq!(started.recv().unwrap(), 1);
+        // The utterance moved on: the interim's reader is dropped while it runs.
+        drop(first);
+        let second = pool
+            .submit(&room("a"), JobKind::Final, vec![0.0; 2])
+            .unwrap();
+        assert_eq!(started.recv().unwrap(), 2, "the worker was freed");
+        assert_eq!(PipelineStats::get(&pool.stats().transcriptions_aborted), 1);
+        drop(second);
+    }
+
+    #[test]
+    fn deadlines_grow_with_the_audio() {
+        let cfg = PoolConfig {
+            workers: 1,
+            max_per_server: 1,
+            max_per_room: 1,
+            deadline_factor: 3.0,
+        };
+        assert_eq!(job_deadline(&cfg, 0), DEADLINE_FLOOR);
+        assert_eq!(
+            job_deadline(&cfg, 16_000 * 4),
+            DEADLINE_FLOOR + Duration::from_secs(12)
+        );
+        let none = PoolConfig {
+            deadline_factor: -1.0,
+            ..cfg
+        };
+        assert_eq!(job_deadline(&none, 16_000 * 4), DEADLINE_FLOOR);
     }
 }

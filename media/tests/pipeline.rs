@@ -394,6 +394,7 @@ async fn a_stuck_transcriber_drops_jobs_but_never_stalls_the_track() {
         workers: 1,
         max_per_server: 1,
         max_per_room: 1,
+        deadline_factor: conclave_media::pool::DEFAULT_DEADLINE_FACTOR,
     };
     let pool = Arc::new(TranscriptionPool::new(
         blocking.clone(),

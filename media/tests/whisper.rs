@@ -30,7 +30,7 @@ fn speak(text: &str, _dir: &Path, _name: &str) -> Vec<f32> {
 }
 
 #[test]
-fn transcribes_espeak_sentences_within_a_25_percent_word_error_rate() {
+fn transcribes_espeak_sentences_within_an_8_percent_word_error_rate() {
     let whisper = WhisperTranscriber::load(&model(), 2).unwrap();
     let dir = scratch_dir("wer");
     let (mut edits, mut total, mut audio_s, mut busy_s) = (0, 0, 0.0, 0.0);
@@ -57,8 +57,10 @@ fn transcribes_espeak_sentences_within_a_25_percent_word_error_rate() {
         100.0 * wer,
         busy_s / audio_s
     );
+    // Measured 1.9% (one word in 53); 8% is four words, so a regression that costs a few
+    // words fails while one more slip does not.
     assert!(
-        wer <= 0.25,
+        wer <= 0.08,
         "word error rate {:.1}% over budget",
         100.0 * wer
     );
@@ -128,4 +130,65 @@ fn corrupt_or_missing_models_are_clean_errors() {
 
     assert!(reason(&dir.join("absent.bin")).contains("No such file"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Beeps like Chromium's fake microphone (a 1 kHz tone, 0.1 s on, 0.9 s off), a steady tone,
+/// and white noise: none of it is speech, and none of it may keep a worker busy. Whisper alone
+/// still invents a sentence for loud noise; rejecting noise before Whisper is the voice
+/// detector's job (Silero VAD, not in yet), so for noise this checks only that the decode is
+/// bounded by the token limit.
+#[test]
+fn non_speech_gives_no_text_and_bounded_work() {
+    use conclave_media::transcribe::Limits;
+    let whisper = WhisperTranscriber::load(&model(), 1).unwrap();
+    let secs = 20usize;
+    let beeps: Vec<f32> = (0..16_000 * secs)
+        .map(|i| {
+            let t = i as f32 / 16_000.0;
+            if t.fract() < 0.1 {
+                0.3 * (2.0 * std::f32::consts::PI * 1_000.0 * t).sin()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let tone: Vec<f32> = (0..16_000 * secs)
+        .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin())
+        .collect();
+    let mut seed = 0x2545_f491_u32;
+    let noise: Vec<f32> = (0..16_000 * secs)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 0.4
+        })
+        .collect();
+    for (name, pcm) in [("beeps", beeps), ("tone", tone), ("noise", noise)] {
+        let started = Instant::now();
+        let limits = Limits {
+            deadline: Some(started + std::time::Duration::from_secs(60)),
+            interim: false,
+            abandoned: &|| false,
+        };
+        let text = whisper.transcribe_within(&pcm, &limits);
+        println!("{name}: {text:?} in {:?}", started.elapsed());
+        let text = text.unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name == "noise" {
+            // 12 + 7 tokens per second: words are fewer than tokens.
+            assert!(text.split_whitespace().count() <= 12 + 7 * secs, "{text:?}");
+        } else {
+            assert_eq!(text, "", "{name} is not speech");
+        }
+    }
+    // A deadline stops a decode midway.
+    let limits = Limits {
+        deadline: Some(Instant::now()),
+        interim: false,
+        abandoned: &|| false,
+    };
+    assert!(matches!(
+        whisper.transcribe_within(&vec![0.1; 16_000 * 5], &limits),
+        Err(TranscribeError::Aborted(_))
+    ));
 }

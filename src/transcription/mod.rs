@@ -341,25 +341,22 @@ impl Transcription {
     }
 }
 
-/// Whisper marks non-speech as `[BLANK_AUDIO]`, `(music)` and the like, and tiny models say a
-/// lone "you" for tones and noise; such lines are not captions.
-pub(crate) fn is_speech(text: &str) -> bool {
-    let t = text.trim();
-    let bare: String = t
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .collect::<String>()
-        .to_lowercase();
-    !bare.is_empty()
-        && bare != "you"
-        && !((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
-}
+pub(crate) use conclave_media::transcribe::guard::is_speech;
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn non_speech_markers_are_not_captions() {
-        for noise in ["", "  ", "[BLANK_AUDIO]", "(music)", " you", "You.", "..."] {
+        for noise in [
+            "",
+            "  ",
+            "[BLANK_AUDIO]",
+            "(music)",
+            " you",
+            "You.",
+            "...",
+            "Mm-hmm.",
+        ] {
             assert!(!super::is_speech(noise), "{noise:?}");
         }
         for speech in ["Thank you.", "You need to see this.", "Yes."] {

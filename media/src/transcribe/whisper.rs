@@ -13,7 +13,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use super::{TranscribeError, Transcriber};
+use super::{Limits, TranscribeError, Transcriber, guard};
 
 /// Whisper's input rate.
 const SAMPLE_RATE: usize = 16_000;
@@ -31,6 +31,25 @@ const AUDIO_CTX_MIN: usize = 512;
 /// One decoding window. Up to this length timestamp tokens buy nothing; beyond it whisper.cpp
 /// needs them to decide where the next window starts.
 const WINDOW_SAMPLES: usize = SAMPLE_RATE * 30;
+
+/// Tokens any transcription may produce, on top of [`TOKENS_PER_SECOND`].
+const MIN_TOKENS: i32 = 12;
+/// Tokens per second of audio a transcription may produce (fast speech is ~4-5).
+const TOKENS_PER_SECOND: f32 = 7.0;
+/// Temperature step of the fallback: 0.0, then one retry at 0.6.
+const FALLBACK_STEP: f32 = 0.6;
+/// A window whose no-speech probability is above this is not speech.
+const NO_SPEECH: f32 = 0.6;
+
+/// whisper.cpp asks this, from its compute loops, whether to stop.
+///
+/// # Safety
+/// `user_data` points to the [`Limits`] of the running call, which outlives it.
+unsafe extern "C" fn should_abort(user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: set in `transcribe_within` to a `Limits` that lives until `full` returns.
+    let limits = unsafe { &*(user_data as *const Limits<'_>) };
+    limits.stop_reason().is_some()
+}
 
 /// Whisper speech-to-text on the CPU, greedy decoding, English.
 pub struct WhisperTranscriber {
@@ -76,8 +95,19 @@ impl WhisperTranscriber {
         })
     }
 
-    fn params(&self, samples: usize) -> FullParams<'static, 'static> {
+    fn params(&self, samples: usize, interim: bool) -> FullParams<'static, 'static> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        // Bounded work. Speech runs at up to ~6 tokens a second; a decode that produces more
+        // is looping (non-speech audio makes tiny models repeat themselves), so it stops.
+        let secs = samples as f32 / SAMPLE_RATE as f32;
+        params.set_max_tokens(MIN_TOKENS + (secs * TOKENS_PER_SECOND) as i32);
+        // At most one retry at a higher temperature for a final (whisper.cpp's default keeps
+        // retrying up to 1.0 in steps of 0.2), none for an interim.
+        params.set_temperature(0.0);
+        params.set_temperature_inc(if interim { 0.0 } else { FALLBACK_STEP });
+        params.set_entropy_thold(2.4);
+        params.set_logprob_thold(-1.0);
+        params.set_no_speech_thold(NO_SPEECH);
         params.set_n_threads(self.threads as i32);
         params.set_language(Some("en"));
         params.set_translate(false);
@@ -115,8 +145,19 @@ impl WhisperTranscriber {
 
 impl Transcriber for WhisperTranscriber {
     fn transcribe(&self, pcm: &[f32]) -> Result<String, TranscribeError> {
+        self.transcribe_within(pcm, &Limits::none())
+    }
+
+    fn transcribe_within(
+        &self,
+        pcm: &[f32],
+        limits: &Limits<'_>,
+    ) -> Result<String, TranscribeError> {
         if pcm.is_empty() {
             return Ok(String::new());
+        }
+        if let Some(why) = limits.stop_reason() {
+            return Err(TranscribeError::Aborted(why));
         }
         let padded;
         let audio = if pcm.len() < MIN_SAMPLES {
@@ -130,22 +171,37 @@ impl Transcriber for WhisperTranscriber {
         };
 
         let mut state = self.take_state()?;
-        state
-            .full(self.params(audio.len()), audio)
-            .map_err(|e| TranscribeError::Engine(format!("whisper.cpp failed: {e}")))?;
+        let mut params = self.params(audio.len(), limits.interim);
+        // SAFETY: the callback only reads `limits`, which outlives this `full` call; the
+        // pointer is not kept by whisper.cpp after it returns.
+        unsafe {
+            params.set_abort_callback(Some(should_abort));
+            params.set_abort_callback_user_data(limits as *const Limits<'_> as *mut _);
+        }
+        let run = state.full(params, audio);
+        if let Some(why) = limits.stop_reason() {
+            // Whatever came out of an interrupted run is not trusted; the state is dropped.
+            return Err(TranscribeError::Aborted(why));
+        }
+        run.map_err(|e| TranscribeError::Engine(format!("whisper.cpp failed: {e}")))?;
         let mut text = String::new();
+        let mut all_silent = true;
         for segment in state.as_iter() {
+            all_silent &= segment.no_speech_probability() > NO_SPEECH;
             let piece = segment
                 .to_str_lossy()
                 .map_err(|e| TranscribeError::Engine(format!("cannot read a segment: {e}")))?;
             text.push_str(&piece);
+        }
+        if all_silent {
+            text.clear();
         }
         // Only a state whose run succeeded goes back to the pool.
         self.states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(state);
-        Ok(text.trim().to_string())
+        Ok(guard::clean(&text))
     }
 }
 
