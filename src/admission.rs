@@ -95,14 +95,26 @@ pub async fn admit(state: &AppState, ask: &JoinAsk) -> Result<Decision, Refusal>
             TokenError::Expired => Refusal::new(ErrorCode::TokenExpired, e.to_string()),
             other => Refusal::new(ErrorCode::InvalidToken, other.to_string()),
         })?;
-    let display = ask
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .or(claims.name.clone())
-        .unwrap_or_else(|| claims.sub.clone());
+    let reserved = crate::meetings::model::MeetingCode::reserved_by(ask.room.as_str());
+    if let Some(code) = &reserved
+        && claims.meeting.as_deref() != Some(code.as_str())
+    {
+        return Err(Refusal::new(
+            ErrorCode::PermissionDenied,
+            format!("room {code} belongs to a meeting: join it through the meeting"),
+        ));
+    }
+    // In a meeting, the name is the one given (and checked) at the meeting's join; a client
+    // cannot rename itself over the socket.
+    let asked = ask.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let display = if claims.meeting.is_some() {
+        None
+    } else {
+        asked
+    }
+    .map(str::to_owned)
+    .or(claims.name.clone())
+    .unwrap_or_else(|| claims.sub.clone());
     let display: String = display.chars().take(MAX_NAME_CHARS).collect();
     let mut request = JoinRequest {
         room: ask.room.clone(),

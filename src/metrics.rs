@@ -16,6 +16,8 @@ pub struct Metrics {
     pub participants: AtomicI64,
     /// Tracks published now.
     pub tracks: AtomicI64,
+    /// Signaling WebSockets open now.
+    pub websockets: AtomicI64,
     /// Signaling messages refused as bad input.
     pub signaling_errors: AtomicU64,
     /// Joins refused (bad token, unknown room, ...).
@@ -64,6 +66,12 @@ impl Metrics {
             "conclave_tracks",
             "Tracks published now.",
             self.tracks.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "conclave_websockets",
+            "Signaling WebSockets open now.",
+            self.websockets.load(Ordering::Relaxed),
         );
         let packet_counters = [
             (

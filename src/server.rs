@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics,
         config,
         turn,
+        stopping: tokio::sync::watch::channel(false).0,
     });
     let turn_addr = state.turn.as_ref().map(|t| t.local_addr());
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
@@ -160,14 +161,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 _ = os_shutdown_signal() => {}
             }
             tracing::info!("shutting down");
+            st2.stopping.send_replace(true);
             st2.router.shutdown();
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
-        // Give participant tasks a moment to close their peer connections.
+        // Give participant tasks a moment to close their peer connections, and the sockets
+        // to record their departures, before the store closes.
         for _ in 0..50 {
-            if st.rooms.counts().1 == 0 {
+            let sockets = st
+                .metrics
+                .websockets
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if st.rooms.counts().1 == 0 && sockets <= 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -53,6 +53,8 @@ pub struct AppState {
     pub turn: Option<TurnService>,
     /// Meetings.
     pub meetings: Arc<crate::meetings::MeetingService>,
+    /// Set once the server is shutting down.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {

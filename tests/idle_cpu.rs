@@ -46,7 +46,9 @@ async fn cpu_goes_quiet_once_the_last_room_closes() {
     assert!(busy() >= 1, "Whisper never ran on the tone");
     beeper.leave().await;
     assert!(
-        eventually(Duration::from_secs(10), || server.state.rooms.counts().0 == 0).await,
+        eventually(Duration::from_secs(10), || server.state.rooms.counts().0
+            == 0)
+        .await,
         "the room did not close"
     );
     // The tone's last utterance is still transcribed after the room closed (bounded by its

@@ -140,6 +140,17 @@ pub async fn guest_token(
     let room = RoomName::validate(&room).ok_or_else(|| {
         AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]")
     })?;
+    if let Some(code) = crate::meetings::model::MeetingCode::reserved_by(room.as_str()) {
+        // A meeting's room is entered only through the meeting: password, waiting room,
+        // participant record.
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "meeting_room",
+            format!(
+                "room {room} belongs to a meeting: join it with POST /api/meetings/{code}/join"
+            ),
+        ));
+    }
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(AppError::bad_request("name must be 1-64 characters"));

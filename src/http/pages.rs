@@ -27,10 +27,14 @@ pub async fn meeting(Path(_code): Path<String>) -> Html<&'static str> {
     Html(web!("meeting.html"))
 }
 
-/// `GET /room/{room}`: an ad-hoc room.
-pub async fn room(Path(room): Path<String>) -> Result<Html<&'static str>, AppError> {
+/// `GET /room/{room}`: an ad-hoc room. A meeting's room is entered through its join page
+/// (password, waiting room), so its link redirects there.
+pub async fn room(Path(room): Path<String>) -> Result<Response, AppError> {
     RoomName::validate(&room).ok_or_else(|| AppError::not_found("invalid room name"))?;
-    Ok(Html(web!("room.html")))
+    if let Some(code) = crate::meetings::model::MeetingCode::reserved_by(&room) {
+        return Ok(axum::response::Redirect::to(&format!("/join/{code}")).into_response());
+    }
+    Ok(Html(web!("room.html")).into_response())
 }
 
 /// `GET /assets/{file}`.

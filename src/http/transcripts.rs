@@ -46,6 +46,18 @@ fn page(p: &TranscriptPage) -> Result<(i64, i64), AppError> {
 fn allowed_room(caller: &Caller) -> Result<Option<String>, AppError> {
     match caller {
         Caller::Service { .. } => Ok(None),
+        // A meeting's room needs a token of that meeting (from its join), not just any token
+        // that names the room.
+        Caller::Token(c)
+            if crate::meetings::model::MeetingCode::reserved_by(&c.room).is_some()
+                && c.meeting.as_deref() != Some(c.room.as_str()) =>
+        {
+            Err(AppError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "a meeting's transcript needs a token from that meeting's join",
+            ))
+        }
         Caller::Token(c) => Ok(Some(c.room.clone())),
         Caller::Anonymous => Err(AppError::unauthorized(
             "transcripts need the API key or a token for the room",

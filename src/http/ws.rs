@@ -32,7 +32,32 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
         .on_upgrade(move |socket| run(state, socket))
 }
 
+/// Completes once the server is shutting down.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Counts an open WebSocket until dropped (shutdown waits for them to record departures).
+struct Open(Arc<AppState>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .websockets
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn run(state: Arc<AppState>, socket: WebSocket) {
+    state
+        .metrics
+        .websockets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = Open(state.clone());
+    let mut stopping = state.stopping.subscribe();
     let (mut sink, mut stream) = socket.split();
     let (signal_tx, mut signal_rx) = mpsc::channel::<ServerMessage>(SIGNAL_QUEUE);
     let writer = tokio::spawn(async move {
@@ -80,9 +105,21 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                     }
                     continue;
                 }
+                () = stopped(&mut stopping) => {
+                    conn.error(ErrorCode::ShuttingDown, "the server is shutting down");
+                    break;
+                }
             }
         } else {
-            stream.next().await
+            // Joined sessions are ended by the router's shutdown; sockets that never joined
+            // (or wait for a meeting) are ended here.
+            tokio::select! {
+                frame = stream.next() => frame,
+                () = stopped(&mut stopping) => {
+                    conn.error(ErrorCode::ShuttingDown, "the server is shutting down");
+                    break;
+                }
+            }
         };
         let Some(frame) = frame else { break };
         match frame {

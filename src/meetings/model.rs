@@ -45,6 +45,12 @@ impl MeetingCode {
         Some(MeetingCode(s))
     }
 
+    /// The meeting code a room name is reserved for: rooms named exactly like a meeting code
+    /// (`XXX-XXX-XXX`, canonical form) belong to meetings and are entered only through them.
+    pub fn reserved_by(room: &str) -> Option<MeetingCode> {
+        MeetingCode::parse(room).filter(|c| c.as_str() == room)
+    }
+
     /// The canonical form.
     pub fn as_str(&self) -> &str {
         &self.0
