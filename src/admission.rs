@@ -12,8 +12,35 @@ use conclave_signaling::{ErrorCode, MeetingInfo, Role, RoomName};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
-/// Display names are cut to this many characters.
+/// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
+
+/// Characters that show nothing but are not whitespace (zero-width and joiners, bidi
+/// controls, fillers): a name made only of these looks empty, and bidi controls in a name
+/// reorder what others see.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+            | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' | '\u{FFA0}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// A display name as people will see it: trimmed, 1-64 characters, no control or bidi
+/// characters, and at least one visible character. The error says the rule.
+pub fn display_name(input: &str) -> Result<String, String> {
+    const RULE: &str = "a name must be 1-64 characters with at least one visible character, and no control characters";
+    let name = input.trim();
+    let bad = name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'));
+    let count = name.chars().count();
+    if bad || count == 0 || count > MAX_NAME_CHARS || name.chars().all(is_invisible) {
+        return Err(RULE.to_owned());
+    }
+    Ok(name.to_owned())
+}
 
 /// A join refused, with the signaling error to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,4 +213,29 @@ pub async fn enter(
         None => None,
     };
     Ok((session, presence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+
+    #[test]
+    fn names_need_a_visible_character_and_no_controls() {
+        assert_eq!(display_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(display_name("José 山田").unwrap(), "José 山田");
+        for bad in [
+            "",
+            "   ",
+            "\0\0\0",
+            "\u{200B}\u{200B}",
+            "\u{200D}\u{FEFF}",
+            "Ada\u{0007}",
+            "\u{202E}nimda",
+            "line\nbreak",
+        ] {
+            assert!(display_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(display_name(&"x".repeat(64)).is_ok());
+        assert!(display_name(&"x".repeat(65)).is_err());
+    }
 }

@@ -62,9 +62,9 @@ fn token_authority(config: &Config) -> anyhow::Result<TokenAuthority> {
                     let key = format!("dev_{}", crate::ids::random_id(8));
                     let secret = crate::ids::random_id(40);
                     std::fs::create_dir_all(&config.data_dir)?;
-                    std::fs::write(
+                    write_secret(
                         &path,
-                        format!("api_key = \"{key}\"\napi_secret = \"{secret}\"\n"),
+                        &format!("api_key = \"{key}\"\napi_secret = \"{secret}\"\n"),
                     )?;
                     (key, secret)
                 }
@@ -76,6 +76,16 @@ fn token_authority(config: &Config) -> anyhow::Result<TokenAuthority> {
             "no API key pair: set api_key and api_secret (CONCLAVE_API_KEY / CONCLAVE_API_SECRET), or run with --dev"
         ),
     }
+}
+
+/// Writes a file only its owner may read (mode 0600 on Unix).
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// Starts TURN and the HTTP/WebSocket server, returning once both listen.

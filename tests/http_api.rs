@@ -277,3 +277,49 @@ async fn stats_metrics_pages_and_unknown_paths() {
     assert_eq!(s, StatusCode::OK);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_key_pair_is_readable_by_its_owner_only() {
+    let dir = std::env::temp_dir().join(format!("conclave-dev-{}", conclave::ids::random_id(8)));
+    let server = common::start_server_in(dir.clone(), |a| {
+        a.dev = true;
+        a.api_key = None;
+        a.api_secret = None;
+    })
+    .await;
+    let meta = std::fs::metadata(dir.join("dev-api-key.toml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_or_control_character_names_are_refused() {
+    let server = common::start_server(|_| {}).await;
+    for name in ["\u{0}\u{0}", "\u{200B}\u{200D}", "\u{202E}nimda", "   "] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let (s, b) = common::http(
+            server.http_addr,
+            "POST",
+            "/api/rooms/lobby/guest-token",
+            None,
+            &body,
+        )
+        .await;
+        assert_eq!(s, 400, "{name:?}: {b}");
+        assert!(b.contains("visible character"), "{b}");
+        let (s, b) = common::http(
+            server.http_addr,
+            "POST",
+            "/api/meetings",
+            None,
+            &serde_json::json!({"name": "x", "host_name": name}).to_string(),
+        )
+        .await;
+        assert!(
+            s == 400 || (s == 201 && name.trim().is_empty()),
+            "{name:?}: {s} {b}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}

@@ -151,10 +151,8 @@ pub async fn guest_token(
             ),
         ));
     }
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(AppError::bad_request("name must be 1-64 characters"));
-    }
+    let name = crate::admission::display_name(&body.name).map_err(AppError::bad_request)?;
+    let name = name.as_str();
     if !s.config.auto_create_rooms && !s.router.room_exists(&room).await {
         return Err(AppError::not_found(format!("room {room} does not exist")));
     }

@@ -181,10 +181,10 @@ impl MeetingService {
                 format!("host-{}", crate::ids::random_id(10)),
             ),
         };
-        let host_name = host_name
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(|n| n.chars().take(64).collect::<String>());
+        let host_name = match host_name.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) => Some(crate::admission::display_name(n).map_err(MeetingError::Invalid)?),
+            None => None,
+        };
         for _ in 0..CODE_ATTEMPTS {
             let new = NewMeeting {
                 code: MeetingCode::random(),
@@ -264,10 +264,8 @@ impl MeetingService {
         if m.status == MeetingStatus::Ended {
             return Err(MeetingError::Ended);
         }
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 {
-            return Err(MeetingError::Invalid("name must be 1-64 characters".into()));
-        }
+        let name = crate::admission::display_name(name).map_err(MeetingError::Invalid)?;
+        let name = name.as_str();
         let as_host = match caller {
             Caller::Token(c) => {
                 c.meeting.as_deref() == Some(m.code.as_str()) && c.sub == m.host_identity
