@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// Members per room unless configured: a large meeting, well within one node's forwarding.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+/// TCP connections at once unless configured (well under a default 65,536-descriptor limit,
+/// leaving room for UDP sockets: one per participant).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+/// TCP connections at once from one address unless configured (a NAT of an office, or a
+/// load test from one machine, needs many).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 
 /// Flags (and their environment variables) of `conclave serve`. Every field is optional so
 /// that an unset flag falls through to the file and then to the default.
@@ -83,6 +89,24 @@ pub struct ServeArgs {
     /// Seconds a meeting waits for a departed host before handing over or ending.
     #[arg(long, env = "CONCLAVE_HOST_GRACE_SECS")]
     pub host_grace_secs: Option<u64>,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "CONCLAVE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "CONCLAVE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay silent both ways (WebSockets included; the server pings joined sockets every third of it).
+    #[arg(long, env = "CONCLAVE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a signaling socket has to send `join` after it opens.
+    #[arg(long, env = "CONCLAVE_JOIN_TIMEOUT_SECS")]
+    pub join_timeout_secs: Option<u64>,
+    /// TCP connections open at once (HTTP and WebSocket).
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// TCP connections open at once from one client address.
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
     /// Live transcription of rooms (needs a Whisper model).
     #[arg(long, env = "CONCLAVE_TRANSCRIPTION")]
     pub transcription: Option<bool>,
@@ -127,6 +151,12 @@ struct FileConfig {
     guest_access: Option<bool>,
     database_url: Option<String>,
     host_grace_secs: Option<u64>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    join_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -223,6 +253,18 @@ pub struct Config {
     pub database_url: String,
     /// Host-leave grace period.
     pub host_grace: std::time::Duration,
+    /// Time for a request's headers.
+    pub header_timeout: std::time::Duration,
+    /// Time for a request's body.
+    pub body_timeout: std::time::Duration,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Time for a socket's `join`.
+    pub join_timeout: std::time::Duration,
+    /// TCP connections at once.
+    pub max_connections: usize,
+    /// TCP connections at once per client address.
+    pub max_connections_per_address: usize,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
 }
@@ -314,6 +356,40 @@ impl Config {
             host_grace: std::time::Duration::from_secs(
                 args.host_grace_secs.or(file.host_grace_secs).unwrap_or(30),
             ),
+            header_timeout: std::time::Duration::from_secs(
+                args.header_timeout_secs
+                    .or(file.header_timeout_secs)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            body_timeout: std::time::Duration::from_secs(
+                args.body_timeout_secs
+                    .or(file.body_timeout_secs)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            idle_timeout: std::time::Duration::from_secs(
+                args.idle_timeout_secs
+                    .or(file.idle_timeout_secs)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
+            join_timeout: std::time::Duration::from_secs(
+                args.join_timeout_secs
+                    .or(file.join_timeout_secs)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .max(1),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)
+                .max(1),
             transcription: {
                 let t = file.transcription;
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

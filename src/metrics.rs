@@ -22,6 +22,12 @@ pub struct Metrics {
     pub signaling_errors: AtomicU64,
     /// Joins refused (bad token, unknown room, ...).
     pub joins_refused: AtomicU64,
+    /// TCP connections closed at once for being over a connection limit.
+    pub connections_refused: AtomicU64,
+    /// Signaling sockets closed because no `join` came in time.
+    pub join_timeouts: AtomicU64,
+    /// Signaling sockets closed because the peer stopped answering pings.
+    pub dead_peers: AtomicU64,
 }
 
 impl Metrics {
@@ -113,6 +119,21 @@ impl Metrics {
                 "conclave_joins_refused_total",
                 "Joins refused.",
                 &self.joins_refused,
+            ),
+            (
+                "conclave_connections_refused_total",
+                "TCP connections closed at once for being over a connection limit.",
+                &self.connections_refused,
+            ),
+            (
+                "conclave_join_timeouts_total",
+                "Signaling sockets closed because no join came in time.",
+                &self.join_timeouts,
+            ),
+            (
+                "conclave_dead_peers_total",
+                "Signaling sockets closed because the client stopped answering.",
+                &self.dead_peers,
             ),
         ];
         for (name, help, v) in counters {

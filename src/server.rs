@@ -174,9 +174,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             st2.stopping.send_replace(true);
             st2.router.shutdown();
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        let limits = crate::http::serve::ConnectionLimits {
+            max_connections: st.config.max_connections,
+            max_per_address: st.config.max_connections_per_address,
+            header_timeout: st.config.header_timeout,
+            idle_timeout: st.config.idle_timeout,
+        };
+        crate::http::serve::serve(listener, app, limits, st.metrics.clone(), signal).await?;
         // Give participant tasks a moment to close their peer connections, and the sockets
         // to record their departures, before the store closes.
         for _ in 0..50 {

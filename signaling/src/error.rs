@@ -46,6 +46,11 @@ pub enum ErrorCode {
     MeetingEnded,
     /// The server is shutting down.
     ShuttingDown,
+    /// No `join` came within the server's deadline after the socket opened.
+    JoinTimeout,
+    /// The WebSocket itself broke its protocol (bad framing, bad UTF-8, a bad close); the
+    /// socket closes after this.
+    ProtocolError,
     /// Something went wrong on the server; details are in the server log.
     Internal,
 }
@@ -53,7 +58,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether the server closes the connection after sending this error.
     pub fn is_fatal(self) -> bool {
-        matches!(self, ErrorCode::ShuttingDown)
+        matches!(self, ErrorCode::ShuttingDown | ErrorCode::JoinTimeout)
     }
 }
 

@@ -108,6 +108,14 @@ where
                 JsonRejection::JsonSyntaxError(e) => {
                     AppError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
                 }
+                // The body deadline (RequestBodyTimeoutLayer) passed while it was read.
+                JsonRejection::BytesRejection(r) if r.body_text().contains("timeout") => {
+                    AppError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body did not arrive in time",
+                    )
+                }
                 other => AppError::bad_request(other.body_text()),
             }),
         }

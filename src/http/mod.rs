@@ -5,6 +5,7 @@ pub mod error;
 pub mod meetings;
 pub mod openapi;
 pub mod pages;
+pub mod serve;
 pub mod transcripts;
 pub mod ws;
 
@@ -47,6 +48,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws::upgrade))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A body that trickles in (or never comes after its headers) is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_timeout,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

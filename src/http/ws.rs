@@ -58,11 +58,29 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = Open(state.clone());
     let mut stopping = state.stopping.subscribe();
+    let join_deadline = tokio::time::Instant::now() + state.config.join_timeout;
     let (mut sink, mut stream) = socket.split();
     let (signal_tx, mut signal_rx) = mpsc::channel::<ServerMessage>(SIGNAL_QUEUE);
+    // Pings keep a live client's connection busy reading (it answers with a pong); a dead one
+    // stops answering and the listener's idle timeout closes it.
+    let ping_every = state.config.idle_timeout / 3;
     let writer = tokio::spawn(async move {
         let mut close = None;
-        while let Some(msg) = signal_rx.recv().await {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        loop {
+            let msg = tokio::select! {
+                msg = signal_rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
             if let ServerMessage::Error { code, message } = &msg
                 && code.is_fatal()
             {
@@ -119,6 +137,14 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                     conn.error(ErrorCode::ShuttingDown, "the server is shutting down");
                     break;
                 }
+                () = tokio::time::sleep_until(join_deadline) => {
+                    Metrics::add(&state.metrics.join_timeouts, 1);
+                    conn.error(
+                        ErrorCode::JoinTimeout,
+                        format!("no join within {} s", state.config.join_timeout.as_secs()),
+                    );
+                    break;
+                }
             }
         };
         let Some(frame) = frame else { break };
@@ -135,12 +161,23 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
             Ok(Message::Close(_)) => break,
             Ok(_) => {} // ping/pong are answered by the WebSocket layer
             Err(e) => {
-                // Mostly frames over the hard size limit; the socket is unusable after this.
-                tracing::debug!(error = %e, "WebSocket read error");
-                conn.error(
-                    ErrorCode::MessageTooLarge,
-                    format!("connection closed: {e}"),
-                );
+                // The socket is unusable after any read error; say which kind it was.
+                let text = e.to_string();
+                tracing::debug!(error = %text, "WebSocket read error");
+                if text.contains("idle too long") {
+                    // A dead peer: nobody is there to tell.
+                    Metrics::add(&state.metrics.dead_peers, 1);
+                } else if text.contains("Space limit") || text.contains("too long") {
+                    conn.error(
+                        ErrorCode::MessageTooLarge,
+                        format!("connection closed: {text}"),
+                    );
+                } else {
+                    conn.error(
+                        ErrorCode::ProtocolError,
+                        format!("connection closed: {text}"),
+                    );
+                }
                 break;
             }
         }
