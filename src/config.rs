@@ -101,6 +101,13 @@ pub struct ServeArgs {
     /// Seconds a signaling socket has to send `join` after it opens.
     #[arg(long, env = "CONCLAVE_JOIN_TIMEOUT_SECS")]
     pub join_timeout_secs: Option<u64>,
+    /// Requests per minute one client address may make to the endpoints that create
+    /// meetings, rooms and tokens or check passwords (bursts of a third of it).
+    #[arg(long, env = "CONCLAVE_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Password hashes computed at once (each takes 19 MiB and a core for ~50 ms); more wait.
+    #[arg(long, env = "CONCLAVE_PASSWORD_HASHES")]
+    pub password_hashes: Option<usize>,
     /// TCP connections open at once (HTTP and WebSocket).
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -157,6 +164,8 @@ struct FileConfig {
     join_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    rate_limit_per_minute: Option<u32>,
+    password_hashes: Option<usize>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -265,6 +274,10 @@ pub struct Config {
     pub max_connections: usize,
     /// TCP connections at once per client address.
     pub max_connections_per_address: usize,
+    /// Guarded requests per minute per client address.
+    pub rate_limit_per_minute: u32,
+    /// Password hashes at once.
+    pub password_hashes: usize,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
 }
@@ -389,6 +402,16 @@ impl Config {
                 .max_connections_per_address
                 .or(file.max_connections_per_address)
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)
+                .max(1),
+            rate_limit_per_minute: args
+                .rate_limit_per_minute
+                .or(file.rate_limit_per_minute)
+                .unwrap_or(60)
+                .max(1),
+            password_hashes: args
+                .password_hashes
+                .or(file.password_hashes)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
                 .max(1),
             transcription: {
                 let t = file.transcription;

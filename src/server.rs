@@ -88,8 +88,20 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// Large allocations (an argon2 hash takes 19 MiB) always come from, and go back to, the
+/// system. glibc otherwise raises its mmap threshold after the first such free and keeps
+/// later ones in the heap, so a burst of password checks left the memory behind.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before serving.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Starts TURN and the HTTP/WebSocket server, returning once both listen.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    return_large_allocations();
     let tokens = token_authority(&config)?;
     let metrics = Arc::new(Metrics::default());
     let turn = if config.turn.enabled {
@@ -141,11 +153,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
         metrics.clone(),
     ));
+    let rate_limit = config.rate_limit_per_minute;
     let meetings = crate::meetings::MeetingService::new(
         store,
         tokens.clone(),
         router.clone(),
         config.host_grace,
+        config.password_hashes,
     );
     let timers = meetings.run_timers();
     let state = Arc::new(AppState {
@@ -158,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config,
         turn,
         stopping: tokio::sync::watch::channel(false).0,
+        abuse: crate::http::abuse::Abuse::new(rate_limit),
     });
     let turn_addr = state.turn.as_ref().map(|t| t.local_addr());
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);

@@ -68,7 +68,11 @@ async fn headers_sent_a_line_at_a_time_hit_the_header_deadline() {
     let trickle = tokio::spawn(async move {
         for i in 0..20 {
             tokio::time::sleep(Duration::from_millis(400)).await;
-            if wr.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+            if wr
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -128,8 +128,10 @@ pub struct GuestToken {
 pub async fn guest_token(
     State(s): State<Arc<AppState>>,
     Path(room): Path<String>,
+    super::ClientIp(ip): super::ClientIp,
     ApiJson(body): ApiJson<GuestTokenRequest>,
 ) -> Result<Json<GuestToken>, AppError> {
+    s.abuse.request(ip)?;
     if !s.config.guest_access {
         return Err(AppError::new(
             StatusCode::FORBIDDEN,

@@ -43,6 +43,8 @@ impl From<MeetingError> for AppError {
                 AppError::new(StatusCode::CONFLICT, "invalid_transition", msg)
             }
             MeetingError::Invalid(_) => AppError::bad_request(msg),
+            MeetingError::Busy => AppError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg)
+                .retry_after(std::time::Duration::from_secs(1)),
             MeetingError::Store(e) => AppError::internal(e),
         }
     }
@@ -181,9 +183,14 @@ pub struct Created {
     security((), ("api_key" = []), ("token" = [])))]
 pub async fn create(
     State(s): State<Arc<AppState>>,
+    super::ClientIp(ip): super::ClientIp,
     caller: Caller,
     ApiJson(body): ApiJson<CreateMeeting>,
 ) -> Result<impl IntoResponse, AppError> {
+    // The API key (operators' scripts) is not rate limited; browsers and tokens are.
+    if !matches!(caller, Caller::Service { .. }) {
+        s.abuse.request(ip)?;
+    }
     if matches!(caller, Caller::Anonymous) && !s.config.guest_access {
         return Err(AppError::unauthorized(
             "creating meetings needs the API key on this server",
@@ -308,18 +315,27 @@ pub struct JoinReply {
 pub async fn join(
     State(s): State<Arc<AppState>>,
     Path(code): Path<String>,
+    super::ClientIp(ip): super::ClientIp,
     caller: Caller,
     ApiJson(body): ApiJson<JoinMeeting>,
 ) -> Result<Json<JoinReply>, AppError> {
+    s.abuse.request(ip)?;
+    s.abuse.before_password(ip, &code)?;
+    let joined = s
+        .meetings
+        .join(&code, &caller, &body.name, body.password.as_deref())
+        .await;
+    match &joined {
+        Err(MeetingError::WrongPassword) => s.abuse.after_password(ip, &code, false),
+        Ok(_) => s.abuse.after_password(ip, &code, true),
+        Err(_) => {}
+    }
     let JoinGrant {
         token,
         identity,
         role,
         meeting,
-    } = s
-        .meetings
-        .join(&code, &caller, &body.name, body.password.as_deref())
-        .await?;
+    } = joined?;
     Ok(Json(JoinReply {
         token,
         identity,

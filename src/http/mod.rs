@@ -1,5 +1,6 @@
 //! The HTTP edge: REST API, pages, metrics and the signaling WebSocket.
 
+pub mod abuse;
 pub mod api;
 pub mod error;
 pub mod meetings;
@@ -14,6 +15,21 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use std::sync::Arc;
+
+/// The client's address, as the listener saw it (absent for in-process requests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(serve::client_address(parts).map(|a| a.ip())))
+    }
+}
 
 /// Largest REST request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -68,6 +68,9 @@ pub enum MeetingError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
+    /// Every password-hashing slot stayed busy; retry shortly.
+    #[error("the server is busy checking passwords; retry shortly")]
+    Busy,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -101,7 +104,13 @@ pub struct MeetingService {
     router: Arc<dyn RoomRouter>,
     grace: Duration,
     live: DashMap<MeetingCode, Arc<Live>>,
+    /// Password hashes computed at once; each takes 19 MiB (argon2id defaults: m = 19 MiB,
+    /// t = 2, p = 1, ~50 ms on this machine kind).
+    hashing: tokio::sync::Semaphore,
 }
+
+/// How long a password check waits for a free hashing slot before answering `busy`.
+const HASH_WAIT: Duration = Duration::from_secs(10);
 
 fn hash_password(password: &str) -> Result<String, MeetingError> {
     let salt = SaltString::generate(&mut OsRng);
@@ -128,6 +137,7 @@ impl MeetingService {
         tokens: TokenAuthority,
         router: Arc<dyn RoomRouter>,
         grace: Duration,
+        password_hashes: usize,
     ) -> Arc<Self> {
         Arc::new(MeetingService {
             store,
@@ -135,6 +145,7 @@ impl MeetingService {
             router,
             grace,
             live: DashMap::new(),
+            hashing: tokio::sync::Semaphore::new(password_hashes.max(1)),
         })
     }
 
@@ -165,11 +176,7 @@ impl MeetingService {
             }
             Some(p) => {
                 let p = p.to_owned();
-                Some(
-                    tokio::task::spawn_blocking(move || hash_password(&p))
-                        .await
-                        .map_err(|e| MeetingError::Invalid(e.to_string()))??,
-                )
+                Some(self.hashed(move || hash_password(&p)).await??)
             }
             None => None,
         };
@@ -214,6 +221,21 @@ impl MeetingService {
         Err(MeetingError::Invalid(
             "could not allocate a unique meeting code".into(),
         ))
+    }
+
+    /// Runs a password hash (or check) on a blocking thread, at most `password_hashes` at
+    /// once; waits for a slot up to [`HASH_WAIT`].
+    async fn hashed<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, MeetingError> {
+        let _slot = tokio::time::timeout(HASH_WAIT, self.hashing.acquire())
+            .await
+            .map_err(|_| MeetingError::Busy)?
+            .map_err(|_| MeetingError::Busy)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| MeetingError::Busy)
     }
 
     fn token_for(
@@ -277,9 +299,7 @@ impl MeetingService {
                 return Err(MeetingError::PasswordRequired);
             };
             let (hash, given) = (hash.clone(), given.to_owned());
-            let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &given))
-                .await
-                .unwrap_or(false);
+            let ok = self.hashed(move || password_matches(&hash, &given)).await?;
             if !ok {
                 return Err(MeetingError::WrongPassword);
             }
