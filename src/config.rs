@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Password hashes computed at once (each takes 19 MiB and a core for ~50 ms); more wait.
     #[arg(long, env = "CONCLAVE_PASSWORD_HASHES")]
     pub password_hashes: Option<usize>,
+    /// Bearer token that `/metrics` and `/api/stats` require (unset: they are public, as
+    /// when a firewall keeps them internal).
+    #[arg(long, env = "CONCLAVE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// TCP connections open at once (HTTP and WebSocket).
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -166,6 +170,7 @@ struct FileConfig {
     max_connections_per_address: Option<usize>,
     rate_limit_per_minute: Option<u32>,
     password_hashes: Option<usize>,
+    metrics_token: Option<String>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -278,6 +283,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Password hashes at once.
     pub password_hashes: usize,
+    /// Token `/metrics` and `/api/stats` require, if any.
+    pub metrics_token: Option<String>,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
 }
@@ -408,6 +415,10 @@ impl Config {
                 .or(file.rate_limit_per_minute)
                 .unwrap_or(60)
                 .max(1),
+            metrics_token: args
+                .metrics_token
+                .or(file.metrics_token)
+                .filter(|t| !t.is_empty()),
             password_hashes: args
                 .password_hashes
                 .or(file.password_hashes)

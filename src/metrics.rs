@@ -28,6 +28,8 @@ pub struct Metrics {
     pub join_timeouts: AtomicU64,
     /// Signaling sockets closed because the peer stopped answering pings.
     pub dead_peers: AtomicU64,
+    /// Signaling sockets closed because their client left too many replies unread.
+    pub signaling_overflows: AtomicU64,
 }
 
 impl Metrics {
@@ -129,6 +131,11 @@ impl Metrics {
                 "conclave_join_timeouts_total",
                 "Signaling sockets closed because no join came in time.",
                 &self.join_timeouts,
+            ),
+            (
+                "conclave_signaling_overflows_total",
+                "Signaling sockets closed because their client left too many replies unread.",
+                &self.signaling_overflows,
             ),
             (
                 "conclave_dead_peers_total",

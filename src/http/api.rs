@@ -22,15 +22,45 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// When a metrics token is configured, the request must carry it.
+fn metrics_allowed(s: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(want) = &s.config.metrics_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit, so the time taken says nothing about the token.
+    let same = given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(AppError::unauthorized(
+            "metrics need Authorization: Bearer <metrics token>",
+        ))
+    }
+}
+
 /// `GET /metrics`, Prometheus text format.
-pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+pub async fn metrics(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    metrics_allowed(&s, &headers)?;
     let text = s.metrics.render(
         s.rooms.packet_counts(),
         s.transcription
             .as_ref()
             .map(|t| (t.stats().as_ref(), t.consumer_stats().as_ref())),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 /// Load of this node.
@@ -44,15 +74,19 @@ pub struct Stats {
 
 /// `GET /api/stats`: rooms and participants on this node.
 #[utoipa::path(get, path = "/api/stats", tag = "rooms", responses((status = 200, body = Stats)))]
-pub async fn stats(State(s): State<Arc<AppState>>) -> Json<Stats> {
+pub async fn stats(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Stats>, AppError> {
+    metrics_allowed(&s, &headers)?;
     let crate::routing::NodeStats {
         rooms,
         participants,
     } = s.router.stats().await;
-    Json(Stats {
+    Ok(Json(Stats {
         rooms,
         participants,
-    })
+    }))
 }
 
 /// Unknown paths get the API's error body.

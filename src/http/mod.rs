@@ -63,6 +63,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/transcripts/search", get(transcripts::search))
         .route("/ws", get(ws::upgrade))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A body that trickles in (or never comes after its headers) is cut off.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(

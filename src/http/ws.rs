@@ -64,6 +64,10 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
     // Pings keep a live client's connection busy reading (it answers with a pong); a dead one
     // stops answering and the listener's idle timeout closes it.
     let ping_every = state.config.idle_timeout / 3;
+    // Set when a reply finds the outgoing queue full: the socket is then closed with a
+    // reason after what was queued, never left silently short of replies.
+    let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let overflow_w = overflow.clone();
     let writer = tokio::spawn(async move {
         let mut close = None;
         let mut ping =
@@ -93,6 +97,12 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                 return;
             }
         }
+        if overflow_w.load(std::sync::atomic::Ordering::Relaxed) {
+            close = Some(CloseFrame {
+                code: close_code::POLICY,
+                reason: "too many replies unread: the client does not keep up".into(),
+            });
+        }
         let frame = close.unwrap_or(CloseFrame {
             code: close_code::NORMAL,
             reason: "bye".into(),
@@ -107,6 +117,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
         session: None,
         waiting: None,
         presence: None,
+        overflow,
     };
     loop {
         let frame = if let Some(p) = conn.session.as_mut() {
@@ -148,6 +159,9 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
             }
         };
         let Some(frame) = frame else { break };
+        if conn.overflowed() {
+            break;
+        }
         match frame {
             Ok(Message::Text(text)) => {
                 if !conn.on_text(text.as_str()).await {
@@ -182,8 +196,26 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
             }
         }
     }
+    let overflowed = conn.overflowed();
     conn.finish().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if overflowed {
+        // Keep reading (and discarding) while the queued replies and the close frame go out:
+        // closing a socket with unread input makes the kernel reset it, and the client would
+        // lose all of them, the reason included.
+        let drain = async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = tokio::join!(writer, drain);
+        })
+        .await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
 }
 
 struct Connection {
@@ -195,6 +227,7 @@ struct Connection {
     waiting: Option<Waiting>,
     /// The meeting presence of this connection's member, recorded until it leaves.
     presence: Option<Presence>,
+    overflow: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Waiting {
@@ -203,9 +236,25 @@ struct Waiting {
 }
 
 impl Connection {
+    /// Queues a reply; a full queue marks the connection for closing with a reason.
+    fn reply(&self, msg: ServerMessage) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.signal.try_send(msg)
+            && !self
+                .overflow
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            Metrics::add(&self.state.metrics.signaling_overflows, 1);
+            tracing::warn!("signaling replies unread; closing the socket");
+        }
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflow.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
         Metrics::add(&self.state.metrics.signaling_errors, 1);
-        let _ = self.signal.try_send(signal::error(code, message));
+        self.reply(signal::error(code, message));
     }
 
     /// Handles one text frame; `false` ends the connection.
@@ -230,7 +279,7 @@ impl Connection {
         };
         match self.protocol.on_message(msg) {
             Action::Reply(reply) => {
-                let _ = self.signal.try_send(reply);
+                self.reply(reply);
                 true
             }
             Action::Refuse(code, message) => {
@@ -262,7 +311,7 @@ impl Connection {
         match decision {
             Decision::Wait { status, meeting } => {
                 if self.waiting.is_none() {
-                    let _ = self.signal.try_send(signal::waiting(meeting));
+                    self.reply(signal::waiting(meeting));
                 }
                 self.waiting = Some(Waiting { status, ask });
                 true
@@ -300,7 +349,7 @@ impl Connection {
         match status {
             MeetingStatus::Waiting => true,
             MeetingStatus::Ended => {
-                let _ = self.signal.try_send(signal::meeting_ended("host_ended"));
+                self.reply(signal::meeting_ended("host_ended"));
                 false
             }
             MeetingStatus::Active => {
