@@ -19,6 +19,9 @@ pub struct Grants {
     /// May create and administer the room.
     #[serde(default)]
     pub room_admin: bool,
+    /// May create meetings even when guest access is off (operators' own tools).
+    #[serde(default)]
+    pub create_meetings: bool,
 }
 
 fn yes() -> bool {
@@ -31,6 +34,7 @@ impl Default for Grants {
             can_publish: true,
             can_subscribe: true,
             room_admin: false,
+            create_meetings: false,
         }
     }
 }

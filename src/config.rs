@@ -108,6 +108,9 @@ pub struct ServeArgs {
     /// Password hashes computed at once (each takes 19 MiB and a core for ~50 ms); more wait.
     #[arg(long, env = "CONCLAVE_PASSWORD_HASHES")]
     pub password_hashes: Option<usize>,
+    /// Seconds a room created through the API may stay empty before it is removed.
+    #[arg(long, env = "CONCLAVE_EMPTY_ROOM_TTL_SECS")]
+    pub empty_room_ttl_secs: Option<u64>,
     /// Bearer token that `/metrics` and `/api/stats` require (unset: they are public, as
     /// when a firewall keeps them internal).
     #[arg(long, env = "CONCLAVE_METRICS_TOKEN", hide_env_values = true)]
@@ -171,6 +174,7 @@ struct FileConfig {
     rate_limit_per_minute: Option<u32>,
     password_hashes: Option<usize>,
     metrics_token: Option<String>,
+    empty_room_ttl_secs: Option<u64>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -285,6 +289,8 @@ pub struct Config {
     pub password_hashes: usize,
     /// Token `/metrics` and `/api/stats` require, if any.
     pub metrics_token: Option<String>,
+    /// How long an API-created room may stay empty.
+    pub empty_room_ttl: std::time::Duration,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
 }
@@ -415,6 +421,12 @@ impl Config {
                 .or(file.rate_limit_per_minute)
                 .unwrap_or(60)
                 .max(1),
+            empty_room_ttl: std::time::Duration::from_secs(
+                args.empty_room_ttl_secs
+                    .or(file.empty_room_ttl_secs)
+                    .unwrap_or(24 * 3600)
+                    .max(1),
+            ),
             metrics_token: args
                 .metrics_token
                 .or(file.metrics_token)

@@ -72,6 +72,9 @@ enum TokenCmd {
         /// Grant room administration (create the room through the API).
         #[arg(long)]
         admin: bool,
+        /// Grant creating meetings (needed when guest access is off).
+        #[arg(long)]
+        create_meetings: bool,
         /// API key (name).
         #[arg(long, env = "CONCLAVE_API_KEY")]
         api_key: String,
@@ -131,6 +134,7 @@ fn main() -> anyhow::Result<()> {
                     no_publish,
                     no_subscribe,
                     admin,
+                    create_meetings,
                     api_key,
                     api_secret,
                 },
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                         can_publish: !no_publish,
                         can_subscribe: !no_subscribe,
                         room_admin: admin,
+                        create_meetings,
                     },
                     ttl: Duration::from_secs(ttl_secs),
                     ..Default::default()

@@ -162,6 +162,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.password_hashes,
     );
     let timers = meetings.run_timers();
+    let sweeper = {
+        let rooms = rooms.clone();
+        let ttl = config.empty_room_ttl;
+        let every = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                rooms.expire_empty(ttl);
+            }
+        })
+    };
     let state = Arc::new(AppState {
         router,
         rooms,
@@ -212,6 +224,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             let _ = t.server.close().await;
         }
         timers.abort();
+        sweeper.abort();
         // Let the pipelines flush their last utterances into the store before it closes.
         st.rooms.retire_all();
         if let Some(t) = &st.transcription

@@ -114,6 +114,15 @@ pub async fn create_room(
     let name = RoomName::validate(&body.name).ok_or_else(|| {
         AppError::bad_request("room name must be 1-64 characters of [A-Za-z0-9_.-]")
     })?;
+    if crate::meetings::model::MeetingCode::reserved_by(name.as_str()).is_some() {
+        // Meeting rooms come and go with their meetings; a host token's admin grant for its
+        // meeting's room makes no persistent room.
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "meeting_room",
+            format!("room {name} is a meeting's room; it cannot be created on its own"),
+        ));
+    }
     let token = bearer(&headers)?;
     let claims = s
         .tokens

@@ -191,10 +191,19 @@ pub async fn create(
     if !matches!(caller, Caller::Service { .. }) {
         s.abuse.request(ip)?;
     }
-    if matches!(caller, Caller::Anonymous) && !s.config.guest_access {
-        return Err(AppError::unauthorized(
-            "creating meetings needs the API key on this server",
-        ));
+    // With guest access off, only the API key, or a token with the explicit create grant,
+    // creates meetings: a participant's or guest's token is not enough.
+    let may_create = match &caller {
+        Caller::Service { .. } => true,
+        Caller::Token(c) => s.config.guest_access || c.grants.create_meetings,
+        Caller::Anonymous => s.config.guest_access,
+    };
+    if !may_create {
+        let msg = "creating meetings needs the API key (or a token with the create_meetings grant) on this server";
+        return Err(match caller {
+            Caller::Anonymous => AppError::unauthorized(msg),
+            _ => AppError::new(StatusCode::FORBIDDEN, "forbidden", msg),
+        });
     }
     let (m, host_token) = s
         .meetings

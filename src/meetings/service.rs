@@ -252,6 +252,8 @@ impl MeetingService {
                 identity: identity.to_owned(),
                 name: name.map(str::to_owned),
                 grants: Grants {
+                    // A host administers their meeting's room (start, end); it grants no
+                    // other room, and ends with the meeting (the token names it).
                     room_admin: role == Role::Host,
                     ..Grants::default()
                 },

@@ -121,6 +121,22 @@ impl RoomManager {
         }
     }
 
+    /// Retires API-created rooms that have been empty for `ttl`; returns how many.
+    pub fn expire_empty(&self, ttl: std::time::Duration) -> usize {
+        let Some(cutoff) = std::time::Instant::now().checked_sub(ttl) else {
+            return 0;
+        };
+        let mut expired = 0;
+        for r in self.all() {
+            if r.persistent && r.close_if_empty_since(cutoff) {
+                self.remove_if_closed(&r.name);
+                expired += 1;
+                tracing::info!(room = %r.name, "empty room expired");
+            }
+        }
+        expired
+    }
+
     /// Looks a room up.
     pub fn get(&self, name: &RoomName) -> Option<Arc<Room>> {
         self.rooms.get(name).map(|r| r.clone())

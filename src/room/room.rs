@@ -67,11 +67,12 @@ struct Entry {
     producers: Vec<Arc<Producer>>,
 }
 
-#[derive(Default)]
 struct RoomState {
     // BTreeMap so participant lists come out in a stable order.
     members: BTreeMap<ParticipantId, Entry>,
     closed: bool,
+    /// When the last member left (or the room opened empty).
+    empty_since: Option<Instant>,
 }
 
 /// One room.
@@ -120,7 +121,11 @@ impl Room {
             name,
             persistent,
             max_members: max_members.max(1),
-            state: Mutex::new(RoomState::default()),
+            state: Mutex::new(RoomState {
+                members: BTreeMap::new(),
+                closed: false,
+                empty_since: Some(Instant::now()),
+            }),
             events: broadcast::channel(ROOM_EVENT_BUFFER).0,
             frames: Mutex::new(Some(broadcast::channel(ROOM_FRAME_BUFFER).0)),
             opened_unix_ms: crate::clock::now_ms(),
@@ -224,6 +229,7 @@ impl Room {
                 producers: vec![],
             },
         );
+        st.empty_since = None;
         self.metrics.participants.fetch_add(1, Ordering::Relaxed);
         self.emit(RoomEvent::MemberJoined(info));
         Ok((link, others))
@@ -320,8 +326,11 @@ impl Room {
         }
         self.emit(RoomEvent::MemberLeft(id.clone()));
         let empty = st.members.is_empty();
-        if empty && !self.persistent {
-            st.closed = true;
+        if empty {
+            st.empty_since = Some(Instant::now());
+            if !self.persistent {
+                st.closed = true;
+            }
         }
         empty
     }
@@ -372,6 +381,18 @@ impl Room {
         self.frames.lock().expect("room frames").take();
         self.emit(RoomEvent::Closed);
         true
+    }
+
+    /// A persistent room empty since before `cutoff` closes (so it can be retired).
+    pub(super) fn close_if_empty_since(&self, cutoff: Instant) -> bool {
+        let mut st = self.lock();
+        match st.empty_since {
+            Some(t) if t <= cutoff && st.members.is_empty() => {
+                st.closed = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Marks the room closed and tells followers (server shutdown).
