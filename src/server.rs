@@ -161,6 +161,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.host_grace,
         config.password_hashes,
     );
+    match meetings.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(meetings = n, "recovered meetings left active by a crash"),
+        Err(e) => tracing::error!(error = %e, "meetings left active by a crash not recovered"),
+    }
     let timers = meetings.run_timers();
     let sweeper = {
         let rooms = rooms.clone();

@@ -131,6 +131,16 @@ impl Lifecycle {
         vec![]
     }
 
+    /// The server restarted after a crash with this meeting active: whoever was present is
+    /// gone (their connections died with the process), so the host counts as gone since
+    /// `now` and the grace period runs as if they had just left.
+    pub fn recovered(&mut self, now: i64) {
+        self.present.clear();
+        if self.status == MeetingStatus::Active {
+            self.host_gone_since = Some(now);
+        }
+    }
+
     /// Time passed; acts on an expired grace period.
     pub fn tick(&mut self, now: i64) -> Vec<Effect> {
         match self.deadline() {
@@ -264,5 +274,26 @@ mod tests {
         assert_eq!(m.deadline(), None, "one tab still open");
         m.left("host", 3_000);
         assert_eq!(m.deadline(), Some(33_000));
+    }
+
+    #[test]
+    fn after_a_crash_an_active_meeting_waits_for_its_host_then_ends_when_nobody_comes() {
+        let mut m = Lifecycle::new(MeetingStatus::Active, "host", GRACE);
+        m.recovered(100_000);
+        assert_eq!(m.deadline(), Some(100_000 + GRACE));
+        assert!(m.tick(100_000 + GRACE - 1).is_empty());
+        assert_eq!(
+            m.tick(100_000 + GRACE),
+            vec![Effect::Ended(EndReason::Empty)]
+        );
+        // And when the host is back within the grace period, nothing happens.
+        let mut m = Lifecycle::new(MeetingStatus::Active, "host", GRACE);
+        m.recovered(0);
+        m.joined("host", "Hana", Role::Host, 1_000);
+        assert!(m.tick(GRACE * 2).is_empty());
+        // A meeting still waiting for its host is left as it is.
+        let mut m = Lifecycle::new(MeetingStatus::Waiting, "host", GRACE);
+        m.recovered(0);
+        assert_eq!(m.deadline(), None);
     }
 }

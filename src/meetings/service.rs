@@ -518,6 +518,33 @@ impl MeetingService {
             .clone()
     }
 
+    /// Reconciles meetings a crash left `active`: their open stays are closed at start-up
+    /// (the connections died with the process) and each waits for its host with a fresh
+    /// grace period, ending if nobody comes back. Returns how many were recovered.
+    pub async fn recover(&self) -> Result<usize, MeetingError> {
+        let now = now_ms();
+        let (mut n, mut after) = (0, 0);
+        loop {
+            let batch = self
+                .store
+                .meetings_in(MeetingStatus::Active, after, 500)
+                .await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            for m in batch
+                .into_iter()
+                .filter(|m| !self.live.contains_key(&m.code))
+            {
+                self.store.close_stays(m.id, now).await?;
+                let live = self.live(&m);
+                live.lifecycle.lock().expect("lifecycle").recovered(now);
+                tracing::warn!(meeting = %m.code, "meeting was active at a crash; waiting for its host");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Spawns the grace-period timer of a live meeting. Called once per process start by the
     /// server, which owns the `Arc<MeetingService>`.
     pub fn run_timers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {

@@ -107,6 +107,26 @@ impl Store {
         row.as_ref().map(meeting_from).transpose()
     }
 
+    /// Meetings in `status` with an id above `after` (for recovery at start), by id, at most
+    /// `limit`.
+    pub async fn meetings_in(
+        &self,
+        status: MeetingStatus,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Meeting>, StoreError> {
+        let sql = format!(
+            "SELECT {MEETING_COLUMNS} FROM meetings WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(meeting_from).collect()
+    }
+
     /// Meetings hosted by `host` or created by `creator`, newest first.
     pub async fn meetings_for(
         &self,
