@@ -48,6 +48,13 @@ pub const PC_EVENT_QUEUE: usize = 64;
 enum PcEvent {
     /// The client published a new track.
     RemoteTrack(Arc<dyn TrackRemote>),
+    /// A new track whose SSRC and codec are now known.
+    TrackReady(
+        Arc<dyn TrackRemote>,
+        TrackKind,
+        u32,
+        rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    ),
     /// One of this participant's tracks ended.
     PublishedEnded(TrackId),
     /// The peer connection changed state.
@@ -410,7 +417,8 @@ impl Actor {
 
     async fn on_pc_event(&mut self, ev: PcEvent) -> Flow {
         match ev {
-            PcEvent::RemoteTrack(t) => self.publish(t).await,
+            PcEvent::RemoteTrack(t) => self.resolve(t).await,
+            PcEvent::TrackReady(t, kind, ssrc, codec) => self.publish(t, kind, ssrc, codec).await,
             PcEvent::PublishedEnded(track) => {
                 if let Some(reader) = self.published.remove(&track) {
                     reader.abort();
@@ -431,7 +439,10 @@ impl Actor {
         Flow::Continue
     }
 
-    async fn publish(&mut self, remote: Arc<dyn TrackRemote>) {
+    /// A new remote track may not know its SSRC and codec yet when it is announced (seen
+    /// under load: `codec` was `None` at first); a helper task waits for them (up to 2 s),
+    /// so the actor never stalls, then hands the track back as `TrackReady`.
+    async fn resolve(&mut self, remote: Arc<dyn TrackRemote>) {
         let kind = match remote.kind().await {
             RtpCodecKind::Audio => TrackKind::Audio,
             RtpCodecKind::Video => TrackKind::Video,
@@ -443,12 +454,36 @@ impl Actor {
                 "your token does not allow publishing",
             );
         }
-        let Some(ssrc) = remote.ssrcs().await.first().copied() else {
-            return tracing::warn!("remote track without SSRC ignored");
-        };
-        let Some(codec) = remote.codec(ssrc).await else {
-            return tracing::warn!(ssrc, "remote track without codec ignored");
-        };
+        let events = self.pc_tx.clone();
+        tokio::spawn(
+            async move {
+                for _ in 0..100 {
+                    if let Some(ssrc) = remote.ssrcs().await.first().copied()
+                        && let Some(codec) = remote.codec(ssrc).await
+                    {
+                        let _ = events
+                            .send(PcEvent::TrackReady(remote, kind, ssrc, codec))
+                            .await;
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                tracing::warn!(
+                    ?kind,
+                    "remote track without SSRC or codec after 2 s; ignored"
+                );
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn publish(
+        &mut self,
+        remote: Arc<dyn TrackRemote>,
+        kind: TrackKind,
+        ssrc: u32,
+        codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    ) {
         let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
         tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
         let producer = match self.room.publish(ProducerSpec {
