@@ -108,6 +108,12 @@ pub struct ServeArgs {
     /// Password hashes computed at once (each takes 19 MiB and a core for ~50 ms); more wait.
     #[arg(long, env = "CONCLAVE_PASSWORD_HASHES")]
     pub password_hashes: Option<usize>,
+    /// PEM certificate chain: serve HTTPS and WSS directly (with `--tls-key`).
+    #[arg(long, env = "CONCLAVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "CONCLAVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds a room created through the API may stay empty before it is removed.
     #[arg(long, env = "CONCLAVE_EMPTY_ROOM_TTL_SECS")]
     pub empty_room_ttl_secs: Option<u64>,
@@ -175,6 +181,8 @@ struct FileConfig {
     password_hashes: Option<usize>,
     metrics_token: Option<String>,
     empty_room_ttl_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -291,6 +299,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// How long an API-created room may stay empty.
     pub empty_room_ttl: std::time::Duration,
+    /// Certificate and key files when serving TLS directly.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
 }
@@ -421,6 +431,14 @@ impl Config {
                 .or(file.rate_limit_per_minute)
                 .unwrap_or(60)
                 .max(1),
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => bail!("tls_cert and tls_key go together: set both or neither"),
+            },
             empty_room_ttl: std::time::Duration::from_secs(
                 args.empty_room_ttl_secs
                     .or(file.empty_room_ttl_secs)

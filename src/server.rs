@@ -191,6 +191,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stopping: tokio::sync::watch::channel(false).0,
         abuse: crate::http::abuse::Abuse::new(rate_limit),
     });
+    let tls = match &state.config.tls {
+        Some((cert, key)) => Some(crate::http::serve::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let turn_addr = state.turn.as_ref().map(|t| t.local_addr());
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let app = crate::http::app(state.clone());
@@ -212,7 +216,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             header_timeout: st.config.header_timeout,
             idle_timeout: st.config.idle_timeout,
         };
-        crate::http::serve::serve(listener, app, limits, st.metrics.clone(), signal).await?;
+        crate::http::serve::serve(listener, app, limits, tls, st.metrics.clone(), signal).await?;
         // Give participant tasks a moment to close their peer connections, and the sockets
         // to record their departures, before the store closes.
         for _ in 0..50 {
