@@ -455,9 +455,10 @@ impl Actor {
             );
         }
         let events = self.pc_tx.clone();
+        let pc = self.pc.clone();
         tokio::spawn(
             async move {
-                for _ in 0..100 {
+                for _ in 0..10 {
                     if let Some(ssrc) = remote.ssrcs().await.first().copied()
                         && let Some(codec) = remote.codec(ssrc).await
                     {
@@ -468,10 +469,18 @@ impl Actor {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                tracing::warn!(
-                    ?kind,
-                    "remote track without SSRC or codec after 2 s; ignored"
-                );
+                // The track object is a snapshot that may never learn them: take the SSRC
+                // from its first packet and the codec from the negotiated parameters by that
+                // packet's payload type (unique within the bundle).
+                match learn_from_first_packet(&pc, &remote, kind).await {
+                    Some((ssrc, codec)) => {
+                        tracing::debug!(ssrc, codec = %codec.mime_type, "track described by its first packet");
+                        let _ = events
+                            .send(PcEvent::TrackReady(remote, kind, ssrc, codec))
+                            .await;
+                    }
+                    None => tracing::warn!(?kind, "remote track without SSRC or codec; ignored"),
+                }
             }
             .in_current_span(),
         );
@@ -588,6 +597,45 @@ impl Actor {
         }
         tracing::info!("left");
     }
+}
+
+/// The SSRC of `remote`'s first packet (waiting up to 2 s for it) and the negotiated codec
+/// of its payload type.
+async fn learn_from_first_packet(
+    pc: &Arc<dyn PeerConnection>,
+    remote: &Arc<dyn TrackRemote>,
+    kind: TrackKind,
+) -> Option<(u32, rtc::rtp_transceiver::rtp_sender::RTCRtpCodec)> {
+    let first = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        loop {
+            match remote.poll().await? {
+                TrackRemoteEvent::OnRtpPacket(p) => return Some(p),
+                TrackRemoteEvent::OnEnded => return None,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .ok()??;
+    let prefix = match kind {
+        TrackKind::Audio => "audio/",
+        TrackKind::Video => "video/",
+    };
+    for receiver in pc.get_receivers().await {
+        let Ok(params) = receiver.get_parameters().await else {
+            continue;
+        };
+        if let Some(c) = params.rtp_parameters.codecs.iter().find(|c| {
+            c.payload_type == first.header.payload_type
+                && c.rtp_codec
+                    .mime_type
+                    .to_ascii_lowercase()
+                    .starts_with(prefix)
+        }) {
+            return Some((first.header.ssrc, c.rtp_codec.clone()));
+        }
+    }
+    None
 }
 
 /// Feeds a client's track into its producer until the track ends, and answers the
