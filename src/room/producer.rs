@@ -87,6 +87,8 @@ pub struct Producer {
     /// The room's opening: arrival times and the keyframe throttle count from it.
     epoch: Instant,
     retired: Arc<RetiredCounts>,
+    /// Its counts were handed to `retired` when it left the room (legs may still hold it).
+    handed_over: AtomicBool,
 }
 
 impl std::fmt::Debug for Producer {
@@ -121,6 +123,15 @@ impl Producer {
             packets_in: AtomicU64::new(0),
             epoch,
             retired,
+            handed_over: AtomicBool::new(false),
+        }
+    }
+
+    /// The track left its room: its counts join the retired totals now, so sums taken at
+    /// scrape time never dip while subscriber legs still hold it.
+    pub fn retire(&self) {
+        if !self.handed_over.swap(true, Ordering::SeqCst) {
+            self.retired.add(self.counts());
         }
     }
 
@@ -199,6 +210,6 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        self.retired.add(self.counts());
+        self.retire();
     }
 }

@@ -263,11 +263,10 @@ impl Room {
         let Some(entry) = st.members.get_mut(publisher) else {
             return;
         };
-        let before = entry.producers.len();
-        entry.producers.retain(|p| &p.id != track);
-        if entry.producers.len() == before {
+        let Some(i) = entry.producers.iter().position(|p| &p.id == track) else {
             return;
-        }
+        };
+        entry.producers.remove(i).retire();
         self.announce_unpublished(&st, publisher, track);
     }
 
@@ -318,6 +317,7 @@ impl Room {
         };
         self.metrics.participants.fetch_sub(1, Ordering::Relaxed);
         for p in &entry.producers {
+            p.retire();
             self.announce_unpublished(&st, id, &p.id);
         }
         let left = signal::participant_left(id);
