@@ -21,6 +21,9 @@ mod storage;
 use crate::room::{Producer, Room, RoomEvent, RoomManager, SinkHandle, SinkOptions};
 use crate::store::Store;
 use conclave_media::pipeline::{PipelineConfig, RtpAudio, pipeline_input, spawn_track_pipeline};
+/// Whether a transcript is speech worth a caption or a stored line (shared with the media
+/// crate's own guard, which Whisper's output already went through).
+pub(crate) use conclave_media::transcribe::guard::is_speech;
 use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use conclave_signaling::{ParticipantId, TrackId, TrackKind};
@@ -340,5 +343,3 @@ impl Transcription {
         taps.insert(p.id.clone(), sink);
     }
 }
-
-pub(crate) use conclave_media::transcribe::guard::is_speech;
