@@ -18,6 +18,32 @@ pub enum Frame {
     InterimTranscript(Transcript),
     /// The transcript of a finished utterance.
     FinalTranscript(Transcript),
+    /// Speech that will have no transcript: its final could not be queued, or its
+    /// transcription failed. Consumers show and store the gap rather than lose it silently.
+    TranscriptGap(Gap),
+}
+
+/// A stretch of one speaker's speech left without a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// Who spoke.
+    pub speaker: SpeakerId,
+    /// Start of the audio, ms on the pipeline clock.
+    pub start_ms: u64,
+    /// End of the audio, ms on the pipeline clock.
+    pub end_ms: u64,
+    /// Why.
+    pub reason: GapReason,
+}
+
+/// Why speech has no transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapReason {
+    /// The transcription pool was full (server or room limit).
+    Dropped,
+    /// The engine failed, or stopped at the job's deadline.
+    Failed,
 }
 
 /// A speech start or end.

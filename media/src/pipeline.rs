@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::decode::{DecodeError, OpusTrackDecoder};
-use crate::frames::{Frame, SpeakerId, SpeechEdge, Transcript};
+use crate::frames::{Frame, Gap, GapReason, SpeakerId, SpeechEdge, Transcript};
 use crate::pool::{JobKind, JobOutcome, PipelineStats, RoomKey, TranscriptionPool};
 use crate::reorder::{ReorderBuffer, ReorderCounters};
 use crate::resample::{Downsampler, ResampleError};
@@ -263,6 +263,7 @@ pub fn spawn_track_pipeline(
         live: None,
         interim: None,
         finals: VecDeque::new(),
+        gaps: 0,
     };
     Ok(tokio::spawn(task.run(input)))
 }
@@ -289,6 +290,8 @@ struct TrackTask {
     interim: Option<Pending>,
     /// Final jobs, published strictly in order.
     finals: VecDeque<Pending>,
+    /// Finals of this track left without a transcript.
+    gaps: u64,
 }
 
 impl TrackTask {
@@ -306,12 +309,12 @@ impl TrackTask {
                 }
                 outcome = reply_of(self.finals.front_mut()), if !self.finals.is_empty() => {
                     let pending = self.finals.pop_front().expect("front was polled");
-                    self.publish(&pending, outcome, Frame::FinalTranscript);
+                    self.publish(&pending, outcome, JobKind::Final);
                 }
                 outcome = reply_of(self.interim.as_mut()), if self.interim.is_some() => {
                     let pending = self.interim.take().expect("interim was polled");
                     if self.live == Some(pending.segment) {
-                        self.publish(&pending, outcome, Frame::InterimTranscript);
+                        self.publish(&pending, outcome, JobKind::Interim);
                     }
                 }
                 () = tokio::time::sleep_until(idle_at), if want_idle => {
@@ -327,7 +330,7 @@ impl TrackTask {
         self.interim = None;
         while let Some(mut pending) = self.finals.pop_front() {
             let outcome = reply_of(Some(&mut pending)).await;
-            self.publish(&pending, outcome, Frame::FinalTranscript);
+            self.publish(&pending, outcome, JobKind::Final);
         }
     }
 
@@ -373,7 +376,7 @@ impl TrackTask {
         }
     }
 
-    fn submit(&self, kind: JobKind, utterance: Utterance) -> Option<Pending> {
+    fn submit(&mut self, kind: JobKind, utterance: Utterance) -> Option<Pending> {
         let Utterance {
             start_ms,
             end_ms,
@@ -386,30 +389,62 @@ impl TrackTask {
                 end_ms,
                 reply,
             }),
+            Err(e) if kind == JobKind::Final => {
+                self.gap(start_ms, end_ms, GapReason::Dropped, &e.to_string());
+                None
+            }
             Err(e) => {
-                tracing::debug!(speaker = %self.speaker, ?kind, error = %e, "transcription not queued");
+                tracing::debug!(speaker = %self.speaker, error = %e, "interim not queued");
                 None
             }
         }
     }
 
-    fn publish(
-        &self,
-        pending: &Pending,
-        outcome: Option<JobOutcome>,
-        frame: fn(Transcript) -> Frame,
-    ) {
+    /// Speech that will have no transcript: said so in the frames, logged (the first, then
+    /// every tenth of a track's gaps, so a busy server does not flood its log).
+    fn gap(&mut self, start_ms: u64, end_ms: u64, reason: GapReason, why: &str) {
+        self.gaps += 1;
+        if self.gaps == 1 || self.gaps % 10 == 0 {
+            tracing::warn!(speaker = %self.speaker, room = %self.room, gaps = self.gaps, start_ms, end_ms, ?reason, %why, "speech left without a transcript");
+        }
+        self.send(Frame::TranscriptGap(Gap {
+            speaker: self.speaker.clone(),
+            start_ms,
+            end_ms,
+            reason,
+        }));
+    }
+
+    fn publish(&mut self, pending: &Pending, outcome: Option<JobOutcome>, kind: JobKind) {
+        let is_final = kind == JobKind::Final;
         match outcome.map(|o| o.result) {
-            Some(Ok(text)) => self.send(frame(Transcript {
-                speaker: self.speaker.clone(),
-                start_ms: pending.start_ms,
-                end_ms: pending.end_ms,
-                text,
-            })),
-            Some(Err(e)) => {
-                tracing::warn!(speaker = %self.speaker, error = %e, "transcription failed")
+            Some(Ok(text)) => {
+                let t = Transcript {
+                    speaker: self.speaker.clone(),
+                    start_ms: pending.start_ms,
+                    end_ms: pending.end_ms,
+                    text,
+                };
+                self.send(if is_final {
+                    Frame::FinalTranscript(t)
+                } else {
+                    Frame::InterimTranscript(t)
+                })
             }
-            None => tracing::warn!(speaker = %self.speaker, "transcription worker went away"),
+            Some(Err(e)) if is_final => self.gap(
+                pending.start_ms,
+                pending.end_ms,
+                GapReason::Failed,
+                &e.to_string(),
+            ),
+            Some(Err(e)) => tracing::debug!(speaker = %self.speaker, error = %e, "interim failed"),
+            None if is_final => self.gap(
+                pending.start_ms,
+                pending.end_ms,
+                GapReason::Failed,
+                "the transcription worker went away",
+            ),
+            None => {}
         }
     }
 

@@ -420,20 +420,30 @@ async fn a_stuck_transcriber_drops_jobs_but_never_stalls_the_track() {
     }
     drop(input);
 
-    // All speech edges flow while the only worker is stuck on the first final.
-    let mut edges = 0;
+    // All speech edges flow while the only worker is stuck on the first final, and the two
+    // finals that could not be queued are reported as gaps, not silently lost.
+    let (mut edges, mut gaps) = (0, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while edges < 6 {
+    while edges < 6 || gaps.len() < 2 {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, frames_rx.recv())
             .await
-            .expect("speech edges arrive")
+            .expect("speech edges and gaps arrive")
             .unwrap()
         {
             Frame::UserStartedSpeaking(_) | Frame::UserStoppedSpeaking(_) => edges += 1,
+            Frame::TranscriptGap(g) => gaps.push(g),
             other => panic!("no transcript can be ready yet: {other:?}"),
         }
     }
+    assert!(
+        gaps.iter()
+            .all(|g| g.reason == conclave_media::frames::GapReason::Dropped
+                && g.speaker == "bob"
+                && g.end_ms > g.start_ms + 1_000),
+        "{gaps:?}"
+    );
+    assert!(gaps[0].end_ms <= gaps[1].start_ms, "in order: {gaps:?}");
     // The task submits the last final right after the last edge; give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(blocking.calls.load(Ordering::SeqCst), 1, "one job running");

@@ -54,6 +54,15 @@ pub(super) async fn run(
                 }
                 room.broadcast(signal::caption(&t, name_of(&t.speaker), true));
             }
+            Frame::TranscriptGap(g) => {
+                let t = conclave_media::frames::Transcript {
+                    speaker: g.speaker,
+                    start_ms: g.start_ms,
+                    end_ms: g.end_ms,
+                    text: super::GAP_TEXT.to_owned(),
+                };
+                room.broadcast(signal::caption(&t, name_of(&t.speaker), true));
+            }
             _ => {}
         }
     }

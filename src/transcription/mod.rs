@@ -21,10 +21,10 @@ mod storage;
 use crate::room::{Producer, Room, RoomEvent, RoomManager, SinkHandle, SinkOptions};
 use crate::store::Store;
 use conclave_media::pipeline::{PipelineConfig, RtpAudio, pipeline_input, spawn_track_pipeline};
+use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
 /// Whether a transcript is speech worth a caption or a stored line (shared with the media
 /// crate's own guard, which Whisper's output already went through).
 pub(crate) use conclave_media::transcribe::guard::is_speech;
-use conclave_media::pool::{PipelineStats, PoolConfig, TranscriptionPool};
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use conclave_signaling::{ParticipantId, TrackId, TrackKind};
 use std::collections::HashMap;
@@ -34,6 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
+
+/// What a caption and a stored line say for speech left without a transcript (the pool was
+/// full, or Whisper failed): the gap is shown and kept, never silently lost.
+pub const GAP_TEXT: &str = "[speech not transcribed]";
 
 /// (identity, display name) per participant id of a room, kept after they leave.
 pub(crate) type Names = Arc<Mutex<HashMap<ParticipantId, (String, String)>>>;
@@ -54,11 +58,13 @@ pub struct ConsumerStats {
     pub room_events_missed: AtomicU64,
     /// Padding-only RTP packets kept from the decoder.
     pub padding_skipped: AtomicU64,
+    /// Stretches of speech left without a transcript (stored as gap lines).
+    pub gaps: AtomicU64,
 }
 
 impl ConsumerStats {
     /// (name, help, value) rows for `/metrics`.
-    pub fn rows(&self) -> [(&'static str, &'static str, u64); 6] {
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 7] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -90,6 +96,11 @@ impl ConsumerStats {
                 "conclave_audio_padding_skipped_total",
                 "Padding-only audio packets kept from the decoder.",
                 g(&self.padding_skipped),
+            ),
+            (
+                "conclave_transcript_gaps_total",
+                "Stretches of speech left without a transcript (shown and stored as gaps).",
+                g(&self.gaps),
             ),
         ]
     }
