@@ -404,7 +404,7 @@ impl TrackTask {
     /// every tenth of a track's gaps, so a busy server does not flood its log).
     fn gap(&mut self, start_ms: u64, end_ms: u64, reason: GapReason, why: &str) {
         self.gaps += 1;
-        if self.gaps == 1 || self.gaps % 10 == 0 {
+        if self.gaps == 1 || self.gaps.is_multiple_of(10) {
             tracing::warn!(speaker = %self.speaker, room = %self.room, gaps = self.gaps, start_ms, end_ms, ?reason, %why, "speech left without a transcript");
         }
         self.send(Frame::TranscriptGap(Gap {
