@@ -8,7 +8,6 @@ use common::{api_key_auth, start_server};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request; returns status, the `Retry-After` header if any, and the body.
 async fn call(
@@ -18,29 +17,13 @@ async fn call(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, Option<u64>, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let (status, head, body) = common::http_with_head(addr, method, path, auth, body).await;
     let retry = head.lines().find_map(|l| {
         l.to_ascii_lowercase()
             .strip_prefix("retry-after: ")
             .and_then(|v| v.trim().parse().ok())
     });
-    (status, retry, body.to_owned())
+    (status, retry, body)
 }
 
 async fn meeting_with_password(addr: SocketAddr, password: &str) -> String {

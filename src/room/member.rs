@@ -3,7 +3,7 @@
 //! kind of member, an agent running in the server another.
 
 use super::producer::Producer;
-use conclave_signaling::{ErrorCode, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId};
+use conclave_signaling::{ErrorCode, ParticipantId, Role, ServerMessage, TrackId};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
@@ -104,10 +104,5 @@ impl MemberHandle {
     /// Queues a signaling message for the member's client.
     pub fn signal(&self, msg: ServerMessage) {
         self.deliver(MemberEvent::Signal(msg));
-    }
-
-    /// The member as the others see it, with `tracks` filled by the caller.
-    pub fn participant_info(&self) -> ParticipantInfo {
-        crate::signal::participant(&self.info, vec![])
     }
 }

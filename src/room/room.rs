@@ -195,11 +195,6 @@ impl Room {
         self.lock().members.len()
     }
 
-    /// Whether the room refuses new members.
-    pub fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     /// Admits a member: tells the others, queues a subscription to every track already
     /// published (if it subscribes), and returns its link and who else is here (for its
     /// `joined` message, which the caller sends before reading the link).

@@ -125,6 +125,18 @@ pub async fn http(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, path, auth, body).await;
+    (status, body)
+}
+
+/// Like [`http`], also returning the response head (status line and headers).
+pub async fn http_with_head(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = auth
@@ -142,11 +154,8 @@ pub async fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// `Authorization` value for the test API key pair.
