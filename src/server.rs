@@ -113,7 +113,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             public_ip: config.advertised_ip(),
             realm: config.turn.realm.clone(),
             shared_secret: secret.clone(),
-            relay_port_range: None,
+            relay_port_range: Some(config.turn.relay_ports),
+            // Relays reach the SFU's media ports and nothing else on this address.
+            peer_port_range: (config.udp_ports != (0, 0)).then_some(config.udp_ports),
+            limits: conclave_turn::TurnLimits {
+                allocations_per_username: config.turn.allocations_per_user,
+                allocations_per_address: config.turn.allocations_per_address,
+                ..Default::default()
+            },
         })
         .await
         .with_context(|| {
@@ -275,19 +282,36 @@ fn start_transcription(
         max_per_room: t.max_per_room,
         deadline_factor: conclave_media::pool::DEFAULT_DEADLINE_FACTOR,
     };
+    let silero = if t.silero {
+        match conclave_media::silero::SileroModel::load(&t.onnxruntime, &t.silero_model, t.vad_threshold) {
+            Ok(model) => {
+                tracing::info!(model = %t.silero_model.display(), "voice detection: Silero VAD");
+                Some(model)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "voice detection falls back to webrtc-vad, which takes tones and noise for speech; run `conclave model install`");
+                None
+            }
+        }
+    } else {
+        tracing::info!("voice detection: webrtc-vad (chosen with --vad webrtc)");
+        None
+    };
     let pipeline = conclave_media::pipeline::PipelineConfig {
         vad_aggressiveness: t.vad_aggressiveness,
+        silero,
         ..Default::default()
     };
     match crate::transcription::Transcription::load(
         &t.whisper_model,
         t.whisper_threads,
+        &t.language,
         pool,
         pipeline,
         store.clone(),
     ) {
         Ok(svc) => {
-            tracing::info!(model = %t.whisper_model.display(), workers = t.workers, threads = t.whisper_threads, "transcription ready");
+            tracing::info!(model = %t.whisper_model.display(), language = %t.language, workers = t.workers, threads = t.whisper_threads, "transcription ready");
             Some(svc)
         }
         Err(e) => {

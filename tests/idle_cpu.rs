@@ -29,35 +29,72 @@ fn cpu_seconds() -> f64 {
     ticks / hz
 }
 
+fn jobs(server: &conclave::server::RunningServer) -> u64 {
+    let stats = server.state.transcription.as_ref().unwrap().stats();
+    conclave_media::pool::PipelineStats::get(&stats.transcriptions_done)
+        + conclave_media::pool::PipelineStats::get(&stats.transcriptions_aborted)
+}
+
+/// CPU seconds the process uses over `secs` of wall time.
+async fn cpu_over(secs: u64) -> f64 {
+    let before = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    cpu_seconds() - before
+}
+
+/// One tone-sending participant for 6 s, then gone; returns once the room has closed.
+async fn beep_for_six_seconds(server: &conclave::server::RunningServer, room: &str) {
+    let beeper = TestClient::join(server.http_addr, room, "tone", &token(room, "tone"), true).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    beeper.leave().await;
+    assert!(
+        eventually(Duration::from_secs(10), || server.state.rooms.counts().0 == 0).await,
+        "the room did not close"
+    );
+}
+
+// Both phases in one test: CPU time is the whole process's, so nothing may run beside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_goes_quiet_once_the_last_room_closes() {
     let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
+
+    // The product's default: Silero hears no speech in a tone, so Whisper never starts.
     let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
     assert!(server.state.transcription.is_some());
-    let http = server.http_addr;
-    let beeper = TestClient::join(http, "beep", "tone", &token("beep", "tone"), true).await;
-    // Long enough for the tone to become an utterance with interims in flight.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let stats = server.state.transcription.as_ref().unwrap().stats().clone();
-    let busy = || {
-        conclave_media::pool::PipelineStats::get(&stats.transcriptions_done)
-            + conclave_media::pool::PipelineStats::get(&stats.transcriptions_aborted)
-    };
-    assert!(busy() >= 1, "Whisper never ran on the tone");
-    beeper.leave().await;
-    assert!(
-        eventually(Duration::from_secs(10), || server.state.rooms.counts().0
-            == 0)
-        .await,
-        "the room did not close"
-    );
-    // The tone's last utterance is still transcribed after the room closed (bounded by its
-    // token limit and deadline); a second later nothing may run.
+    beep_for_six_seconds(&server, "beep").await;
+    assert_eq!(jobs(&server), 0, "Whisper ran on a steady tone behind Silero");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let used = cpu_seconds() - before;
-    println!("CPU over 3 s of idleness: {used:.3} s");
+    let used = cpu_over(3).await;
+    println!("Silero: CPU over 3 s of idleness: {used:.3} s");
+    assert!(
+        used < 0.15,
+        "an idle server used {used:.2} s of CPU in 3 s (more than 5% of a core)"
+    );
+    server.shutdown().await.unwrap();
+
+    // The fallback takes the tone for speech, so Whisper does run: every job is bounded (token
+    // limit, deadline), and once the last one ends nothing runs any more.
+    let server = start_server(|a| {
+        a.whisper_model = Some(model.clone());
+        a.vad = Some("webrtc".into());
+    })
+    .await;
+    beep_for_six_seconds(&server, "beep2").await;
+    assert!(jobs(&server) >= 1, "Whisper never ran on the tone with webrtc-vad");
+    // The room's last final may still run; its deadline is 2 s + 3 x its audio, so within
+    // 25 s the process must have gone quiet (a second with under 5% of a core).
+    let mut quiet_after = None;
+    for waited in 0..25 {
+        if cpu_over(1).await < 0.05 {
+            quiet_after = Some(waited);
+            break;
+        }
+    }
+    let last = jobs(&server);
+    assert!(quiet_after.is_some(), "still busy 25 s after the room closed ({last} jobs)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_over(3).await;
+    println!("webrtc-vad: quiet {}s after the room closed; CPU over 3 s of idleness after {last} jobs: {used:.3} s", quiet_after.unwrap());
     assert!(
         used < 0.15,
         "an idle server used {used:.2} s of CPU in 3 s (more than 5% of a core)"

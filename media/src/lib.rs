@@ -10,6 +10,7 @@ pub mod pool;
 pub mod reorder;
 pub mod resample;
 pub mod segment;
+pub mod silero;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod transcribe;

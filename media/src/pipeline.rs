@@ -53,8 +53,10 @@ pub struct PipelineConfig {
     pub reorder_depth: usize,
     /// Longest hole filled by loss concealment; longer ones are skipped as silence.
     pub max_conceal_ms: u32,
-    /// VAD aggressiveness, 0 (most voice) to 3 (least).
+    /// webrtc-vad aggressiveness, 0 (most voice) to 3 (least): used when `silero` is `None`.
     pub vad_aggressiveness: u8,
+    /// Silero VAD, the detector of choice; `None` falls back to webrtc-vad.
+    pub silero: Option<std::sync::Arc<crate::silero::SileroModel>>,
     /// Endpointing rule.
     pub segment: SegmentConfig,
     /// Wall time without packets after which held packets are released and the silence
@@ -69,6 +71,7 @@ impl Default for PipelineConfig {
             reorder_depth: 5,
             max_conceal_ms: 100,
             vad_aggressiveness: 2,
+            silero: None,
             segment: SegmentConfig::default(),
             idle_ms: 100,
         }
@@ -152,7 +155,7 @@ impl TrackProcessor {
             reorder_seen: ReorderCounters::default(),
             decoder: OpusTrackDecoder::new(config.max_conceal_ms)?,
             resampler: Downsampler::new(2 * 5_760)?,
-            vad: VoiceDetector::new(config.vad_aggressiveness),
+            vad: VoiceDetector::with_model(config.silero.as_ref(), config.vad_aggressiveness),
             segmenter: Segmenter::new(config.segment.clone()),
             stats,
             base_ms: None,

@@ -121,6 +121,10 @@ pub struct PoolConfig {
     pub deadline_factor: f32,
 }
 
+/// Longest context prompt kept per room. Whisper reads at most half its 448-token context
+/// from a prompt; 400 characters is about 100 tokens, which leaves the rest for the speech.
+pub const MAX_PROMPT_CHARS: usize = 400;
+
 /// Time every job gets on top of [`PoolConfig::deadline_factor`] × its audio.
 pub const DEADLINE_FLOOR: Duration = Duration::from_secs(2);
 
@@ -436,9 +440,19 @@ struct Shared {
     /// Signalled when a job is queued or the pool closes.
     ready: Condvar,
     stats: Arc<PipelineStats>,
+    /// Each room's context prompt; read once per job, written when a room's members change.
+    prompts: Mutex<HashMap<RoomKey, Arc<str>>>,
 }
 
 impl Shared {
+    fn prompt(&self, room: &RoomKey) -> Option<Arc<str>> {
+        self.prompts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .cloned()
+    }
+
     fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
         self.scheduler
             .lock()
@@ -508,6 +522,7 @@ impl TranscriptionPool {
             }),
             ready: Condvar::new(),
             stats,
+            prompts: Mutex::new(HashMap::new()),
         });
         for i in 0..threads {
             let shared = Arc::clone(&shared);
@@ -527,6 +542,33 @@ impl TranscriptionPool {
     /// The shared counters.
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.shared.stats
+    }
+
+    /// Sets (or with `None` clears) the context prompt of `room`'s jobs, cut to
+    /// [`MAX_PROMPT_CHARS`] at a word boundary.
+    pub fn set_prompt(&self, room: &RoomKey, prompt: Option<&str>) {
+        let mut prompts = self.shared.prompts.lock().unwrap_or_else(|p| p.into_inner());
+        match prompt.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(p) => {
+                let mut cut = p;
+                if cut.chars().count() > MAX_PROMPT_CHARS {
+                    let end = cut.char_indices().nth(MAX_PROMPT_CHARS).map_or(cut.len(), |(i, _)| i);
+                    cut = &cut[..end];
+                    if let Some(space) = cut.rfind(' ') {
+                        cut = &cut[..space];
+                    }
+                }
+                prompts.insert(Arc::clone(room), Arc::from(cut));
+            }
+            None => {
+                prompts.remove(room);
+            }
+        }
+    }
+
+    /// The prompt `room`'s jobs get now.
+    pub fn prompt(&self, room: &RoomKey) -> Option<Arc<str>> {
+        self.shared.prompt(room)
     }
 
     /// Jobs queued or running right now.
@@ -595,10 +637,12 @@ fn work(shared: &Shared) {
     lower_priority();
     while let Some(job) = shared.next_job() {
         let started = Instant::now();
+        let prompt = shared.prompt(&job.room);
         let limits = Limits {
             deadline: Some(started + job_deadline(&shared.config, job.pcm.len())),
             interim: job.kind == JobKind::Interim,
             abandoned: &|| job.reply.is_closed(),
+            prompt: prompt.as_deref(),
         };
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             shared.transcriber.transcribe_within(&job.pcm, &limits)

@@ -100,6 +100,18 @@ pub fn whisper_model() -> PathBuf {
         .clone()
 }
 
+/// Silero VAD and ONNX Runtime, installed (once per process) into [`model_cache`] and loaded.
+pub fn silero_model() -> std::sync::Arc<crate::silero::SileroModel> {
+    static MODEL: OnceLock<std::sync::Arc<crate::silero::SileroModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let files = conclave_model::install_vad(&model_cache()).expect("Silero VAD install");
+            crate::silero::SileroModel::load(&files.runtime, &files.model, 0.5)
+                .expect("Silero VAD loads")
+        })
+        .clone()
+}
+
 /// A fresh scratch directory under the system temp directory.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("conclave-{name}-{}", std::process::id()));

@@ -1,6 +1,15 @@
-//! Voice activity per 10 ms frame at 16 kHz, with WebRTC's VAD (libfvad).
+//! Voice activity per 10 ms frame at 16 kHz: Silero VAD when its model is installed, WebRTC's
+//! VAD (libfvad) otherwise.
+//!
+//! libfvad is a GMM over band energies: it calls steady tones, beeps and loud noise voice, so
+//! with it those reach Whisper (which the hallucination guards then have to clean up). Silero
+//! is a small neural network that tells them apart; see `crate::silero`.
+
+use std::sync::Arc;
 
 use webrtc_vad::{SampleRate, Vad, VadMode};
+
+use crate::silero::{SileroModel, SileroVad};
 
 /// Samples in one VAD frame: 10 ms at 16 kHz.
 pub const FRAME_SAMPLES: usize = 160;
@@ -9,6 +18,20 @@ pub const FRAME_MS: u64 = 10;
 
 /// Says whether each 10 ms frame holds voice.
 pub struct VoiceDetector {
+    webrtc: WebRtcVad,
+    silero: Option<SileroVad>,
+}
+
+/// Which detector a [`VoiceDetector`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadKind {
+    /// Silero VAD (ONNX).
+    Silero,
+    /// WebRTC's VAD (libfvad).
+    WebRtc,
+}
+
+struct WebRtcVad {
     vad: SendVad,
     frame: [i16; FRAME_SAMPLES],
     aggressiveness: u8,
@@ -24,14 +47,15 @@ unsafe impl Send for SendVad {}
 impl std::fmt::Debug for VoiceDetector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceDetector")
-            .field("aggressiveness", &self.aggressiveness)
+            .field("kind", &self.kind())
+            .field("aggressiveness", &self.webrtc.aggressiveness)
             .finish()
     }
 }
 
 impl VoiceDetector {
-    /// A detector with aggressiveness 0 (flags the most as voice) to 3 (the least); higher
-    /// values are taken as 3.
+    /// A libfvad detector with aggressiveness 0 (flags the most as voice) to 3 (the least);
+    /// higher values are taken as 3.
     pub fn new(aggressiveness: u8) -> Self {
         let aggressiveness = aggressiveness.min(3);
         let mode = match aggressiveness {
@@ -42,28 +66,64 @@ impl VoiceDetector {
         };
         let vad = Vad::new_with_rate_and_mode(SampleRate::Rate16kHz, mode);
         Self {
-            vad: SendVad(vad),
-            frame: [0; FRAME_SAMPLES],
-            aggressiveness,
+            webrtc: WebRtcVad {
+                vad: SendVad(vad),
+                frame: [0; FRAME_SAMPLES],
+                aggressiveness,
+            },
+            silero: None,
         }
     }
 
-    /// The aggressiveness in use (0-3).
+    /// Silero when `model` is given and a session can be made, libfvad (at `aggressiveness`)
+    /// otherwise; a Silero failure is logged and falls back too.
+    pub fn with_model(model: Option<&Arc<SileroModel>>, aggressiveness: u8) -> Self {
+        let mut this = Self::new(aggressiveness);
+        if let Some(model) = model {
+            match model.detector() {
+                Ok(d) => this.silero = Some(d),
+                Err(err) => tracing::warn!(%err, "Silero VAD unavailable for this track; using webrtc-vad"),
+            }
+        }
+        this
+    }
+
+    /// The detector in use.
+    pub fn kind(&self) -> VadKind {
+        if self.silero.is_some() {
+            VadKind::Silero
+        } else {
+            VadKind::WebRtc
+        }
+    }
+
+    /// The libfvad aggressiveness in use (0-3), also when it is only the fallback.
     pub fn aggressiveness(&self) -> u8 {
-        self.aggressiveness
+        self.webrtc.aggressiveness
     }
 
     /// Whether a 160-sample frame (16 kHz, f32 in -1.0..=1.0) holds voice. Other lengths are a
-    /// caller bug and count as no voice.
+    /// caller bug and count as no voice. With Silero the answer is that of the last complete
+    /// 32 ms window (at most 30 ms behind).
     pub fn is_voice(&mut self, frame: &[f32]) -> bool {
         if frame.len() != FRAME_SAMPLES {
             debug_assert!(false, "VAD frame of {} samples", frame.len());
             return false;
         }
-        for (dst, &src) in self.frame.iter_mut().zip(frame) {
+        if let Some(silero) = &mut self.silero {
+            match silero.push(frame) {
+                Ok(voiced) => return voiced,
+                Err(err) => {
+                    tracing::warn!(%err, "Silero VAD failed; this track falls back to webrtc-vad");
+                    self.silero = None;
+                }
+            }
+        }
+        let w = &mut self.webrtc;
+        for (dst, &src) in w.frame.iter_mut().zip(frame) {
             *dst = (src.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
         }
-        self.vad.0.is_voice_segment(&self.frame).unwrap_or(false)
+        w.vad.0.is_voice_segment(&w.frame).unwrap_or(false)
     }
 }
 

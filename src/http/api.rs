@@ -54,12 +54,15 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
     metrics_allowed(&s, &headers)?;
-    let text = s.metrics.render(
+    let mut text = s.metrics.render(
         s.rooms.packet_counts(),
         s.transcription
             .as_ref()
             .map(|t| (t.stats().as_ref(), t.consumer_stats().as_ref())),
     );
+    if let Some(turn) = &s.turn {
+        crate::metrics::render_turn(&mut text, &turn.server.stats());
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

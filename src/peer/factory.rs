@@ -28,7 +28,11 @@ impl PeerFactory {
             udp_ip,
             ports,
             public_ip,
-            cursor: AtomicU32::new(0),
+            // A random start, so servers sharing a host (or a test process) rarely collide.
+            cursor: AtomicU32::new({
+                use std::hash::{BuildHasher, RandomState};
+                RandomState::new().hash_one(std::time::Instant::now()) as u32
+            }),
         }
     }
 

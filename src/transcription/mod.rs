@@ -35,6 +35,30 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
 
+/// The context Whisper is primed with: "<meeting name>. <name>, <name>." Names are sorted
+/// and deduplicated; empty when there is nothing to say.
+pub(crate) fn context_prompt(meeting: Option<&str>, names: &Names) -> String {
+    let mut people: Vec<String> = names
+        .lock()
+        .expect("names")
+        .values()
+        .map(|(_, name)| name.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    people.sort();
+    people.dedup();
+    let mut prompt = String::new();
+    if let Some(m) = meeting.map(str::trim).filter(|m| !m.is_empty()) {
+        prompt.push_str(m);
+        prompt.push_str(". ");
+    }
+    if !people.is_empty() {
+        prompt.push_str(&people.join(", "));
+        prompt.push('.');
+    }
+    prompt.trim().to_owned()
+}
+
 /// What a caption and a stored line say for speech left without a transcript (the pool was
 /// full, or Whisper failed): the gap is shown and kept, never silently lost.
 pub const GAP_TEXT: &str = "[speech not transcribed]";
@@ -146,12 +170,16 @@ impl Transcription {
     pub fn load(
         model: &Path,
         whisper_threads: usize,
+        language: &str,
         pool: PoolConfig,
         config: PipelineConfig,
         store: Store,
     ) -> Result<Arc<Self>, TranscribeError> {
-        let whisper =
-            conclave_media::transcribe::whisper::WhisperTranscriber::load(model, whisper_threads)?;
+        let whisper = conclave_media::transcribe::whisper::WhisperTranscriber::load_with_language(
+            model,
+            whisper_threads,
+            language,
+        )?;
         Ok(Self::with_transcriber(
             Arc::new(whisper),
             pool,
@@ -256,6 +284,17 @@ impl Transcription {
             )
             .in_current_span(),
         );
+        // Whisper spells names it has been shown: the meeting's name and the participants'.
+        let room_key: conclave_media::pool::RoomKey = room.name.as_str().into();
+        let meeting_name = match room.meeting_code() {
+            Some(code) => self.meeting_name(&code).await,
+            None => None,
+        };
+        let update_prompt = |names: &Names| {
+            let prompt = context_prompt(meeting_name.as_deref(), names);
+            self.pool.set_prompt(&room_key, Some(&prompt));
+        };
+        update_prompt(&names);
         let mut taps: HashMap<TrackId, SinkHandle> = HashMap::new();
         let mut closed = snapshot.closed;
         for p in &snapshot.producers {
@@ -268,6 +307,7 @@ impl Transcription {
                         .lock()
                         .expect("names")
                         .insert(m.id.clone(), (m.identity.clone(), m.name.clone()));
+                    update_prompt(&names);
                 }
                 Ok(RoomEvent::TrackPublished(p)) => self.attach(&room, &p, &frames, &mut taps),
                 Ok(RoomEvent::TrackUnpublished { track, .. }) => {
@@ -286,7 +326,20 @@ impl Transcription {
             }
         }
         // Dropping the taps, the room and our frame sender leaves the pipelines as the
-        // frame channel's last senders: storage ends once they have flushed.
+        // frame channel's last senders: storage ends once they have flushed. The prompt
+        // stays for their last finals, and goes with the next opening of a room of this name
+        // or, at the latest, when the pool is dropped.
+    }
+
+    async fn meeting_name(&self, code: &str) -> Option<String> {
+        let code = crate::meetings::model::MeetingCode::parse(code)?;
+        match self.store.meeting(&code).await {
+            Ok(m) => m.map(|m| m.name),
+            Err(e) => {
+                tracing::debug!(error = %e, "no meeting name for the transcription prompt");
+                None
+            }
+        }
     }
 
     fn attach(
@@ -352,5 +405,29 @@ impl Transcription {
         );
         tracing::debug!(track = %p.id, speaker = %p.publisher, "transcribing");
         taps.insert(p.id.clone(), sink);
+    }
+}
+
+#[cfg(test)]
+mod prompt_tests {
+    use super::*;
+
+    #[test]
+    fn prompt_names_the_meeting_and_everyone_once() {
+        let names: Names = Arc::default();
+        assert_eq!(context_prompt(None, &names), "");
+        assert_eq!(context_prompt(Some("  "), &names), "");
+        {
+            let mut n = names.lock().unwrap();
+            n.insert(ParticipantId::from("PA_b".to_string()), ("b".into(), "Bjørn Ødegård".into()));
+            n.insert(ParticipantId::from("PA_a".to_string()), ("a".into(), "Ada Lovelace".into()));
+            n.insert(ParticipantId::from("PA_c".to_string()), ("c".into(), "Ada Lovelace".into()));
+            n.insert(ParticipantId::from("PA_d".to_string()), ("d".into(), "  ".into()));
+        }
+        assert_eq!(
+            context_prompt(Some("Acme renewal call"), &names),
+            "Acme renewal call. Ada Lovelace, Bjørn Ødegård."
+        );
+        assert_eq!(context_prompt(None, &names), "Ada Lovelace, Bjørn Ødegård.");
     }
 }

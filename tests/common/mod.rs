@@ -60,6 +60,12 @@ pub async fn start_server_in(
         ..Default::default()
     };
     tweak(&mut args);
+    if args.whisper_model.is_some() && args.silero_model.is_none() {
+        // Transcribing servers get the product's voice detector, installed once per cache.
+        let files = speech::vad_files();
+        args.silero_model = Some(files.model);
+        args.onnxruntime = Some(files.runtime);
+    }
     let config = Config::load(args).expect("config");
     conclave::telemetry::init(
         &std::env::var("CONCLAVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),

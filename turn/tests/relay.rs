@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use conclave_turn::{TurnConfig, TurnError, TurnServer, credentials};
+use conclave_turn::{TurnConfig, TurnError, TurnLimits, TurnServer, credentials};
 use stun::agent::TransactionId;
 use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
 use stun::error_code::ErrorCodeAttribute;
@@ -36,6 +36,8 @@ fn config(bind: SocketAddr) -> TurnConfig {
         realm: REALM.into(),
         shared_secret: SECRET.into(),
         relay_port_range: None,
+        peer_port_range: None,
+        limits: TurnLimits::default(),
     }
 }
 
@@ -198,15 +200,21 @@ async fn raw_allocate_succeeds_then_expired_and_wrong_password_are_rejected() {
     let expired = creds_expiring_in(Duration::from_secs(60), hour_ago);
     let res = raw_allocate(addr, &expired.username, &expired.password).await;
     assert_eq!(res.typ.class, CLASS_ERROR_RESPONSE);
-    // webrtc-rs answers every auth-handler refusal with 400 rather than 401.
-    assert_eq!(error_code(&res), 400);
+    // RFC 8489 §9.2.4: a username the server does not accept is answered 401, with a
+    // fresh nonce and the realm so a client with better credentials can retry.
+    assert_eq!(error_code(&res), 401);
+    assert!(res.contains(ATTR_NONCE) && res.contains(ATTR_REALM));
 
     let res = raw_allocate(addr, &good.username, "not-the-password").await;
     assert_eq!(res.typ.class, CLASS_ERROR_RESPONSE);
-    assert_eq!(error_code(&res), 400);
+    assert_eq!(error_code(&res), 401);
 
     let res = raw_allocate(addr, "alice", &good.password).await;
     assert_eq!(res.typ.class, CLASS_ERROR_RESPONSE);
+    assert_eq!(error_code(&res), 401);
+    let stats = server.stats();
+    assert_eq!(stats.allocations, 1);
+    assert_eq!(stats.auth_failures, 3);
 
     server.close().await.unwrap();
 }

@@ -34,6 +34,9 @@ pub struct Limits<'a> {
     /// Whether the result is no longer wanted (its utterance was superseded, its reader
     /// went away).
     pub abandoned: &'a (dyn Fn() -> bool + Sync),
+    /// Words that set the scene (the meeting's name, the participants' names), given to the
+    /// engine as context so it spells them as written here.
+    pub prompt: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Limits<'_> {
@@ -52,6 +55,7 @@ impl Limits<'_> {
             deadline: None,
             interim: false,
             abandoned: &|| false,
+            prompt: None,
         }
     }
 

@@ -56,6 +56,7 @@ pub struct WhisperTranscriber {
     context: WhisperContext,
     states: Mutex<Vec<WhisperState>>,
     threads: usize,
+    language: String,
 }
 
 impl std::fmt::Debug for WhisperTranscriber {
@@ -74,6 +75,16 @@ impl WhisperTranscriber {
     /// rather than returning an error, so a missing, truncated or foreign file must be
     /// refused before it gets there.
     pub fn load(path: &Path, threads: usize) -> Result<Self, TranscribeError> {
+        Self::load_with_language(path, threads, "en")
+    }
+
+    /// Like [`WhisperTranscriber::load`], transcribing `language` (a Whisper code, or `auto`
+    /// to detect it; English-only models ignore anything but `en`).
+    pub fn load_with_language(
+        path: &Path,
+        threads: usize,
+        language: &str,
+    ) -> Result<Self, TranscribeError> {
         let model_error = |reason: String| TranscribeError::Model {
             path: path.display().to_string(),
             reason,
@@ -88,14 +99,20 @@ impl WhisperTranscriber {
         silence_whisper_logs();
         let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
             .map_err(|e| model_error(format!("whisper.cpp refused it: {e}")))?;
+        let language = if context.is_multilingual() {
+            language.to_owned()
+        } else {
+            "en".to_owned()
+        };
         Ok(WhisperTranscriber {
             context,
             states: Mutex::new(Vec::new()),
             threads: threads.max(1),
+            language,
         })
     }
 
-    fn params(&self, samples: usize, interim: bool) -> FullParams<'static, 'static> {
+    fn params<'p>(&'p self, samples: usize, interim: bool) -> FullParams<'p, 'static> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         // Bounded work. Speech runs at up to ~6 tokens a second; a decode that produces more
         // is looping (non-speech audio makes tiny models repeat themselves), so it stops.
@@ -109,7 +126,7 @@ impl WhisperTranscriber {
         params.set_logprob_thold(-1.0);
         params.set_no_speech_thold(NO_SPEECH);
         params.set_n_threads(self.threads as i32);
-        params.set_language(Some("en"));
+        params.set_language(Some(&self.language));
         params.set_translate(false);
         // Each utterance stands alone: a pooled state must not carry the previous speaker's
         // words into the next prompt.
@@ -172,6 +189,9 @@ impl Transcriber for WhisperTranscriber {
 
         let mut state = self.take_state()?;
         let mut params = self.params(audio.len(), limits.interim);
+        if let Some(prompt) = limits.prompt {
+            params.set_initial_prompt(prompt);
+        }
         // SAFETY: the callback only reads `limits`, which outlives this `full` call; the
         // pointer is not kept by whisper.cpp after it returns.
         unsafe {
