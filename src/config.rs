@@ -154,9 +154,12 @@ pub struct ServeArgs {
     /// English-only models always use `en`.
     #[arg(long, env = "CONCLAVE_LANGUAGE")]
     pub language: Option<String>,
-    /// Threads per Whisper transcription.
+    /// Threads per Whisper transcription (fixed: no bursting when set).
     #[arg(long, env = "CONCLAVE_WHISPER_THREADS")]
     pub whisper_threads: Option<usize>,
+    /// Silence that ends an utterance, ms (default 300 with Silero, 500 with webrtc-vad).
+    #[arg(long, env = "CONCLAVE_ENDPOINT_SILENCE_MS")]
+    pub endpoint_silence_ms: Option<u64>,
     /// Transcriptions run at once (worker threads of the pool).
     #[arg(long, env = "CONCLAVE_TRANSCRIPTION_WORKERS")]
     pub transcription_workers: Option<usize>,
@@ -230,6 +233,7 @@ struct FileTranscription {
     model: Option<String>,
     language: Option<String>,
     whisper_threads: Option<usize>,
+    endpoint_silence_ms: Option<u64>,
     workers: Option<usize>,
     max_per_room: Option<usize>,
     max_per_server: Option<usize>,
@@ -251,6 +255,10 @@ pub struct TranscriptionSettings {
     pub language: String,
     /// Threads per transcription.
     pub whisper_threads: usize,
+    /// Threads a transcription may use while the rest of the machine is idle.
+    pub whisper_burst_threads: usize,
+    /// Endpointing silence override, ms.
+    pub endpoint_silence_ms: Option<u64>,
     /// Concurrent transcriptions.
     pub workers: usize,
     /// Per-room job limit.
@@ -537,7 +545,8 @@ impl Config {
                 // tokio leaves free: a quarter of the cores (at least one) stays with
                 // forwarding, the rest is split into workers of up to two threads each
                 // (1 x 1 on 2 cores, 3 x 2 on 8). Workers also run at a lower priority.
-                let budget = match args.whisper_threads.or(t.whisper_threads) {
+                let fixed_threads = args.whisper_threads.or(t.whisper_threads);
+                let budget = match fixed_threads {
                     Some(threads) => conclave_media::pool::ThreadBudget::with_threads_per_job(
                         cores,
                         threads.max(1),
@@ -545,6 +554,12 @@ impl Config {
                     None => conclave_media::pool::ThreadBudget::for_cores(cores),
                 };
                 let threads = budget.threads_per_job;
+                // Unless the threads were fixed, a job may take two while nothing else
+                // runs on the machine (the budget's count is for a busy machine).
+                let burst_threads = match fixed_threads {
+                    Some(_) => threads,
+                    None => threads.max(cores.min(2)),
+                };
                 let workers = args
                     .transcription_workers
                     .or(t.workers)
@@ -586,6 +601,8 @@ impl Config {
                     }),
                     language,
                     whisper_threads: threads,
+                    whisper_burst_threads: burst_threads,
+                    endpoint_silence_ms: args.endpoint_silence_ms.or(t.endpoint_silence_ms),
                     workers,
                     max_per_room: args
                         .max_transcriptions_per_room

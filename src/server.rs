@@ -297,21 +297,29 @@ fn start_transcription(
         tracing::info!("voice detection: webrtc-vad (chosen with --vad webrtc)");
         None
     };
+    let mut segment = conclave_media::segment::SegmentConfig::default();
+    // Silero's decision ends within a window of the speech, libfvad's flickers: the first
+    // can end an utterance after a shorter silence (the caption comes that much sooner).
+    segment.end_ms = t
+        .endpoint_silence_ms
+        .unwrap_or(if silero.is_some() { 300 } else { 500 });
+    segment.post_roll_ms = segment.post_roll_ms.min(segment.end_ms);
     let pipeline = conclave_media::pipeline::PipelineConfig {
         vad_aggressiveness: t.vad_aggressiveness,
         silero,
+        segment,
         ..Default::default()
     };
     match crate::transcription::Transcription::load(
         &t.whisper_model,
-        t.whisper_threads,
+        (t.whisper_threads, t.whisper_burst_threads),
         &t.language,
         pool,
         pipeline,
         store.clone(),
     ) {
         Ok(svc) => {
-            tracing::info!(model = %t.whisper_model.display(), language = %t.language, workers = t.workers, threads = t.whisper_threads, "transcription ready");
+            tracing::info!(model = %t.whisper_model.display(), language = %t.language, workers = t.workers, threads = t.whisper_threads, burst_threads = t.whisper_burst_threads, "transcription ready");
             Some(svc)
         }
         Err(e) => {

@@ -1,4 +1,5 @@
-// Live captions panel. `conclave.captions` keeps {participant_id, name, text, final} entries,
+// Live captions panel. `conclave.captions` keeps {participant_id, name, text, final, end_ms,
+// received_at} entries,
 // oldest first; an interim entry changes in place until it turns final.
 //
 // Final lines go into the aria-live list; interims sit in a separate aria-hidden list, so a
@@ -32,7 +33,8 @@ export function createCaptions({ conclave, ui }) {
     }
     clearTimeout(current.timer);
     const name = msg.name || conclave.participants.get(pid)?.name || 'Someone';
-    Object.assign(current.entry, { name, text, final: isFinal });
+    // end_ms (room clock) and the arrival time let tests measure speech end -> caption.
+    Object.assign(current.entry, { name, text, final: isFinal, end_ms: msg.end_ms, received_at: Date.now() });
     const line = captionLine(current.entry);
     if (isFinal) {
       interimCaptions.delete(pid);

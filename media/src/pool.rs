@@ -29,13 +29,14 @@
 //! `transcriptions_aborted`. So a final queued behind a running interim waits only until the
 //! pipeline drops that interim, which it does when the utterance ends.
 //!
-//! Workers run at a slightly lower CPU priority than the rest of the process (Linux: 4 nice
-//! levels more, inherited by the threads whisper.cpp starts, about 40% of a normal thread's
-//! CPU share when both compete), so packet forwarding on tokio threads wins the CPU when both
-//! want it. Not more: against other processes on a busy machine a much nicer worker is
-//! starved (at 10 levels, 10% of the share, finals were not done 20 s after the speaker left
-//! while a compiler ran on both cores). See [`ThreadBudget`] for sizing the pool so that the two do
-//! not oversubscribe the cores in the first place.
+//! Workers run one nice level below the rest of the process (Linux; inherited by the threads
+//! whisper.cpp starts, about 45% of a normal thread's CPU share when both compete), so packet
+//! forwarding on tokio threads wins ties for the CPU. Not more: against other processes on a
+//! busy machine a nicer worker is starved. Measured with `scripts/caption-check.sh --load`
+//! (a CPU hog per core): at 4 levels the loaded p95 from end of speech to caption was 3.3 s,
+//! at 1 level 2.6 s; at 10 levels finals were not done 20 s after the speaker left. See
+//! [`ThreadBudget`] for sizing the pool so that the two do not oversubscribe the cores in the
+//! first place.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -56,7 +57,7 @@ pub type RoomKey = Arc<str>;
 pub const QUANTUM_SAMPLES: usize = 16_000;
 
 /// How many nice levels below the rest of the process the workers run.
-const WORKER_NICE: i32 = 4;
+const WORKER_NICE: i32 = 1;
 
 /// A default split of the CPU between transcription and everything else (tokio's worker
 /// threads, one per core by default, forwarding media), such that the two together do not

@@ -112,6 +112,31 @@ pub fn silero_model() -> std::sync::Arc<crate::silero::SileroModel> {
         .clone()
 }
 
+/// Twenty sentences of a sales call, written for these checks: names, numbers, questions,
+/// short and long ones. The model comparison bench and the browser caption check use them.
+pub const MEETING_SENTENCES: [&str; 20] = [
+    "Good afternoon, thanks for making time for this call today.",
+    "Could you walk me through how your team handles support tickets right now?",
+    "We have about forty people on the operations team across two offices.",
+    "Most requests arrive by email and we sort them by hand every morning.",
+    "The biggest problem is that urgent issues get buried under routine questions.",
+    "Our budget for a new tool this year is roughly fifty thousand dollars.",
+    "I would need to get approval from our finance director before signing anything.",
+    "Ideally we would like to have something running before the end of March.",
+    "How long does a typical rollout take for a company of our size?",
+    "Usually about six weeks, including training for the whole team.",
+    "That sounds reasonable, as long as the migration does not interrupt our customers.",
+    "We can import your existing tickets over a weekend to avoid any downtime.",
+    "What happens to our data if we decide to cancel the contract later?",
+    "You can export everything at any time in a standard format.",
+    "Let me check with my manager and get back to you by Friday.",
+    "Would it help if I sent a short summary of what we discussed?",
+    "Yes, please include the pricing options and the timeline we talked about.",
+    "I will also share two case studies from similar companies.",
+    "Great, I think that covers everything on my list for now.",
+    "Thank you again, and have a wonderful rest of your week.",
+];
+
 /// A fresh scratch directory under the system temp directory.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("conclave-{name}-{}", std::process::id()));

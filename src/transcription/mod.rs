@@ -166,10 +166,11 @@ pub struct Transcription {
 }
 
 impl Transcription {
-    /// Loads a Whisper model and starts the worker pool.
+    /// Loads a Whisper model and starts the worker pool; `whisper_threads` is (threads per
+    /// job, threads while the machine is otherwise idle).
     pub fn load(
         model: &Path,
-        whisper_threads: usize,
+        whisper_threads: (usize, usize),
         language: &str,
         pool: PoolConfig,
         config: PipelineConfig,
@@ -177,9 +178,10 @@ impl Transcription {
     ) -> Result<Arc<Self>, TranscribeError> {
         let whisper = conclave_media::transcribe::whisper::WhisperTranscriber::load_with_language(
             model,
-            whisper_threads,
+            whisper_threads.0,
             language,
-        )?;
+        )?
+        .with_burst(whisper_threads.1);
         Ok(Self::with_transcriber(
             Arc::new(whisper),
             pool,

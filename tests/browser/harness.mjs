@@ -92,27 +92,38 @@ export async function waitFor(probe, { timeout = 10000, interval = 250, message 
 // Shared with the Rust tests, so the model is downloaded and converted once per machine.
 export const MODEL_CACHE = process.env.CONCLAVE_MODEL_CACHE || join(homedir(), '.cache/conclave-models');
 
-/** Installs Whisper tiny.en into MODEL_CACHE if missing (`conclave model install`) and returns its path. */
-export async function whisperModel(bin = serverBinary()) {
-  const proc = spawn(bin, ['model', 'install', '--data-dir', MODEL_CACHE], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Installs a Whisper model (`tiny.en` or `base`) and Silero VAD into MODEL_CACHE if missing
+ * (`conclave model install`) and returns the server flags that use them.
+ */
+export async function modelArgs(bin = serverBinary(), model = 'tiny.en') {
+  const proc = spawn(bin, ['model', 'install', '--data-dir', MODEL_CACHE, '--model', model], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   proc.stdout.on('data', (d) => (output += d));
   proc.stderr.on('data', (d) => (output += d));
   const [code] = await once(proc, 'exit');
   if (code !== 0) throw new Error(`conclave model install failed (exit ${code}):\n${output}`);
-  return join(MODEL_CACHE, 'models/ggml-tiny.en.bin');
+  const file = model === 'base' ? 'ggml-base.bin' : 'ggml-tiny.en.bin';
+  return [
+    '--whisper-model', join(MODEL_CACHE, 'models', file),
+    '--silero-model', join(MODEL_CACHE, 'models/silero_vad.onnx'),
+    '--onnxruntime', join(MODEL_CACHE, 'models/libonnxruntime.so.1.31.1'),
+  ];
 }
 
 /**
  * Starts `conclave serve --dev` on free loopback ports with a fresh data directory.
- * `transcription: true` gives it the Whisper model; otherwise it has none and sends no captions.
+ * `transcription: true` gives it the Whisper model (`model`, default tiny.en) and Silero VAD;
+ * otherwise it has none and sends no captions. `extraArgs` go to `conclave serve`.
  */
-export async function startServer({ transcription = false } = {}) {
+export async function startServer({ transcription = false, model = 'tiny.en', extraArgs = [] } = {}) {
   const bin = serverBinary();
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} not found: build it (cargo build) or set CONCLAVE_BIN`);
   }
-  const model = transcription ? await whisperModel(bin) : null;
+  const models = transcription ? await modelArgs(bin, model) : [];
   const dir = mkdtempSync(join(tmpdir(), 'conclave-e2e-'));
   const httpPort = await freeTcpPort();
   const turnPort = await freeUdpPort();
@@ -126,7 +137,7 @@ export async function startServer({ transcription = false } = {}) {
     '--data-dir', join(dir, 'data'),
     '--log-level', 'info',
   ];
-  if (model) args.push('--whisper-model', model);
+  args.push(...models, ...extraArgs);
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stdout.pipe(log, { end: false });
   proc.stderr.pipe(log, { end: false });

@@ -1,6 +1,7 @@
 //! Speech-to-text behind a trait, so the pipeline can be tested with any engine and the
 //! product uses Whisper.
 
+pub mod burst;
 pub mod guard;
 pub mod whisper;
 

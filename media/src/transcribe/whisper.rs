@@ -57,6 +57,7 @@ pub struct WhisperTranscriber {
     states: Mutex<Vec<WhisperState>>,
     threads: usize,
     language: String,
+    burst: std::sync::Arc<super::burst::Burst>,
 }
 
 impl std::fmt::Debug for WhisperTranscriber {
@@ -109,10 +110,18 @@ impl WhisperTranscriber {
             states: Mutex::new(Vec::new()),
             threads: threads.max(1),
             language,
+            burst: super::burst::Burst::start(threads, threads),
         })
     }
 
-    fn params<'p>(&'p self, samples: usize, interim: bool) -> FullParams<'p, 'static> {
+    /// Lets a job use up to `max` threads while the rest of the machine is idle (see
+    /// [`super::burst`]); the count given at load stays the floor.
+    pub fn with_burst(mut self, max: usize) -> Self {
+        self.burst = super::burst::Burst::start(self.threads, max);
+        self
+    }
+
+    fn params<'p>(&'p self, samples: usize, interim: bool, threads: usize) -> FullParams<'p, 'static> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         // Bounded work. Speech runs at up to ~6 tokens a second; a decode that produces more
         // is looping (non-speech audio makes tiny models repeat themselves), so it stops.
@@ -125,7 +134,7 @@ impl WhisperTranscriber {
         params.set_entropy_thold(2.4);
         params.set_logprob_thold(-1.0);
         params.set_no_speech_thold(NO_SPEECH);
-        params.set_n_threads(self.threads as i32);
+        params.set_n_threads(threads as i32);
         params.set_language(Some(&self.language));
         params.set_translate(false);
         // Each utterance stands alone: a pooled state must not carry the previous speaker's
@@ -188,7 +197,9 @@ impl Transcriber for WhisperTranscriber {
         };
 
         let mut state = self.take_state()?;
-        let mut params = self.params(audio.len(), limits.interim);
+        let threads = self.burst.threads();
+        let _running = self.burst.running();
+        let mut params = self.params(audio.len(), limits.interim, threads);
         if let Some(prompt) = limits.prompt {
             params.set_initial_prompt(prompt);
         }
