@@ -25,6 +25,12 @@ export function createCaptions({ conclave, ui }) {
     const box = ui.captions;
     // Stay on the newest line unless the reader scrolled back.
     const follow = box.hidden || box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    // Counted per speaker name, so tests can see interims arrived while someone talked.
+    if (!isFinal) {
+      const who = msg.name || pid;
+      conclave.interimCounts = conclave.interimCounts || {};
+      conclave.interimCounts[who] = (conclave.interimCounts[who] || 0) + 1;
+    }
     let current = interimCaptions.get(pid);
     if (!current) {
       current = { entry: { participant_id: pid }, el: null, timer: null };

@@ -108,6 +108,7 @@ try {
       const res = await fetch(`${server.baseUrl}/api/rooms/${room}/transcript`, { headers: { authorization: server.apiAuth() } });
       const stored = (await res.json()).lines.filter((l) => l.speaker_name === 'Sam');
       const metrics = await (await fetch(`${server.baseUrl}/metrics`)).text();
+      const interims = await b.evaluate(() => (window.conclave.interimCounts || {}).Sam || 0);
       // The room clock: stored lines carry unix ms, captions ms since the room opened.
       const pair = stored.find((l) => caps.some((c) => c.text === l.text));
       const opened = pair ? pair.end_ms - caps.find((c) => c.text === pair.text).end_ms : NaN;
@@ -119,6 +120,7 @@ try {
       report = {
         sentences: sentences.length,
         finals: caps.length,
+        interims,
         stored: stored.length,
         gaps: caps.filter((c) => gap(c.text)).length,
         jobs_dropped: metric('conclave_transcription_jobs_dropped_total'),
@@ -139,7 +141,7 @@ try {
 const r = report;
 console.log(
   `RESULT model=${model} ${loaded ? 'loaded' : 'idle'}: ${r.finals} finals (${r.stored} stored) for ${r.sentences} sentences, ` +
-    `gaps ${r.gaps}, dropped jobs ${r.jobs_dropped}, WER ${(r.wer * 100).toFixed(1)}%, ` +
+    `${r.interims} interims, gaps ${r.gaps}, dropped jobs ${r.jobs_dropped}, WER ${(r.wer * 100).toFixed(1)}%, ` +
     `speech end -> final caption on B p50 ${r.p50} ms, p95 ${r.p95} ms, max ${r.max} ms`,
 );
 if (flag('--assert')) {
@@ -150,6 +152,7 @@ if (flag('--assert')) {
   const maxP95 = Number(option('--max-p95', loaded ? 3000 : 1200));
   if (r.p50 > maxP50 || r.p95 > maxP95) failures.push(`latency p50 ${r.p50} / p95 ${r.p95} ms over ${maxP50} / ${maxP95}`);
   if (r.finals < r.sentences * 0.8) failures.push(`${r.finals} finals for ${r.sentences} sentences`);
+  if (r.interims < r.sentences / 2) failures.push(`only ${r.interims} interim captions for ${r.sentences} sentences`);
   if (failures.length) {
     console.error(`FAILED: ${failures.join('; ')}`);
     process.exit(1);
