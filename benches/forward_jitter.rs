@@ -139,6 +139,16 @@ async fn run() -> i32 {
         &speech,
     )
     .await;
+    // One thread, never bursting to two: what forwarding gets when transcription never takes
+    // a second core even for a moment.
+    let b1 = scenario(
+        "B1: transcription on, 1 Whisper thread fixed (no burst)",
+        true,
+        Some(1),
+        &model,
+        &speech,
+    )
+    .await;
     // The old default: two Whisper threads per job, as many as the cores.
     let c = scenario(
         "C: transcription on, whisper threads = cores",
@@ -162,7 +172,7 @@ async fn run() -> i32 {
         "| scenario | whisper threads x workers | packets | lost | p50 |gap-20ms| | p99 | max | gaps > 40 ms | RFC 3550 J (end / mean) | captions final / interim |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for o in [&a, &b, &c] {
+    for o in [&a, &b, &b1, &c] {
         let s = &o.stats;
         println!(
             "| {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.2} / {:.2} ms | {} |",
@@ -202,7 +212,7 @@ async fn run() -> i32 {
         "warmup_s": WARMUP.as_secs(),
         "talkers": TALKERS,
         "total_s": (total * 10.0).round() / 10.0,
-        "scenarios": [a.json(), b.json(), c.json()],
+        "scenarios": [a.json(), b.json(), b1.json(), c.json()],
     });
     println!("{json}");
     eprintln!("forward_jitter: took {total:.1} s");

@@ -587,12 +587,18 @@ impl Config {
                     bail!("model must be `tiny.en` or `base`, not {model_name:?}");
                 };
                 let language = args.language.or(t.language).unwrap_or_else(|| "en".into());
-                let language = if model.multilingual() { language } else { "en".into() };
+                let language = if model.multilingual() {
+                    language
+                } else {
+                    "en".into()
+                };
                 let known = language == "auto"
                     || (2..=3).contains(&language.len())
                         && language.bytes().all(|b| b.is_ascii_lowercase());
                 if !known {
-                    bail!("language must be a Whisper language code such as `en` or `de`, or `auto`");
+                    bail!(
+                        "language must be a Whisper language code such as `en` or `de`, or `auto`"
+                    );
                 }
                 TranscriptionSettings {
                     enabled: args.transcription.or(t.enabled).unwrap_or(true),
@@ -614,8 +620,14 @@ impl Config {
                         .unwrap_or(workers * 16),
                     vad_aggressiveness: vad,
                     silero,
-                    silero_model: args.silero_model.or(t.silero_model).unwrap_or(vad_files.model),
-                    onnxruntime: args.onnxruntime.or(t.onnxruntime).unwrap_or(vad_files.runtime),
+                    silero_model: args
+                        .silero_model
+                        .or(t.silero_model)
+                        .unwrap_or(vad_files.model),
+                    onnxruntime: args
+                        .onnxruntime
+                        .or(t.onnxruntime)
+                        .unwrap_or(vad_files.runtime),
                     vad_threshold,
                 }
             },

@@ -108,8 +108,9 @@ fn main() -> anyhow::Result<()> {
             command: ModelCmd::Install { data_dir, model },
         } => {
             let started = std::time::Instant::now();
-            let model = conclave_model::WhisperModel::parse(&model)
-                .ok_or_else(|| anyhow::anyhow!("--model must be `tiny.en` or `base`, not {model:?}"))?;
+            let model = conclave_model::WhisperModel::parse(&model).ok_or_else(|| {
+                anyhow::anyhow!("--model must be `tiny.en` or `base`, not {model:?}")
+            })?;
             let path = conclave_model::install_model(&data_dir, model)?;
             println!(
                 "Whisper model ready: {} ({:.1} s)",
@@ -123,7 +124,9 @@ fn main() -> anyhow::Result<()> {
                     files.model.display(),
                     files.runtime.display()
                 ),
-                Err(e) => eprintln!("warning: Silero VAD not installed ({e}); webrtc-vad will be used"),
+                Err(e) => {
+                    eprintln!("warning: Silero VAD not installed ({e}); webrtc-vad will be used")
+                }
             }
             Ok(())
         }

@@ -221,27 +221,86 @@ impl Metrics {
 /// Appends the embedded TURN server's gauges and counters to a `/metrics` body.
 pub fn render_turn(out: &mut String, t: &conclave_turn::TurnStats) {
     let gauges = [
-        ("conclave_turn_allocations", "TURN allocations held now.", t.allocations),
-        ("conclave_turn_permissions", "TURN permissions held now.", t.permissions),
-        ("conclave_turn_channels", "TURN channel bindings held now.", t.channels),
+        (
+            "conclave_turn_allocations",
+            "TURN allocations held now.",
+            t.allocations,
+        ),
+        (
+            "conclave_turn_permissions",
+            "TURN permissions held now.",
+            t.permissions,
+        ),
+        (
+            "conclave_turn_channels",
+            "TURN channel bindings held now.",
+            t.channels,
+        ),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
     let counters = [
-        ("conclave_turn_requests_total", "TURN/STUN requests received.", t.requests),
-        ("conclave_turn_challenges_total", "401 challenges to requests without credentials.", t.challenges),
-        ("conclave_turn_stale_nonces_total", "438 answers to expired or unknown nonces.", t.stale_nonces),
-        ("conclave_turn_auth_failures_total", "401 answers to wrong, expired or malformed credentials.", t.auth_failures),
-        ("conclave_turn_quota_refusals_total", "Allocations, permissions or channels refused by a quota.", t.quota_refusals),
-        ("conclave_turn_forbidden_peers_total", "Relay attempts to peers that are not Conclave's media ports.", t.forbidden_peers),
-        ("conclave_turn_malformed_total", "TURN datagrams that did not parse.", t.malformed),
-        ("conclave_turn_dropped_from_client_total", "Client datagrams not relayed (no allocation, permission or channel).", t.dropped_from_client),
-        ("conclave_turn_dropped_from_peer_total", "Peer datagrams not relayed (no permission, not Conclave).", t.dropped_from_peer),
-        ("conclave_turn_relayed_to_peer_total", "Datagrams relayed from TURN clients to peers.", t.relayed_to_peer),
-        ("conclave_turn_relayed_to_client_total", "Datagrams relayed from peers to TURN clients.", t.relayed_to_client),
+        (
+            "conclave_turn_requests_total",
+            "TURN/STUN requests received.",
+            t.requests,
+        ),
+        (
+            "conclave_turn_challenges_total",
+            "401 challenges to requests without credentials.",
+            t.challenges,
+        ),
+        (
+            "conclave_turn_stale_nonces_total",
+            "438 answers to expired or unknown nonces.",
+            t.stale_nonces,
+        ),
+        (
+            "conclave_turn_auth_failures_total",
+            "401 answers to wrong, expired or malformed credentials.",
+            t.auth_failures,
+        ),
+        (
+            "conclave_turn_quota_refusals_total",
+            "Allocations, permissions or channels refused by a quota.",
+            t.quota_refusals,
+        ),
+        (
+            "conclave_turn_forbidden_peers_total",
+            "Relay attempts to peers that are not Conclave's media ports.",
+            t.forbidden_peers,
+        ),
+        (
+            "conclave_turn_malformed_total",
+            "TURN datagrams that did not parse.",
+            t.malformed,
+        ),
+        (
+            "conclave_turn_dropped_from_client_total",
+            "Client datagrams not relayed (no allocation, permission or channel).",
+            t.dropped_from_client,
+        ),
+        (
+            "conclave_turn_dropped_from_peer_total",
+            "Peer datagrams not relayed (no permission, not Conclave).",
+            t.dropped_from_peer,
+        ),
+        (
+            "conclave_turn_relayed_to_peer_total",
+            "Datagrams relayed from TURN clients to peers.",
+            t.relayed_to_peer,
+        ),
+        (
+            "conclave_turn_relayed_to_client_total",
+            "Datagrams relayed from peers to TURN clients.",
+            t.relayed_to_client,
+        ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
 }

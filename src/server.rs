@@ -283,7 +283,11 @@ fn start_transcription(
         deadline_factor: conclave_media::pool::DEFAULT_DEADLINE_FACTOR,
     };
     let silero = if t.silero {
-        match conclave_media::silero::SileroModel::load(&t.onnxruntime, &t.silero_model, t.vad_threshold) {
+        match conclave_media::silero::SileroModel::load(
+            &t.onnxruntime,
+            &t.silero_model,
+            t.vad_threshold,
+        ) {
             Ok(model) => {
                 tracing::info!(model = %t.silero_model.display(), "voice detection: Silero VAD");
                 Some(model)

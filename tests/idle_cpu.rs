@@ -48,7 +48,9 @@ async fn beep_for_six_seconds(server: &conclave::server::RunningServer, room: &s
     tokio::time::sleep(Duration::from_secs(6)).await;
     beeper.leave().await;
     assert!(
-        eventually(Duration::from_secs(10), || server.state.rooms.counts().0 == 0).await,
+        eventually(Duration::from_secs(10), || server.state.rooms.counts().0
+            == 0)
+        .await,
         "the room did not close"
     );
 }
@@ -62,7 +64,11 @@ async fn cpu_goes_quiet_once_the_last_room_closes() {
     let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
     assert!(server.state.transcription.is_some());
     beep_for_six_seconds(&server, "beep").await;
-    assert_eq!(jobs(&server), 0, "Whisper ran on a steady tone behind Silero");
+    assert_eq!(
+        jobs(&server),
+        0,
+        "Whisper ran on a steady tone behind Silero"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu_over(3).await;
     println!("Silero: CPU over 3 s of idleness: {used:.3} s");
@@ -80,7 +86,10 @@ async fn cpu_goes_quiet_once_the_last_room_closes() {
     })
     .await;
     beep_for_six_seconds(&server, "beep2").await;
-    assert!(jobs(&server) >= 1, "Whisper never ran on the tone with webrtc-vad");
+    assert!(
+        jobs(&server) >= 1,
+        "Whisper never ran on the tone with webrtc-vad"
+    );
     // The room's last final may still run; its deadline is 2 s + 3 x its audio, so within
     // 25 s the process must have gone quiet (a second with under 5% of a core).
     let mut quiet_after = None;
@@ -91,10 +100,16 @@ async fn cpu_goes_quiet_once_the_last_room_closes() {
         }
     }
     let last = jobs(&server);
-    assert!(quiet_after.is_some(), "still busy 25 s after the room closed ({last} jobs)");
+    assert!(
+        quiet_after.is_some(),
+        "still busy 25 s after the room closed ({last} jobs)"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu_over(3).await;
-    println!("webrtc-vad: quiet {}s after the room closed; CPU over 3 s of idleness after {last} jobs: {used:.3} s", quiet_after.unwrap());
+    println!(
+        "webrtc-vad: quiet {}s after the room closed; CPU over 3 s of idleness after {last} jobs: {used:.3} s",
+        quiet_after.unwrap()
+    );
     assert!(
         used < 0.15,
         "an idle server used {used:.2} s of CPU in 3 s (more than 5% of a core)"

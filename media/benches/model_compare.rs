@@ -13,11 +13,20 @@ use conclave_model::WhisperModel;
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters the models by name.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let clips: Vec<Vec<f32>> = MEETING_SENTENCES.iter().map(|s| speak(s, 16_000)).collect();
     let audio_secs: f64 = clips.iter().map(|c| c.len() as f64 / 16_000.0).sum();
-    println!("{} sentences, {audio_secs:.1} s of espeak-ng speech", clips.len());
-    println!("{:<8} {:>7} {:>9} {:>9} {:>9} {:>9}", "model", "WER", "RTF 1t", "RTF 2t", "p95 1t", "load");
+    println!(
+        "{} sentences, {audio_secs:.1} s of espeak-ng speech",
+        clips.len()
+    );
+    println!(
+        "{:<8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "model", "WER", "RTF 1t", "RTF 2t", "p95 1t", "load"
+    );
     for model in [WhisperModel::TinyEn, WhisperModel::Base] {
         if !filter.is_empty() && !filter.iter().any(|f| model.name().contains(f.as_str())) {
             continue;
@@ -48,7 +57,10 @@ fn main() {
             wer = edits as f64 / total as f64;
             let busy: f64 = times.iter().sum();
             times.sort_by(f64::total_cmp);
-            row.push((busy / audio_secs, times[(times.len() * 95).div_ceil(100) - 1]));
+            row.push((
+                busy / audio_secs,
+                times[(times.len() * 95).div_ceil(100) - 1],
+            ));
         }
         println!(
             "{:<8} {:>6.1}% {:>9.3} {:>9.3} {:>8.2}s {:>8.2}s",

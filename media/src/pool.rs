@@ -34,7 +34,8 @@
 //! forwarding on tokio threads wins ties for the CPU. Not more: against other processes on a
 //! busy machine a nicer worker is starved. Measured with `scripts/caption-check.sh --load`
 //! (a CPU hog per core): at 4 levels the loaded p95 from end of speech to caption was 3.3 s,
-//! at 1 level 2.6 s; at 10 levels finals were not done 20 s after the speaker left. See
+//! at 2 levels 3.3 s, at 1 level 2.6-2.7 s; at 10 levels finals were not done 20 s after the
+//! speaker left. See
 //! [`ThreadBudget`] for sizing the pool so that the two do not oversubscribe the cores in the
 //! first place.
 
@@ -548,12 +549,19 @@ impl TranscriptionPool {
     /// Sets (or with `None` clears) the context prompt of `room`'s jobs, cut to
     /// [`MAX_PROMPT_CHARS`] at a word boundary.
     pub fn set_prompt(&self, room: &RoomKey, prompt: Option<&str>) {
-        let mut prompts = self.shared.prompts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut prompts = self
+            .shared
+            .prompts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match prompt.map(str::trim).filter(|p| !p.is_empty()) {
             Some(p) => {
                 let mut cut = p;
                 if cut.chars().count() > MAX_PROMPT_CHARS {
-                    let end = cut.char_indices().nth(MAX_PROMPT_CHARS).map_or(cut.len(), |(i, _)| i);
+                    let end = cut
+                        .char_indices()
+                        .nth(MAX_PROMPT_CHARS)
+                        .map_or(cut.len(), |(i, _)| i);
                     cut = &cut[..end];
                     if let Some(space) = cut.rfind(' ') {
                         cut = &cut[..space];

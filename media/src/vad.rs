@@ -82,7 +82,9 @@ impl VoiceDetector {
         if let Some(model) = model {
             match model.detector() {
                 Ok(d) => this.silero = Some(d),
-                Err(err) => tracing::warn!(%err, "Silero VAD unavailable for this track; using webrtc-vad"),
+                Err(err) => {
+                    tracing::warn!(%err, "Silero VAD unavailable for this track; using webrtc-vad")
+                }
             }
         }
         this

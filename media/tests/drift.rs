@@ -21,7 +21,8 @@ fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
         .chunks(480)
         .enumerate()
         .filter(|(_, b)| {
-            let rms = (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
+            let rms =
+                (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
             rms / 32768.0 > 0.01
         })
         .map(|(i, _)| i as u64 * 10)
@@ -31,7 +32,10 @@ fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
 
 #[test]
 fn five_minutes_of_speech_and_losses_do_not_drift() {
-    let speech = speak_i16("Please send the signed contract to the finance team before Friday.", 48_000);
+    let speech = speak_i16(
+        "Please send the signed contract to the finance team before Friday.",
+        48_000,
+    );
     let (from, to) = voiced_span_ms(&speech);
     let total_ms = PERIOD_MS * SENTENCES;
     let mut pcm = vec![0i16; (total_ms * 48) as usize];
@@ -39,7 +43,8 @@ fn five_minutes_of_speech_and_losses_do_not_drift() {
         let at = ((k * PERIOD_MS + LEAD_MS) * 48) as usize;
         pcm[at..at + speech.len()].copy_from_slice(&speech);
     }
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let config = PipelineConfig {
         silero: Some(silero_model()),
         segment: SegmentConfig {
@@ -79,8 +84,15 @@ fn five_minutes_of_speech_and_losses_do_not_drift() {
         }
     }
     assert_eq!(PipelineStats::get(&stats.decode_errors), 0);
-    assert!(PipelineStats::get(&stats.packets_lost) >= 150, "losses were not seen as losses");
-    assert_eq!(finals.len() as u64, SENTENCES, "one utterance per sentence: {finals:?}");
+    assert!(
+        PipelineStats::get(&stats.packets_lost) >= 150,
+        "losses were not seen as losses"
+    );
+    assert_eq!(
+        finals.len() as u64,
+        SENTENCES,
+        "one utterance per sentence: {finals:?}"
+    );
     // Error of each boundary against the spoken span (pre-roll 300 ms, post-roll 200 ms).
     let errors: Vec<(i64, i64)> = finals
         .iter()
@@ -98,11 +110,17 @@ fn five_minutes_of_speech_and_losses_do_not_drift() {
     // so both edges come late by a similar amount every time; where a lost packet falls
     // moves them by a window. Bounded, and the same at the end as at the start.
     for (k, (s, e)) in errors.iter().enumerate() {
-        assert!((-50..=150).contains(s) && (0..=220).contains(e), "utterance {k} is off by ({s}, {e}) ms");
+        assert!(
+            (-50..=150).contains(s) && (0..=220).contains(e),
+            "utterance {k} is off by ({s}, {e}) ms"
+        );
     }
     let mean = |xs: &[(i64, i64)]| {
         let n = xs.len() as i64;
-        (xs.iter().map(|x| x.0).sum::<i64>() / n, xs.iter().map(|x| x.1).sum::<i64>() / n)
+        (
+            xs.iter().map(|x| x.0).sum::<i64>() / n,
+            xs.iter().map(|x| x.1).sum::<i64>() / n,
+        )
     };
     let (first, last) = (mean(&errors[..5]), mean(&errors[errors.len() - 5..]));
     assert!(

@@ -44,7 +44,10 @@ fn chromium_beep(secs: f32) -> Vec<f32> {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
@@ -71,7 +74,12 @@ fn pink(amp: f32, secs: f32) -> Vec<f32> {
 
 /// Chords with harmonics changing every half second, and a noise "drum" on each beat.
 fn music(secs: f32) -> Vec<f32> {
-    let chords = [[261.6, 329.6, 392.0], [220.0, 261.6, 329.6], [174.6, 220.0, 261.6], [196.0, 246.9, 293.7]];
+    let chords = [
+        [261.6, 329.6, 392.0],
+        [220.0, 261.6, 329.6],
+        [174.6, 220.0, 261.6],
+        [196.0, 246.9, 293.7],
+    ];
     let mut r = Lcg(3);
     (0..seconds(secs))
         .map(|n| {
@@ -84,14 +92,23 @@ fn music(secs: f32) -> Vec<f32> {
                 }
             }
             let beat = (t * 2.0).fract();
-            let drum = if beat < 0.05 { r.next() * (1.0 - beat / 0.05) } else { 0.0 };
+            let drum = if beat < 0.05 {
+                r.next() * (1.0 - beat / 0.05)
+            } else {
+                0.0
+            };
             0.15 * v + 0.4 * drum
         })
         .collect()
 }
 
 fn dtmf(secs: f32) -> Vec<f32> {
-    let pairs = [(697.0, 1209.0), (770.0, 1336.0), (852.0, 1477.0), (941.0, 1633.0)];
+    let pairs = [
+        (697.0, 1209.0),
+        (770.0, 1336.0),
+        (852.0, 1477.0),
+        (941.0, 1633.0),
+    ];
     (0..seconds(secs))
         .map(|n| {
             let t = n as f32 / RATE;
@@ -117,7 +134,9 @@ fn flags(kind: VadKind, pcm: &[f32]) -> Vec<bool> {
         VadKind::WebRtc => VoiceDetector::new(2),
     };
     assert_eq!(vad.kind(), kind);
-    pcm.chunks_exact(FRAME_SAMPLES).map(|f| vad.is_voice(f)).collect()
+    pcm.chunks_exact(FRAME_SAMPLES)
+        .map(|f| vad.is_voice(f))
+        .collect()
 }
 
 fn rate(v: &[bool]) -> f64 {
@@ -141,7 +160,10 @@ fn silero_rejects_non_speech_and_accepts_speech() {
         ("sine 1 kHz -20 dBFS", tone(&[1000.0], 0.1, 6.0)),
         ("Chromium fake beep", chromium_beep(6.0)),
         ("DTMF digits", dtmf(6.0)),
-        ("50 Hz hum + harmonics", tone(&[50.0, 100.0, 150.0], 0.5, 6.0)),
+        (
+            "50 Hz hum + harmonics",
+            tone(&[50.0, 100.0, 150.0], 0.5, 6.0),
+        ),
         ("white noise -10 dBFS", white(0.3, 6.0)),
         ("pink noise -6 dBFS", pink(0.5, 6.0)),
         ("music-like chords + drums", music(8.0)),
@@ -154,18 +176,29 @@ fn silero_rejects_non_speech_and_accepts_speech() {
         ("speech -35 dBFS peak", scaled(&voice, -35.0)),
         ("speech -20 dBFS over pink noise -40 dBFS", {
             let noise = pink(0.01, voice.len() as f32 / RATE + 1.0);
-            scaled(&voice, -20.0).iter().zip(noise).map(|(s, n)| s + n).collect()
+            scaled(&voice, -20.0)
+                .iter()
+                .zip(noise)
+                .map(|(s, n)| s + n)
+                .collect()
         }),
     ];
 
-    println!("{:<44} {:>10} {:>10}", "false accepts (non-speech flagged)", "silero", "webrtc");
+    println!(
+        "{:<44} {:>10} {:>10}",
+        "false accepts (non-speech flagged)", "silero", "webrtc"
+    );
     let mut worst_silero_fa: f64 = 0.0;
     let mut silero_fa_frames = (0usize, 0usize);
     let mut webrtc_fa_frames = (0usize, 0usize);
     for (name, pcm) in &non_speech {
         let s = flags(VadKind::Silero, pcm);
         let w = flags(VadKind::WebRtc, pcm);
-        println!("{name:<44} {:>9.1}% {:>9.1}%", rate(&s) * 100.0, rate(&w) * 100.0);
+        println!(
+            "{name:<44} {:>9.1}% {:>9.1}%",
+            rate(&s) * 100.0,
+            rate(&w) * 100.0
+        );
         worst_silero_fa = worst_silero_fa.max(rate(&s));
         silero_fa_frames.0 += s.iter().filter(|&&b| b).count();
         silero_fa_frames.1 += s.len();
@@ -178,7 +211,10 @@ fn silero_rejects_non_speech_and_accepts_speech() {
         silero_fa_frames.0 as f64 * 100.0 / silero_fa_frames.1 as f64,
         webrtc_fa_frames.0 as f64 * 100.0 / webrtc_fa_frames.1 as f64
     );
-    println!("{:<44} {:>10} {:>10}", "false rejects (speech frames missed)", "silero", "webrtc");
+    println!(
+        "{:<44} {:>10} {:>10}",
+        "false rejects (speech frames missed)", "silero", "webrtc"
+    );
     let mut silero_fr = Vec::new();
     for (name, pcm) in &speech {
         let truth = speech_frames(&scaled(&voice, -6.0));
@@ -201,10 +237,18 @@ fn silero_rejects_non_speech_and_accepts_speech() {
     }
     // Silero flagged none of these signals when measured for ../shared/FACTS.md; allow a few
     // frames for the beep's onsets and the drum hits.
-    assert!(worst_silero_fa < 0.02, "Silero flagged {:.1}% of some non-speech signal", worst_silero_fa * 100.0);
+    assert!(
+        worst_silero_fa < 0.02,
+        "Silero flagged {:.1}% of some non-speech signal",
+        worst_silero_fa * 100.0
+    );
     for (name, fr) in silero_fr {
         // Words are separated by short gaps the truth marks as talk; Silero's hangover
         // bridges most of them. -35 dBFS is quiet but ordinary for a far microphone.
-        assert!(fr < 0.12, "Silero missed {:.1}% of the talking frames of {name}", fr * 100.0);
+        assert!(
+            fr < 0.12,
+            "Silero missed {:.1}% of the talking frames of {name}",
+            fr * 100.0
+        );
     }
 }

@@ -201,9 +201,21 @@ fn a_context_prompt_teaches_whisper_the_participants_names() {
     use conclave_media::transcribe::Limits;
     let whisper = WhisperTranscriber::load(&model(), 2).unwrap();
     let cases = [
-        ("Thanks Siobhan, I will send the quote to Okonkwo Logistics today.", "Siobhan, Okonkwo Logistics.", ["siobhan", "okonkwo"]),
-        ("Kaitlyn from Brightlane will call us back after lunch.", "Kaitlyn, Brightlane.", ["kaitlyn", "brightlane"]),
-        ("Please send the Nexora proposal to Aleksandr by noon.", "Aleksandr, Nexora.", ["aleksandr", "nexora"]),
+        (
+            "Thanks Siobhan, I will send the quote to Okonkwo Logistics today.",
+            "Siobhan, Okonkwo Logistics.",
+            ["siobhan", "okonkwo"],
+        ),
+        (
+            "Kaitlyn from Brightlane will call us back after lunch.",
+            "Kaitlyn, Brightlane.",
+            ["kaitlyn", "brightlane"],
+        ),
+        (
+            "Please send the Nexora proposal to Aleksandr by noon.",
+            "Aleksandr, Nexora.",
+            ["aleksandr", "nexora"],
+        ),
     ];
     let (mut without, mut with) = (0, 0);
     for (sentence, prompt, names) in cases {
@@ -213,14 +225,27 @@ fn a_context_prompt_teaches_whisper_the_participants_names() {
             prompt: Some(prompt),
             ..Limits::none()
         };
-        let primed = whisper.transcribe_within(&pcm, &limits).unwrap().to_lowercase();
+        let primed = whisper
+            .transcribe_within(&pcm, &limits)
+            .unwrap()
+            .to_lowercase();
         let hits = |t: &str| names.iter().filter(|n| t.contains(*n)).count();
-        eprintln!("{sentence:?}\n  plain:  {plain:?} ({} names)\n  primed: {primed:?} ({} names)", hits(&plain), hits(&primed));
+        eprintln!(
+            "{sentence:?}\n  plain:  {plain:?} ({} names)\n  primed: {primed:?} ({} names)",
+            hits(&plain),
+            hits(&primed)
+        );
         without += hits(&plain);
         with += hits(&primed);
         // The prompt's words must not leak into the transcript as if spoken.
-        assert!(!primed.contains(&prompt.to_lowercase()), "{primed:?} repeats the prompt");
+        assert!(
+            !primed.contains(&prompt.to_lowercase()),
+            "{primed:?} repeats the prompt"
+        );
     }
     println!("names spelled right: {without} of 6 without the prompt, {with} of 6 with it");
-    assert!(with >= 4 && with > without, "the prompt did not help: {without} -> {with} of 6");
+    assert!(
+        with >= 4 && with > without,
+        "the prompt did not help: {without} -> {with} of 6"
+    );
 }

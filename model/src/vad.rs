@@ -74,7 +74,16 @@ pub fn install_vad_with(data_dir: &Path, python: &Path) -> Result<VadFiles, Mode
     fs::create_dir_all(&models).map_err(ModelError::io(&models))?;
     let model_ok = fs::metadata(&files.model).is_ok_and(|m| m.len() == SILERO_BYTES);
     if !model_ok {
-        fetch_member(python, &models, SILERO_REQUIREMENT, &[], SILERO_SHA256, SILERO_MEMBER, SILERO_BYTES, &files.model)?;
+        fetch_member(
+            python,
+            &models,
+            SILERO_REQUIREMENT,
+            &[],
+            SILERO_SHA256,
+            SILERO_MEMBER,
+            SILERO_BYTES,
+            &files.model,
+        )?;
     }
     // Written only by the rename of a complete, checksummed extraction, so existing is enough.
     if !files.runtime.exists() {
@@ -112,7 +121,10 @@ fn fetch_member(
     let mut zip = zip::ZipArchive::new(file).map_err(archive_err)?;
     let mut entry = zip.by_name(member).map_err(archive_err)?;
     if entry.size() > max_bytes {
-        return Err(ModelError::Archive(format!("{member} is {} bytes", entry.size())));
+        return Err(ModelError::Archive(format!(
+            "{member} is {} bytes",
+            entry.size()
+        )));
     }
     let mut bytes = Vec::with_capacity(entry.size() as usize);
     entry

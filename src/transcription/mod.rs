@@ -421,10 +421,22 @@ mod prompt_tests {
         assert_eq!(context_prompt(Some("  "), &names), "");
         {
             let mut n = names.lock().unwrap();
-            n.insert(ParticipantId::from("PA_b".to_string()), ("b".into(), "Bjørn Ødegård".into()));
-            n.insert(ParticipantId::from("PA_a".to_string()), ("a".into(), "Ada Lovelace".into()));
-            n.insert(ParticipantId::from("PA_c".to_string()), ("c".into(), "Ada Lovelace".into()));
-            n.insert(ParticipantId::from("PA_d".to_string()), ("d".into(), "  ".into()));
+            n.insert(
+                ParticipantId::from("PA_b".to_string()),
+                ("b".into(), "Bjørn Ødegård".into()),
+            );
+            n.insert(
+                ParticipantId::from("PA_a".to_string()),
+                ("a".into(), "Ada Lovelace".into()),
+            );
+            n.insert(
+                ParticipantId::from("PA_c".to_string()),
+                ("c".into(), "Ada Lovelace".into()),
+            );
+            n.insert(
+                ParticipantId::from("PA_d".to_string()),
+                ("d".into(), "  ".into()),
+            );
         }
         assert_eq!(
             context_prompt(Some("Acme renewal call"), &names),

@@ -60,7 +60,12 @@ impl Routes {
     }
 
     /// Installs or refreshes permissions for every IP in `ips`, all or none.
-    pub(crate) fn permit(&mut self, ips: &[IpAddr], now: u64, limit: usize) -> Result<(), RouteError> {
+    pub(crate) fn permit(
+        &mut self,
+        ips: &[IpAddr],
+        now: u64,
+        limit: usize,
+    ) -> Result<(), RouteError> {
         let mut fresh: Vec<IpAddr> = ips
             .iter()
             .map(|ip| ip.to_canonical())
@@ -262,7 +267,10 @@ mod tests {
         assert_eq!(r.bind(0x4000, b, 10, 2, 8), Err(RouteError::Conflict));
         assert_eq!(r.bind(0x4001, a, 10, 2, 8), Err(RouteError::Conflict));
         r.bind(0x4001, b, 10, 2, 8).unwrap();
-        assert_eq!(r.bind(0x4002, addr("127.0.0.1:50002"), 10, 2, 8), Err(RouteError::Full));
+        assert_eq!(
+            r.bind(0x4002, addr("127.0.0.1:50002"), 10, 2, 8),
+            Err(RouteError::Full)
+        );
         assert_eq!(r.peer_for_channel(0x4000, 20), Some(a));
         assert_eq!(r.channel_for_peer(b, 20), Some(0x4001));
         assert!(r.permitted(a.ip(), 20));

@@ -108,7 +108,9 @@ impl TurnConfig {
             if let Some((lo, hi)) = range
                 && (lo == 0 || lo > hi)
             {
-                return invalid(format!("{name} ({lo}, {hi}) must be non-zero and ascending"));
+                return invalid(format!(
+                    "{name} ({lo}, {hi}) must be non-zero and ascending"
+                ));
             }
         }
         if let (Some((rlo, rhi)), Some((plo, phi))) = (self.relay_port_range, self.peer_port_range)

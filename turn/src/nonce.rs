@@ -40,7 +40,12 @@ impl Nonces {
         format!("{now_secs:x}.{}", self.mac(client, now_secs))
     }
 
-    pub(crate) fn check(&self, nonce: &str, client: IpAddr, now_secs: u64) -> Result<(), NonceError> {
+    pub(crate) fn check(
+        &self,
+        nonce: &str,
+        client: IpAddr,
+        now_secs: u64,
+    ) -> Result<(), NonceError> {
         let (time, mac) = nonce.split_once('.').ok_or(NonceError::Invalid)?;
         if time.is_empty() || time.len() > 16 || !time.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(NonceError::Invalid);

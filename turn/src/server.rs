@@ -30,8 +30,8 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
-    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
-    METHOD_REFRESH, METHOD_SEND, Message, MessageClass, MessageType, Setter,
+    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    METHOD_SEND, Message, MessageClass, MessageType, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
@@ -44,10 +44,14 @@ use turn::proto::channum::ChannelNumber;
 use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
-use turn::proto::reqfamily::{REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6, RequestedAddressFamily};
+use turn::proto::reqfamily::{
+    REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6, RequestedAddressFamily,
+};
 use turn::proto::reqtrans::RequestedTransport;
 
-use crate::allocation::{Allocation, RouteError, Routes, read_routes, relay_to_client, write_routes};
+use crate::allocation::{
+    Allocation, RouteError, Routes, read_routes, relay_to_client, write_routes,
+};
 use crate::auth::{Clock, SystemClock};
 use crate::config::PeerPolicy;
 use crate::credentials::{check_username, password_for};
@@ -343,7 +347,8 @@ impl<C: Clock> Engine<C> {
                 ip: from.ip(),
                 port: from.port(),
             })];
-            self.reply(from, &m, CLASS_SUCCESS_RESPONSE, attrs, None).await;
+            self.reply(from, &m, CLASS_SUCCESS_RESPONSE, attrs, None)
+                .await;
             return;
         }
         if ![
@@ -383,8 +388,14 @@ impl<C: Clock> Engine<C> {
             TextAttribute::get_from_as(m, ATTR_REALM),
             TextAttribute::get_from_as(m, ATTR_NONCE),
         ) else {
-            self.error(from, m, CODE_BAD_REQUEST, "USERNAME, REALM and NONCE are required", None)
-                .await;
+            self.error(
+                from,
+                m,
+                CODE_BAD_REQUEST,
+                "USERNAME, REALM and NONCE are required",
+                None,
+            )
+            .await;
             return None;
         };
         if self.nonces.check(&nonce.text, from.ip(), now).is_err() {
@@ -406,7 +417,11 @@ impl<C: Clock> Engine<C> {
         };
         // Our own realm, not the one the client sent: a client signing with another realm
         // is talking to a different deployment and must fail integrity.
-        let key = generate_auth_key(&username, &self.realm, &password_for(&self.secret, &username));
+        let key = generate_auth_key(
+            &username,
+            &self.realm,
+            &password_for(&self.secret, &username),
+        );
         if MessageIntegrity(key.clone()).check(m).is_err() {
             tracing::debug!(%from, "TURN message integrity check failed");
             self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -451,8 +466,14 @@ impl<C: Clock> Engine<C> {
         }
         let mut transport = RequestedTransport::default();
         if transport.get_from(m).is_err() {
-            self.error(from, m, CODE_BAD_REQUEST, "REQUESTED-TRANSPORT missing", key)
-                .await;
+            self.error(
+                from,
+                m,
+                CODE_BAD_REQUEST,
+                "REQUESTED-TRANSPORT missing",
+                key,
+            )
+            .await;
             return;
         }
         if transport.protocol != PROTO_UDP {
@@ -461,8 +482,14 @@ impl<C: Clock> Engine<C> {
             return;
         }
         if m.contains(ATTR_EVEN_PORT) || m.contains(ATTR_RESERVATION_TOKEN) {
-            self.error(from, m, CODE_INSUFFICIENT_CAPACITY, "port reservations are not offered", key)
-                .await;
+            self.error(
+                from,
+                m,
+                CODE_INSUFFICIENT_CAPACITY,
+                "port reservations are not offered",
+                key,
+            )
+            .await;
             return;
         }
         if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
@@ -473,22 +500,37 @@ impl<C: Clock> Engine<C> {
                 REQUESTED_FAMILY_IPV6
             };
             if family.get_from(m).is_err() || family != ours {
-                self.error(from, m, CODE_ADDR_FAMILY_NOT_SUPPORTED, "address family not served", key)
-                    .await;
+                self.error(
+                    from,
+                    m,
+                    CODE_ADDR_FAMILY_NOT_SUPPORTED,
+                    "address family not served",
+                    key,
+                )
+                .await;
                 return;
             }
         }
         let client_ip = from.ip().to_canonical();
         let quota = if self.allocations.len() >= self.limits.max_allocations {
-            Some((CODE_INSUFFICIENT_CAPACITY, "server allocation limit reached"))
+            Some((
+                CODE_INSUFFICIENT_CAPACITY,
+                "server allocation limit reached",
+            ))
         } else if self.per_username.get(&auth.username).copied().unwrap_or(0)
             >= self.limits.allocations_per_username
         {
-            Some((CODE_ALLOC_QUOTA_REACHED, "allocation quota of this credential reached"))
+            Some((
+                CODE_ALLOC_QUOTA_REACHED,
+                "allocation quota of this credential reached",
+            ))
         } else if self.per_address.get(&client_ip).copied().unwrap_or(0)
             >= self.limits.allocations_per_address
         {
-            Some((CODE_ALLOC_QUOTA_REACHED, "allocation quota of this address reached"))
+            Some((
+                CODE_ALLOC_QUOTA_REACHED,
+                "allocation quota of this address reached",
+            ))
         } else {
             None
         };
@@ -503,16 +545,28 @@ impl<C: Clock> Engine<C> {
             Err(err) => {
                 tracing::warn!(%err, "cannot bind a TURN relay socket");
                 self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
-                self.error(from, m, CODE_INSUFFICIENT_CAPACITY, "no relay port free", key)
-                    .await;
+                self.error(
+                    from,
+                    m,
+                    CODE_INSUFFICIENT_CAPACITY,
+                    "no relay port free",
+                    key,
+                )
+                .await;
                 return;
             }
         };
         let relay_port = match relay.local_addr() {
             Ok(a) => a.port(),
             Err(_) => {
-                self.error(from, m, CODE_INSUFFICIENT_CAPACITY, "no relay port free", key)
-                    .await;
+                self.error(
+                    from,
+                    m,
+                    CODE_INSUFFICIENT_CAPACITY,
+                    "no relay port free",
+                    key,
+                )
+                .await;
                 return;
             }
         };
@@ -593,8 +647,14 @@ impl<C: Clock> Engine<C> {
                 false
             }
             Some(a) if a.username != auth.username => {
-                self.error(from, m, CODE_WRONG_CREDENTIALS, "allocation belongs to another credential", key)
-                    .await;
+                self.error(
+                    from,
+                    m,
+                    CODE_WRONG_CREDENTIALS,
+                    "allocation belongs to another credential",
+                    key,
+                )
+                .await;
                 false
             }
             Some(_) => true,
@@ -607,17 +667,17 @@ impl<C: Clock> Engine<C> {
         }
         let mut asked = Lifetime::default();
         let now = self.now();
-        let lifetime = if m.contains(ATTR_LIFETIME) && asked.get_from(m).is_ok() && asked.0.is_zero()
-        {
-            self.remove(from);
-            0
-        } else {
-            let lifetime = self.lifetime(m, auth.credential_expires, now);
-            if let Some(a) = self.allocations.get_mut(&from) {
-                a.expires = now + lifetime;
-            }
-            lifetime
-        };
+        let lifetime =
+            if m.contains(ATTR_LIFETIME) && asked.get_from(m).is_ok() && asked.0.is_zero() {
+                self.remove(from);
+                0
+            } else {
+                let lifetime = self.lifetime(m, auth.credential_expires, now);
+                if let Some(a) = self.allocations.get_mut(&from) {
+                    a.expires = now + lifetime;
+                }
+                lifetime
+            };
         let attrs: Vec<Box<dyn Setter>> = vec![Box::new(Lifetime(Duration::from_secs(lifetime)))];
         self.reply(from, m, CLASS_SUCCESS_RESPONSE, attrs, Some(&auth.key))
             .await;
@@ -631,13 +691,21 @@ impl<C: Clock> Engine<C> {
         let peers = match wire::peer_addresses(m) {
             Some(peers) if !peers.is_empty() => peers,
             _ => {
-                self.error(from, m, CODE_BAD_REQUEST, "XOR-PEER-ADDRESS missing or malformed", key)
-                    .await;
+                self.error(
+                    from,
+                    m,
+                    CODE_BAD_REQUEST,
+                    "XOR-PEER-ADDRESS missing or malformed",
+                    key,
+                )
+                .await;
                 return;
             }
         };
         if let Some(bad) = peers.iter().find(|p| !self.policy.allows_ip(p.ip())) {
-            self.counters.forbidden_peers.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .forbidden_peers
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, peer = %bad, "TURN permission refused: not Conclave");
             self.error(from, m, CODE_FORBIDDEN, "peer is not this server", key)
                 .await;
@@ -656,8 +724,14 @@ impl<C: Clock> Engine<C> {
             }
             Err(_) => {
                 self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
-                self.error(from, m, CODE_INSUFFICIENT_CAPACITY, "permission limit reached", key)
-                    .await
+                self.error(
+                    from,
+                    m,
+                    CODE_INSUFFICIENT_CAPACITY,
+                    "permission limit reached",
+                    key,
+                )
+                .await
             }
         }
     }
@@ -670,16 +744,30 @@ impl<C: Clock> Engine<C> {
         let mut number = ChannelNumber::default();
         let peers = wire::peer_addresses(m).unwrap_or_default();
         if number.get_from(m).is_err() || !CHANNELS.contains(&number.0) || peers.len() != 1 {
-            self.error(from, m, CODE_BAD_REQUEST, "CHANNEL-NUMBER 0x4000-0x4FFF and one XOR-PEER-ADDRESS required", key)
-                .await;
+            self.error(
+                from,
+                m,
+                CODE_BAD_REQUEST,
+                "CHANNEL-NUMBER 0x4000-0x4FFF and one XOR-PEER-ADDRESS required",
+                key,
+            )
+            .await;
             return;
         }
         let peer = peers[0];
         if !self.policy.allows(peer) {
-            self.counters.forbidden_peers.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .forbidden_peers
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, %peer, "TURN channel refused: not a Conclave media port");
-            self.error(from, m, CODE_FORBIDDEN, "peer is not this server's media port", key)
-                .await;
+            self.error(
+                from,
+                m,
+                CODE_FORBIDDEN,
+                "peer is not this server's media port",
+                key,
+            )
+            .await;
             return;
         }
         let now = self.now();
@@ -699,20 +787,34 @@ impl<C: Clock> Engine<C> {
                     .await
             }
             Err(RouteError::Conflict) => {
-                self.error(from, m, CODE_BAD_REQUEST, "channel or peer already bound differently", key)
-                    .await
+                self.error(
+                    from,
+                    m,
+                    CODE_BAD_REQUEST,
+                    "channel or peer already bound differently",
+                    key,
+                )
+                .await
             }
             Err(RouteError::Full) => {
                 self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
-                self.error(from, m, CODE_INSUFFICIENT_CAPACITY, "channel limit reached", key)
-                    .await
+                self.error(
+                    from,
+                    m,
+                    CODE_INSUFFICIENT_CAPACITY,
+                    "channel limit reached",
+                    key,
+                )
+                .await
             }
         }
     }
 
     async fn send_indication(&self, m: &Message, from: SocketAddr) {
         let Some(a) = self.allocations.get(&from) else {
-            self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_from_client
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let mut data = Data::default();
@@ -724,12 +826,18 @@ impl<C: Clock> Engine<C> {
             }
         };
         if !self.policy.allows(peer) {
-            self.counters.forbidden_peers.fetch_add(1, Ordering::Relaxed);
-            self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .forbidden_peers
+                .fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_from_client
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         if !read_routes(&a.routes).permitted(peer.ip(), self.now()) {
-            self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_from_client
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.to_peer(&a.relay, &data.0, peer).await;
@@ -737,7 +845,9 @@ impl<C: Clock> Engine<C> {
 
     async fn channel_data(&self, buf: &[u8], from: SocketAddr) {
         let Some(a) = self.allocations.get(&from) else {
-            self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_from_client
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some((number, payload)) = wire::parse_channel_data(buf) else {
@@ -748,15 +858,23 @@ impl<C: Clock> Engine<C> {
         match peer {
             Some(peer) if self.policy.allows(peer) => self.to_peer(&a.relay, payload, peer).await,
             _ => {
-                self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .dropped_from_client
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     async fn to_peer(&self, relay: &UdpSocket, payload: &[u8], peer: SocketAddr) {
         match relay.send_to(payload, peer).await {
-            Ok(_) => self.counters.relayed_to_peer.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.dropped_from_client.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self
+                .counters
+                .relayed_to_peer
+                .fetch_add(1, Ordering::Relaxed),
+            Err(_) => self
+                .counters
+                .dropped_from_client
+                .fetch_add(1, Ordering::Relaxed),
         };
     }
 
@@ -791,7 +909,9 @@ impl<C: Clock> Engine<C> {
             permissions += p;
             channels += c;
         }
-        self.counters.permissions.store(permissions, Ordering::Relaxed);
+        self.counters
+            .permissions
+            .store(permissions, Ordering::Relaxed);
         self.counters.channels.store(channels, Ordering::Relaxed);
     }
 
@@ -872,7 +992,10 @@ impl<C: Clock> Engine<C> {
                 reason: reason.as_bytes().to_vec(),
             }),
             Box::new(TextAttribute::new(ATTR_REALM, self.realm.clone())),
-            Box::new(TextAttribute::new(ATTR_NONCE, self.nonces.issue(to.ip(), now))),
+            Box::new(TextAttribute::new(
+                ATTR_NONCE,
+                self.nonces.issue(to.ip(), now),
+            )),
         ];
         self.reply(to, m, CLASS_ERROR_RESPONSE, attrs, None)
     }

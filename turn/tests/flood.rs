@@ -34,8 +34,14 @@ fn allocate(signed_with_forged_nonce: Option<usize>) -> Vec<u8> {
     if let Some(i) = signed_with_forged_nonce {
         let user = format!("{}:flood-{i}", u64::MAX / 2);
         setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, user.clone())));
-        setters.push(Box::new(TextAttribute::new(ATTR_REALM, "conclave.test".into())));
-        setters.push(Box::new(TextAttribute::new(ATTR_NONCE, format!("{i:x}.deadbeefdeadbeef"))));
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_REALM,
+            "conclave.test".into(),
+        )));
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_NONCE,
+            format!("{i:x}.deadbeefdeadbeef"),
+        )));
         setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
             user,
             "conclave.test".into(),
@@ -57,7 +63,9 @@ async fn flood(server: &TurnServer, count: usize, forged: bool) -> usize {
     for burst in 0..count / 100 {
         for i in 0..100 {
             let n = burst * 100 + i;
-            sock.send_to(&allocate(forged.then_some(n)), target).await.unwrap();
+            sock.send_to(&allocate(forged.then_some(n)), target)
+                .await
+                .unwrap();
         }
         let mut got = 0;
         while got < 100 {
@@ -96,9 +104,15 @@ async fn unauthenticated_flood_keeps_memory_flat() {
         "flood: 40,000 requests in {:?}, {challenged} 401s and {stale} 438s received, RSS {before} -> {after} KiB, {stats:?}",
         started.elapsed().unwrap()
     );
-    assert!(challenged >= 19_000 && stale >= 19_000, "server stopped answering");
+    assert!(
+        challenged >= 19_000 && stale >= 19_000,
+        "server stopped answering"
+    );
     assert_eq!(stats.allocations, 0);
-    assert!(stats.challenges >= 21_000 && stats.stale_nonces >= 19_000, "{stats:?}");
+    assert!(
+        stats.challenges >= 21_000 && stats.stale_nonces >= 19_000,
+        "{stats:?}"
+    );
     // The engine this replaced grew ~4.4 MB per 40,000 such requests, linearly.
     assert!(
         after <= before + 1024,

@@ -103,7 +103,11 @@ impl Raw {
     }
 
     /// Sends `method` with `attrs`, authenticating (and re-authenticating on 401/438) as needed.
-    async fn request(&mut self, method: Method, attrs: impl Fn() -> Vec<Box<dyn Setter>>) -> Message {
+    async fn request(
+        &mut self,
+        method: Method,
+        attrs: impl Fn() -> Vec<Box<dyn Setter>>,
+    ) -> Message {
         for _ in 0..3 {
             let mut setters: Vec<Box<dyn Setter>> = vec![
                 Box::new(TransactionId::new()),
@@ -111,7 +115,10 @@ impl Raw {
             ];
             setters.extend(attrs());
             if let Some(nonce) = &self.nonce {
-                setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, self.username.clone())));
+                setters.push(Box::new(TextAttribute::new(
+                    ATTR_USERNAME,
+                    self.username.clone(),
+                )));
                 setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
                 setters.push(Box::new(nonce.clone()));
                 setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
@@ -131,7 +138,9 @@ impl Raw {
             if !retry {
                 return res;
             }
-            self.nonce = Some(TextAttribute::get_from_as(&res, ATTR_NONCE).expect("challenge without NONCE"));
+            self.nonce = Some(
+                TextAttribute::get_from_as(&res, ATTR_NONCE).expect("challenge without NONCE"),
+            );
         }
         panic!("server kept challenging");
     }
@@ -147,7 +156,12 @@ impl Raw {
 
     async fn allocate_ok(&mut self) -> SocketAddr {
         let res = self.allocate().await;
-        assert_eq!(res.typ.class, CLASS_SUCCESS_RESPONSE, "allocate failed: {}", describe(&res));
+        assert_eq!(
+            res.typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "allocate failed: {}",
+            describe(&res)
+        );
         let mut relayed = RelayedAddress::default();
         relayed.get_from(&res).unwrap();
         SocketAddr::new(relayed.ip, relayed.port)
@@ -198,7 +212,12 @@ fn describe(m: &Message) -> String {
 }
 
 fn creds(identity: &str) -> conclave_turn::TurnCredentials {
-    credentials(SECRET, identity, Duration::from_secs(3600 * 4), SystemTime::now())
+    credentials(
+        SECRET,
+        identity,
+        Duration::from_secs(3600 * 4),
+        SystemTime::now(),
+    )
 }
 
 async fn recv_within(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
@@ -238,9 +257,16 @@ async fn relay_reaches_only_the_media_port_range() {
 
     // Send indications reach the SFU port, never the database port.
     client.send_indication(sfu_addr, b"to-sfu").await;
-    assert_eq!(recv_within(&sfu, WAIT).await.as_deref(), Some(&b"to-sfu"[..]));
+    assert_eq!(
+        recv_within(&sfu, WAIT).await.as_deref(),
+        Some(&b"to-sfu"[..])
+    );
     client.send_indication(db_addr, b"to-db").await;
-    assert_eq!(recv_within(&database, SILENCE).await, None, "relay reached a non-media port");
+    assert_eq!(
+        recv_within(&database, SILENCE).await,
+        None,
+        "relay reached a non-media port"
+    );
 
     // Channels bind only to a media port.
     let res = client
@@ -266,12 +292,18 @@ async fn relay_reaches_only_the_media_port_range() {
     // ChannelData from the client reaches the SFU.
     let mut frame = vec![0x40, 0x00, 0x00, 0x04];
     frame.extend_from_slice(b"chan");
-    client.sock.send_to(&frame, server.local_addr()).await.unwrap();
+    client
+        .sock
+        .send_to(&frame, server.local_addr())
+        .await
+        .unwrap();
     assert_eq!(recv_within(&sfu, WAIT).await.as_deref(), Some(&b"chan"[..]));
 
     // The SFU's answer comes back over the channel; the database's is dropped.
     sfu.send_to(b"from-sfu", relayed).await.unwrap();
-    let got = recv_within(&client.sock, WAIT).await.expect("nothing relayed back");
+    let got = recv_within(&client.sock, WAIT)
+        .await
+        .expect("nothing relayed back");
     assert_eq!(&got[..4], &[0x40, 0x00, 0x00, 0x08]);
     assert_eq!(&got[4..], b"from-sfu");
     database.send_to(b"from-db", relayed).await.unwrap();
@@ -279,7 +311,10 @@ async fn relay_reaches_only_the_media_port_range() {
 
     let stats = server.stats();
     assert_eq!(stats.forbidden_peers, 3, "{stats:?}");
-    assert!(stats.dropped_from_peer >= 1 && stats.relayed_to_peer == 2, "{stats:?}");
+    assert!(
+        stats.dropped_from_peer >= 1 && stats.relayed_to_peer == 2,
+        "{stats:?}"
+    );
     server.close().await.unwrap();
 }
 
@@ -320,7 +355,10 @@ async fn allocations_are_limited_per_credential_and_per_address() {
 
     // A refresh or permission under another credential is refused: 441.
     let mut thief = Raw::new(&server, &bob.username, &bob.password).await;
-    thief.sock = std::mem::replace(&mut fourth.sock, UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    thief.sock = std::mem::replace(
+        &mut fourth.sock,
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
     let res = thief
         .request(METHOD_REFRESH, || vec![Box::new(Lifetime(Duration::ZERO))])
         .await;
@@ -349,7 +387,11 @@ async fn lifetimes_are_capped_and_allocations_expire() {
     assert_eq!(res.typ.class, CLASS_SUCCESS_RESPONSE, "{}", describe(&res));
     let mut granted = Lifetime::default();
     granted.get_from(&res).unwrap();
-    assert_eq!(granted.0, Duration::from_secs(3600), "a week must be capped to an hour");
+    assert_eq!(
+        granted.0,
+        Duration::from_secs(3600),
+        "a week must be capped to an hour"
+    );
 
     // A credential that expires in two minutes gets at most two minutes.
     let short = credentials(SECRET, "bob", Duration::from_secs(120), clock.closure()());
@@ -364,7 +406,10 @@ async fn lifetimes_are_capped_and_allocations_expire() {
     clock.advance(Duration::from_secs(3601));
     let deadline = tokio::time::Instant::now() + WAIT;
     while server.stats().allocations > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "allocations never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "allocations never expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.close().await.unwrap();
@@ -413,7 +458,9 @@ async fn nonces_expire_with_438_and_a_fresh_nonce_works() {
 
     // The client's usual path (retry with the new nonce) then succeeds.
     let res = client
-        .request(METHOD_REFRESH, || vec![Box::new(Lifetime(Duration::from_secs(600)))])
+        .request(METHOD_REFRESH, || {
+            vec![Box::new(Lifetime(Duration::from_secs(600)))]
+        })
         .await;
     assert_eq!(res.typ.class, CLASS_SUCCESS_RESPONSE, "{}", describe(&res));
     assert!(server.stats().stale_nonces >= 2);
@@ -445,13 +492,20 @@ async fn permissions_and_channels_are_bounded() {
                 vec![Box::new(ChannelNumber(0x4000 + i)), peer_attr(peer)]
             })
             .await;
-        let got = if res.typ.class == CLASS_SUCCESS_RESPONSE { 200 } else { error_code(&res) };
+        let got = if res.typ.class == CLASS_SUCCESS_RESPONSE {
+            200
+        } else {
+            error_code(&res)
+        };
         assert_eq!(got, expect, "binding {i}: {}", describe(&res));
     }
     // Rebinding a number to another peer is a conflict, not a silent move.
     let res = client
         .request(METHOD_CHANNEL_BIND, || {
-            vec![Box::new(ChannelNumber(0x4000)), peer_attr(SocketAddr::new(base.ip(), base.port().wrapping_add(1)))]
+            vec![
+                Box::new(ChannelNumber(0x4000)),
+                peer_attr(SocketAddr::new(base.ip(), base.port().wrapping_add(1))),
+            ]
         })
         .await;
     assert_eq!(error_code(&res), 400);

@@ -121,7 +121,12 @@ impl WhisperTranscriber {
         self
     }
 
-    fn params<'p>(&'p self, samples: usize, interim: bool, threads: usize) -> FullParams<'p, 'static> {
+    fn params<'p>(
+        &'p self,
+        samples: usize,
+        interim: bool,
+        threads: usize,
+    ) -> FullParams<'p, 'static> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         // Bounded work. Speech runs at up to ~6 tokens a second; a decode that produces more
         // is looping (non-speech audio makes tiny models repeat themselves), so it stops.
@@ -197,7 +202,13 @@ impl Transcriber for WhisperTranscriber {
         };
 
         let mut state = self.take_state()?;
-        let threads = self.burst.threads();
+        // Only finals burst: they are what the room waits for; interims come every second
+        // and would keep a second core busy for little.
+        let threads = if limits.interim {
+            self.threads
+        } else {
+            self.burst.threads()
+        };
         let _running = self.burst.running();
         let mut params = self.params(audio.len(), limits.interim, threads);
         if let Some(prompt) = limits.prompt {
