@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod frames;
+pub mod lead;
 pub mod pipeline;
 pub mod pool;
 pub mod reorder;
