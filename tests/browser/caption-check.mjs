@@ -6,7 +6,7 @@
 //   node caption-check.mjs [--sentences N] [--load] [--model tiny.en|base] [--assert] [-- serve flags]
 //
 // --load runs one CPU-bound process per core for the whole check. --assert fails on the
-// targets: zero drops, WER <= 15%, and p50 <= 700 ms, p95 <= 1200 ms idle, p95 <= 3000 ms
+// targets: zero drops, WER <= 25% (--max-wer), and p50 <= 700 ms, p95 <= 1200 ms idle, p95 <= 3000 ms
 // loaded (--max-p50 / --max-p95 change the latency limits).
 // scripts/caption-check.sh builds the release server and runs it; CI runs a short version.
 
@@ -147,7 +147,10 @@ console.log(
 if (flag('--assert')) {
   const failures = [];
   if (r.gaps || r.jobs_dropped) failures.push(`drops: ${r.gaps} gaps, ${r.jobs_dropped} dropped jobs`);
-  if (r.wer > 0.15) failures.push(`WER ${(r.wer * 100).toFixed(1)}% > 15%`);
+  // espeak-ng through Opus and tiny.en lands at 13-19% on these sentences (BENCHMARKS.md);
+  // lost words or broken audio go far beyond 25%.
+  const maxWer = Number(option('--max-wer', 25)) / 100;
+  if (r.wer > maxWer) failures.push(`WER ${(r.wer * 100).toFixed(1)}% > ${maxWer * 100}%`);
   const maxP50 = Number(option('--max-p50', loaded ? Infinity : 700));
   const maxP95 = Number(option('--max-p95', loaded ? 3000 : 1200));
   if (r.p50 > maxP50 || r.p95 > maxP95) failures.push(`latency p50 ${r.p50} / p95 ${r.p95} ms over ${maxP50} / ${maxP95}`);
