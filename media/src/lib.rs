@@ -15,4 +15,5 @@ pub mod silero;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod transcribe;
+pub mod turns;
 pub mod vad;

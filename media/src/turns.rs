@@ -1,0 +1,661 @@
+//! When the agent may speak, and when it must stop: a pure, clock-injected state machine.
+//! Events in (people starting and stopping to speak, their transcripts, the agent's own
+//! playout), decisions out. Times are ms on one clock, supplied by the caller.
+//!
+//! - **End of a person's turn**: they stopped speaking, and stayed silent for `end_ms`
+//!   (`end_unfinished_ms` when their last words end on "and", "so", "um", a comma, ...), and at
+//!   most `max_wait_ms` after they stopped whatever the words say.
+//! - **Never over a person**: the agent is only told to speak while nobody speaks; if a person
+//!   starts at the same moment the agent does, the agent yields.
+//! - **Barge-in**: a person speaking over the agent for `barge_in_ms` with real words (not a
+//!   backchannel like "mm-hmm", not an echo of the agent's own words) makes it stop.
+//! - **False interruption**: a stop caused by speech that produced no words within
+//!   `false_interruption_ms` is undone: the agent resumes where it was cut off.
+//! - **Silence**: no answer within `silence_timeout_ms` of the agent's question: re-prompt once,
+//!   then move on.
+
+/// Timings and word lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnConfig {
+    /// Silence after a finished sentence that ends the turn.
+    pub end_ms: u64,
+    /// Silence after unfinished words ("and", "so", "um", a trailing comma).
+    pub end_unfinished_ms: u64,
+    /// The longest the agent waits after a person stopped, whatever they said.
+    pub max_wait_ms: u64,
+    /// Overlap with real words that interrupts the agent.
+    pub barge_in_ms: u64,
+    /// Overlap with no words yet (they come with the next interim transcript, ~1 s) after
+    /// which the agent stops anyway, unless what it heard so far was its own echo.
+    pub voice_only_stop_ms: u64,
+    /// Words that acknowledge without taking the turn.
+    pub backchannels: Vec<String>,
+    /// Time after an interruption within which words must come, or the agent resumes.
+    pub false_interruption_ms: u64,
+    /// Silence after the agent's question before it re-prompts (once), then moves on.
+    pub silence_timeout_ms: u64,
+    /// After the agent stops playing, speech this soon may still be its echo.
+    pub echo_tail_ms: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            end_ms: 500,
+            end_unfinished_ms: 1_500,
+            max_wait_ms: 3_000,
+            barge_in_ms: 300,
+            voice_only_stop_ms: 1_000,
+            backchannels: [
+                "mm-hmm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "yep", "right", "okay",
+                "ok", "sure", "got it", "i see", "uh huh", "mm hmm",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+            false_interruption_ms: 1_500,
+            silence_timeout_ms: 8_000,
+            echo_tail_ms: 600,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// A person's voice started (VAD).
+    PersonStarted {
+        /// Who.
+        who: String,
+    },
+    /// A person's voice stopped.
+    PersonStopped {
+        /// Who.
+        who: String,
+    },
+    /// Words from a person, interim or final.
+    Transcript {
+        /// Who.
+        who: String,
+        /// The words.
+        text: String,
+    },
+    /// The agent started playing `text`.
+    AgentStarted {
+        /// What it is saying.
+        text: String,
+        /// A question it then waits an answer for.
+        question: bool,
+    },
+    /// The agent's audio ended (finished or stopped).
+    AgentFinished,
+    /// Time passes (call at least every 100 ms while anything is pending).
+    Tick,
+}
+
+/// What the agent should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnDecision {
+    /// The person's turn is over: the agent may speak.
+    Speak,
+    /// Stop playing at once (barge-in, or a person started as the agent did).
+    Stop,
+    /// The interruption was not one: resume from where playing stopped.
+    Resume,
+    /// Nobody answered: ask again, shorter.
+    Reprompt,
+    /// Still nobody: go on to the next question.
+    MoveOn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    /// Nobody owes anybody anything.
+    Idle,
+    /// The agent asked; waiting for an answer since `since`, `reprompted` once already?
+    AwaitingAnswer { since: u64, reprompted: bool },
+    /// A person is talking (or paused mid-turn); their turn is not over.
+    PersonTurn {
+        stopped_at: Option<u64>,
+        unfinished: bool,
+    },
+    /// The agent is playing.
+    AgentSpeaking {
+        started: u64,
+        question: bool,
+        overlap_since: Option<u64>,
+        words_heard: bool,
+        echo_seen: bool,
+    },
+    /// The agent was cut off at `at`; words are expected by `at + false_interruption_ms`.
+    Interrupted {
+        at: u64,
+        words_heard: bool,
+        question: bool,
+    },
+}
+
+/// The engine. Feed it with [`Turns::on`]; it returns at most one decision per event.
+#[derive(Debug, Clone)]
+pub struct Turns {
+    config: TurnConfig,
+    state: State,
+    speaking: Vec<String>,
+    agent_text: String,
+    agent_stopped_at: Option<u64>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+const UNFINISHED: [&str; 14] = [
+    "and", "so", "but", "or", "because", "um", "uh", "er", "like", "then", "if", "the", "a", "to",
+];
+
+fn unfinished(text: &str) -> bool {
+    let t = text.trim_end();
+    if t.ends_with(',') || t.ends_with("...") || t.ends_with('…') || t.ends_with('-') {
+        return true;
+    }
+    words(t)
+        .last()
+        .is_some_and(|w| UNFINISHED.contains(&w.as_str()))
+}
+
+impl Turns {
+    /// An engine with `config`.
+    pub fn new(config: TurnConfig) -> Self {
+        Self {
+            config,
+            state: State::Idle,
+            speaking: Vec::new(),
+            agent_text: String::new(),
+            agent_stopped_at: None,
+        }
+    }
+
+    /// Whether anyone but the agent is speaking now.
+    pub fn someone_speaking(&self) -> bool {
+        !self.speaking.is_empty()
+    }
+
+    fn is_backchannel(&self, text: &str) -> bool {
+        let w = words(text);
+        if w.is_empty() {
+            return true;
+        }
+        let joined = w.join(" ");
+        self.config.backchannels.contains(&joined)
+            || w.iter()
+                .all(|x| self.config.backchannels.iter().any(|b| b == x))
+    }
+
+    /// Whether `text` is mostly the agent's own recent words (its voice in someone's microphone).
+    fn is_echo(&self, text: &str, now: u64) -> bool {
+        let playing = matches!(self.state, State::AgentSpeaking { .. });
+        let in_tail = self
+            .agent_stopped_at
+            .is_some_and(|t| now.saturating_sub(t) <= self.config.echo_tail_ms);
+        if !(playing || in_tail) {
+            return false;
+        }
+        let said = words(&self.agent_text);
+        let heard = words(text);
+        if heard.is_empty() {
+            return false;
+        }
+        let shared = heard.iter().filter(|w| said.contains(w)).count();
+        shared * 10 >= heard.len() * 7
+    }
+
+    /// Takes one event at `now` and says what to do, if anything.
+    pub fn on(&mut self, event: TurnEvent, now: u64) -> Option<TurnDecision> {
+        let c = self.config.clone();
+        match event {
+            TurnEvent::PersonStarted { who } => {
+                if !self.speaking.contains(&who) {
+                    self.speaking.push(who);
+                }
+                match &mut self.state {
+                    State::AgentSpeaking {
+                        started,
+                        overlap_since,
+                        ..
+                    } => {
+                        if now.saturating_sub(*started) < 100 {
+                            // Both started together: the agent yields.
+                            let question =
+                                matches!(self.state, State::AgentSpeaking { question: true, .. });
+                            self.state = State::Interrupted {
+                                at: now,
+                                words_heard: true,
+                                question,
+                            };
+                            return Some(TurnDecision::Stop);
+                        }
+                        overlap_since.get_or_insert(now);
+                        None
+                    }
+                    State::Interrupted { .. } => None,
+                    _ => {
+                        self.state = State::PersonTurn {
+                            stopped_at: None,
+                            unfinished: false,
+                        };
+                        None
+                    }
+                }
+            }
+            TurnEvent::PersonStopped { who } => {
+                self.speaking.retain(|w| *w != who);
+                if !self.speaking.is_empty() {
+                    return None;
+                }
+                match &mut self.state {
+                    State::PersonTurn { stopped_at, .. } => *stopped_at = Some(now),
+                    State::AgentSpeaking { overlap_since, .. } => *overlap_since = None,
+                    _ => {}
+                }
+                None
+            }
+            TurnEvent::Transcript { who: _, text } => {
+                if self.is_echo(&text, now) {
+                    if let State::AgentSpeaking { echo_seen, .. } = &mut self.state {
+                        *echo_seen = true;
+                    }
+                    return None;
+                }
+                let backchannel = self.is_backchannel(&text);
+                match &mut self.state {
+                    State::AgentSpeaking { words_heard, .. } => {
+                        if !backchannel {
+                            *words_heard = true;
+                        }
+                        self.check_barge_in(now)
+                    }
+                    State::Interrupted { words_heard, .. } => {
+                        if !backchannel {
+                            *words_heard = true;
+                        }
+                        None
+                    }
+                    State::PersonTurn { unfinished: u, .. } => {
+                        *u = unfinished(&text);
+                        None
+                    }
+                    State::AwaitingAnswer { .. } | State::Idle if !backchannel => {
+                        self.state = State::PersonTurn {
+                            stopped_at: (!self.someone_speaking()).then_some(now),
+                            unfinished: unfinished(&text),
+                        };
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            TurnEvent::AgentStarted { text, question } => {
+                self.agent_text = text;
+                self.agent_stopped_at = None;
+                self.state = State::AgentSpeaking {
+                    started: now,
+                    question,
+                    overlap_since: None,
+                    words_heard: false,
+                    echo_seen: false,
+                };
+                if self.someone_speaking() {
+                    // Never over a person.
+                    self.state = State::Interrupted {
+                        at: now,
+                        words_heard: true,
+                        question,
+                    };
+                    return Some(TurnDecision::Stop);
+                }
+                None
+            }
+            TurnEvent::AgentFinished => {
+                self.agent_stopped_at = Some(now);
+                if let State::AgentSpeaking { question, .. } = self.state {
+                    self.state = if question {
+                        State::AwaitingAnswer {
+                            since: now,
+                            reprompted: false,
+                        }
+                    } else {
+                        State::Idle
+                    };
+                }
+                None
+            }
+            TurnEvent::Tick => match self.state.clone() {
+                State::AgentSpeaking { .. } => self.check_barge_in(now),
+                State::Interrupted {
+                    at,
+                    words_heard,
+                    question,
+                } => {
+                    if words_heard {
+                        // A real interruption: it is the person's turn now.
+                        self.state = State::PersonTurn {
+                            stopped_at: (!self.someone_speaking()).then_some(now),
+                            unfinished: false,
+                        };
+                        None
+                    } else if now >= at + c.false_interruption_ms && !self.someone_speaking() {
+                        self.state = State::AgentSpeaking {
+                            started: now,
+                            question,
+                            overlap_since: None,
+                            words_heard: false,
+                            echo_seen: false,
+                        };
+                        Some(TurnDecision::Resume)
+                    } else {
+                        None
+                    }
+                }
+                State::PersonTurn {
+                    stopped_at: Some(stopped),
+                    unfinished,
+                } => {
+                    if self.someone_speaking() {
+                        return None;
+                    }
+                    let wait = if unfinished {
+                        c.end_unfinished_ms
+                    } else {
+                        c.end_ms
+                    }
+                    .min(c.max_wait_ms);
+                    if now >= stopped + wait {
+                        self.state = State::Idle;
+                        Some(TurnDecision::Speak)
+                    } else {
+                        None
+                    }
+                }
+                State::AwaitingAnswer { since, reprompted } => {
+                    if self.someone_speaking() || now < since + c.silence_timeout_ms {
+                        None
+                    } else if reprompted {
+                        self.state = State::Idle;
+                        Some(TurnDecision::MoveOn)
+                    } else {
+                        self.state = State::AwaitingAnswer {
+                            since: now,
+                            reprompted: true,
+                        };
+                        Some(TurnDecision::Reprompt)
+                    }
+                }
+                _ => None,
+            },
+        }
+    }
+
+    fn check_barge_in(&mut self, now: u64) -> Option<TurnDecision> {
+        let State::AgentSpeaking {
+            overlap_since: Some(since),
+            words_heard,
+            question,
+            echo_seen,
+            ..
+        } = self.state
+        else {
+            return None;
+        };
+        let with_words = words_heard && now >= since + self.config.barge_in_ms;
+        let voice_only = !echo_seen && now >= since + self.config.voice_only_stop_ms;
+        if with_words || voice_only {
+            // Without words yet, the stop may be undone (Resume) if none come.
+            self.state = State::Interrupted {
+                at: now,
+                words_heard,
+                question,
+            };
+            return Some(TurnDecision::Stop);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `events` (at their times) with a Tick every 100 ms up to `until`, and returns
+    /// every decision with its time.
+    fn run(events: &[(u64, TurnEvent)], until: u64) -> Vec<(u64, TurnDecision)> {
+        let mut t = Turns::new(TurnConfig::default());
+        let mut out = Vec::new();
+        let mut pending: Vec<(u64, TurnEvent)> = events.to_vec();
+        pending.sort_by_key(|(at, _)| *at);
+        let mut next = 0;
+        for now in (0..=until).step_by(10) {
+            while next < pending.len() && pending[next].0 == now {
+                if let Some(d) = t.on(pending[next].1.clone(), now) {
+                    out.push((now, d));
+                }
+                next += 1;
+            }
+            if now % 100 == 0
+                && let Some(d) = t.on(TurnEvent::Tick, now)
+            {
+                out.push((now, d));
+            }
+        }
+        out
+    }
+
+    fn started(who: &str) -> TurnEvent {
+        TurnEvent::PersonStarted { who: who.into() }
+    }
+    fn stopped(who: &str) -> TurnEvent {
+        TurnEvent::PersonStopped { who: who.into() }
+    }
+    fn said(who: &str, text: &str) -> TurnEvent {
+        TurnEvent::Transcript {
+            who: who.into(),
+            text: text.into(),
+        }
+    }
+    fn agent(text: &str) -> TurnEvent {
+        TurnEvent::AgentStarted {
+            text: text.into(),
+            question: true,
+        }
+    }
+
+    #[test]
+    fn a_finished_sentence_ends_the_turn_after_500_ms() {
+        let got = run(
+            &[
+                (0, started("lead")),
+                (2000, stopped("lead")),
+                (2150, said("lead", "We need it by March.")),
+            ],
+            4000,
+        );
+        assert_eq!(got, vec![(2500, TurnDecision::Speak)]);
+    }
+
+    #[test]
+    fn unfinished_words_wait_longer_and_resuming_cancels() {
+        let got = run(
+            &[
+                (0, started("lead")),
+                (2000, stopped("lead")),
+                (2100, said("lead", "so we need it by March and")),
+            ],
+            5000,
+        );
+        assert_eq!(got, vec![(3500, TurnDecision::Speak)]);
+        let got = run(
+            &[
+                (0, started("lead")),
+                (2000, stopped("lead")),
+                (2300, started("lead")),
+                (3000, stopped("lead")),
+                (3100, said("lead", "by March.")),
+            ],
+            5000,
+        );
+        assert_eq!(
+            got,
+            vec![(3500, TurnDecision::Speak)],
+            "the pause at 2000 was not the end"
+        );
+    }
+
+    #[test]
+    fn the_wait_is_capped() {
+        let mut t = Turns::new(TurnConfig {
+            end_unfinished_ms: 9_000,
+            ..TurnConfig::default()
+        });
+        t.on(started("lead"), 0);
+        t.on(said("lead", "and um"), 500);
+        t.on(stopped("lead"), 1000);
+        assert_eq!(t.on(TurnEvent::Tick, 3900), None);
+        assert_eq!(t.on(TurnEvent::Tick, 4000), Some(TurnDecision::Speak));
+    }
+
+    #[test]
+    fn the_agent_never_starts_over_a_person_and_yields_to_a_simultaneous_start() {
+        let got = run(
+            &[(0, started("lead")), (500, agent("What is your budget?"))],
+            1000,
+        );
+        assert_eq!(got, vec![(500, TurnDecision::Stop)]);
+        let got = run(
+            &[
+                (1000, agent("What is your budget?")),
+                (1050, started("lead")),
+            ],
+            2000,
+        );
+        assert_eq!(got, vec![(1050, TurnDecision::Stop)]);
+    }
+
+    #[test]
+    fn real_words_over_the_agent_stop_it_after_300_ms() {
+        let got = run(
+            &[
+                (
+                    0,
+                    agent("Could you tell me about your current process for handling tickets?"),
+                ),
+                (1000, started("lead")),
+                (1200, said("lead", "Sorry, can I ask something first")),
+            ],
+            1500,
+        );
+        assert_eq!(got, vec![(1300, TurnDecision::Stop)]);
+        // Words that come late stop it when they come.
+        let got = run(
+            &[
+                (0, agent("Could you tell me more?")),
+                (1000, started("lead")),
+                (1800, said("lead", "wait a second")),
+            ],
+            2000,
+        );
+        assert_eq!(got, vec![(1800, TurnDecision::Stop)]);
+    }
+
+    #[test]
+    fn a_backchannel_does_not_interrupt() {
+        let got = run(
+            &[
+                (
+                    0,
+                    agent("So the plan would be to start with your support team."),
+                ),
+                (1000, started("lead")),
+                (1400, stopped("lead")),
+                (1500, said("lead", "Mm-hmm.")),
+                (3000, started("lead")),
+                (3350, stopped("lead")),
+                (3600, said("lead", "yeah, okay")),
+            ],
+            5000,
+        );
+        assert_eq!(got, vec![], "backchannels never stop the agent");
+    }
+
+    #[test]
+    fn voice_without_words_stops_then_resumes() {
+        let got = run(
+            &[
+                (0, agent("And how many people are on the team?")),
+                (1000, started("lead")),
+                (1800, stopped("lead")),
+            ],
+            4000,
+        );
+        // Voice for 1000 ms would stop it; the voice ended at 800 ms of overlap, so nothing.
+        assert_eq!(got, vec![]);
+        let got = run(
+            &[
+                (0, agent("And how many people are on the team?")),
+                (1000, started("lead")),
+                (2200, stopped("lead")),
+            ],
+            4000,
+        );
+        assert_eq!(
+            got,
+            vec![(2000, TurnDecision::Stop), (3500, TurnDecision::Resume)]
+        );
+    }
+
+    #[test]
+    fn silence_reprompts_once_then_moves_on() {
+        let got = run(
+            &[
+                (0, agent("What is your timeline?")),
+                (2000, TurnEvent::AgentFinished),
+            ],
+            20_000,
+        );
+        assert_eq!(
+            got,
+            vec![
+                (10_000, TurnDecision::Reprompt),
+                (18_000, TurnDecision::MoveOn)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_agents_own_echo_does_not_interrupt_it() {
+        let got = run(
+            &[
+                (0, agent("What budget have you set aside for this year?")),
+                (500, started("lead")),
+                (1200, said("lead", "budget have you set aside for this")),
+                (2600, stopped("lead")),
+                (2700, TurnEvent::AgentFinished),
+            ],
+            3000,
+        );
+        assert_eq!(got, vec![], "echo must not stop the agent");
+        // Real words mixed in still do.
+        let got = run(
+            &[
+                (0, agent("What budget have you set aside for this year?")),
+                (500, started("lead")),
+                (1200, said("lead", "budget have you set aside")),
+                (1400, said("lead", "no sorry I need to go")),
+            ],
+            2000,
+        );
+        assert_eq!(got, vec![(1400, TurnDecision::Stop)]);
+    }
+}
