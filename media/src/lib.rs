@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod frames;
 pub mod lead;
+pub mod packetize;
 pub mod pipeline;
 pub mod pool;
 pub mod reorder;
