@@ -137,6 +137,21 @@ pub const MEETING_SENTENCES: [&str; 20] = [
     "Thank you again, and have a wonderful rest of your week.",
 ];
 
+/// First and last 10 ms block of 48 kHz `pcm` louder than -40 dBFS, in ms from its start.
+pub fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
+    let loud: Vec<u64> = pcm
+        .chunks(480)
+        .enumerate()
+        .filter(|(_, b)| {
+            let rms =
+                (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
+            rms / 32768.0 > 0.01
+        })
+        .map(|(i, _)| i as u64 * 10)
+        .collect();
+    (loud[0], loud[loud.len() - 1] + 10)
+}
+
 /// A fresh scratch directory under the system temp directory.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("conclave-{name}-{}", std::process::id()));

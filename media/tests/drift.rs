@@ -10,25 +10,11 @@ use bytes::Bytes;
 use conclave_media::pipeline::{PipelineConfig, RtpAudio, TrackProcessor};
 use conclave_media::pool::PipelineStats;
 use conclave_media::segment::{SegmentConfig, SegmentEvent};
-use conclave_media::testing::{silero_model, speak_i16};
+use conclave_media::testing::{silero_model, speak_i16, voiced_span_ms};
 
 const PERIOD_MS: u64 = 15_000;
 const SENTENCES: u64 = 20;
 const LEAD_MS: u64 = 2_000;
-
-fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
-    let loud: Vec<u64> = pcm
-        .chunks(480)
-        .enumerate()
-        .filter(|(_, b)| {
-            let rms =
-                (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
-            rms / 32768.0 > 0.01
-        })
-        .map(|(i, _)| i as u64 * 10)
-        .collect();
-    (loud[0], loud[loud.len() - 1] + 10)
-}
 
 #[test]
 fn five_minutes_of_speech_and_losses_do_not_drift() {

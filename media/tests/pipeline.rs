@@ -13,6 +13,7 @@ use conclave_media::pipeline::{
     PipelineConfig, PushOutcome, RtpAudio, TrackProcessor, pipeline_input, spawn_track_pipeline,
 };
 use conclave_media::pool::{PipelineStats, PoolConfig, RoomKey, TranscriptionPool};
+use conclave_media::testing::voiced_span_ms;
 use conclave_media::transcribe::{TranscribeError, Transcriber};
 use tokio::sync::broadcast;
 
@@ -54,21 +55,6 @@ const LEAD_MS: u64 = 500;
 /// Speech from espeak-ng at 48 kHz mono i16.
 fn espeak_48k(text: &str) -> Vec<i16> {
     conclave_media::testing::speak_i16(text, 48_000)
-}
-
-/// First and last 10 ms block louder than -40 dBFS, in ms from the clip's start.
-fn voiced_span_ms(pcm: &[i16]) -> (u64, u64) {
-    let loud: Vec<u64> = pcm
-        .chunks(480)
-        .enumerate()
-        .filter(|(_, b)| {
-            let rms =
-                (b.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
-            rms / 32768.0 > 0.01
-        })
-        .map(|(i, _)| i as u64 * 10)
-        .collect();
-    (loud[0], loud[loud.len() - 1] + 10)
 }
 
 /// 20 ms Opus packets of `pcm` (48 kHz), zero-padded to a whole packet.

@@ -132,12 +132,15 @@ pub(crate) struct Allocation {
     /// The Allocate transaction and its answer, resent verbatim on a retransmission.
     pub(crate) allocate_txid: TransactionId,
     pub(crate) allocate_response: Vec<u8>,
-    pub(crate) task: JoinHandle<()>,
+    /// `None` only once shutdown has taken it to wait for it.
+    pub(crate) task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

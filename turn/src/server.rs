@@ -301,10 +301,8 @@ impl<C: Clock> Engine<C> {
         let tasks: Vec<_> = self
             .allocations
             .drain()
-            .map(|(_, mut a)| {
-                a.task.abort();
-                std::mem::replace(&mut a.task, tokio::spawn(async {}))
-            })
+            .filter_map(|(_, mut a)| a.task.take())
+            .inspect(|task| task.abort())
             .collect();
         for task in tasks {
             let _ = task.await;
@@ -540,25 +538,11 @@ impl<C: Clock> Engine<C> {
             self.error(from, m, code, reason, key).await;
             return;
         }
-        let relay = match self.bind_relay().await {
-            Ok(socket) => Arc::new(socket),
+        let (relay, relay_port) = match self.bind_relay().await {
+            Ok(bound) => bound,
             Err(err) => {
                 tracing::warn!(%err, "cannot bind a TURN relay socket");
                 self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
-                self.error(
-                    from,
-                    m,
-                    CODE_INSUFFICIENT_CAPACITY,
-                    "no relay port free",
-                    key,
-                )
-                .await;
-                return;
-            }
-        };
-        let relay_port = match relay.local_addr() {
-            Ok(a) => a.port(),
-            Err(_) => {
                 self.error(
                     from,
                     m,
@@ -608,7 +592,7 @@ impl<C: Clock> Engine<C> {
                 expires: now + lifetime,
                 allocate_txid: m.transaction_id,
                 allocate_response: raw.clone(),
-                task,
+                task: Some(task),
             },
         );
         self.counters
@@ -619,22 +603,30 @@ impl<C: Clock> Engine<C> {
 
     // Starts at a random offset so consecutive allocations don't have guessable ports,
     // then walks the whole range so a nearly full range still finds the free slot.
-    async fn bind_relay(&self) -> std::io::Result<UdpSocket> {
-        let Some((lo, hi)) = self.relay_port_range else {
-            return UdpSocket::bind((self.bind_ip, 0)).await;
-        };
-        let span = u32::from(hi - lo) + 1;
-        let start = (RandomState::new().hash_one(0u8) % u64::from(span)) as u32;
-        for i in 0..span {
-            let port = lo + ((start + i) % span) as u16;
-            if let Ok(socket) = UdpSocket::bind((self.bind_ip, port)).await {
-                return Ok(socket);
+    async fn bind_relay(&self) -> std::io::Result<(Arc<UdpSocket>, u16)> {
+        let socket = match self.relay_port_range {
+            None => UdpSocket::bind((self.bind_ip, 0)).await?,
+            Some((lo, hi)) => {
+                let span = u32::from(hi - lo) + 1;
+                let start = (RandomState::new().hash_one(0u8) % u64::from(span)) as u32;
+                let mut bound = None;
+                for i in 0..span {
+                    let port = lo + ((start + i) % span) as u16;
+                    if let Ok(socket) = UdpSocket::bind((self.bind_ip, port)).await {
+                        bound = Some(socket);
+                        break;
+                    }
+                }
+                bound.ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("every relay port in {lo}-{hi} is taken"),
+                    )
+                })?
             }
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            format!("every relay port in {lo}-{hi} is taken"),
-        ))
+        };
+        let port = socket.local_addr()?.port();
+        Ok((Arc::new(socket), port))
     }
 
     /// Looks up the client's allocation and checks it belongs to the authenticated user.

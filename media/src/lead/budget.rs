@@ -133,27 +133,20 @@ fn currency_sym(c: char) -> Currency {
 fn number_at(t: &[Tok], i: usize) -> Option<(f64, usize, Option<f64>)> {
     let mut j = i;
     let (mut total, mut current, mut seen, mut last_mult) = (0.0f64, 0.0f64, false, None);
-    // "half a million", "a hundred thousand", "a million"
-    if let Some(Tok::Word(w)) = t.get(j)
-        && (w == "half" || w == "a")
-        && let Some(Tok::Word(a)) = t.get(j + 1)
-    {
-        let half = w == "half";
-        let next = if half && a == "a" {
-            t.get(j + 2)
-        } else if half {
-            None
-        } else {
-            Some(&t[j + 1])
-        };
-        if let Some(Tok::Word(m)) = next
-            && let Some(mv) = multiplier(m)
-        {
-            current = if half { 0.5 } else { 1.0 };
-            j += if half { 2 } else { 1 };
-            let _ = mv;
-            seen = true;
-        }
+    // "half a million", "a hundred thousand", "a million": the multiplier applies to 0.5 or 1.
+    let word = |k: usize| match t.get(k) {
+        Some(Tok::Word(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let lead_in = match (word(j), word(j + 1), word(j + 2)) {
+        (Some("half"), Some("a"), Some(m)) if multiplier(m).is_some() => Some((0.5, 2)),
+        (Some("a"), Some(m), _) if multiplier(m).is_some() => Some((1.0, 1)),
+        _ => None,
+    };
+    if let Some((value, skip)) = lead_in {
+        current = value;
+        j += skip;
+        seen = true;
     }
     while let Some(tok) = t.get(j) {
         match tok {
