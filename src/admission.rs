@@ -148,7 +148,9 @@ pub async fn admit(state: &AppState, ask: &JoinAsk) -> Result<Decision, Refusal>
         open: Open::Join,
         identity: claims.sub.clone(),
         name: display,
-        role: None,
+        // Outside meetings, whoever may administer the room is its host (and sees what only
+        // hosts see, such as the agent's lead score).
+        role: claims.grants.room_admin.then_some(Role::Host),
         can_publish: claims.grants.can_publish,
         can_subscribe: claims.grants.can_subscribe,
         meeting: None,

@@ -185,6 +185,13 @@ pub struct ServeArgs {
     /// Speech probability at which Silero starts an utterance (0.05-0.95).
     #[arg(long, env = "CONCLAVE_VAD_THRESHOLD")]
     pub vad_threshold: Option<f32>,
+    /// The agents' voice: `auto` (default: Piper when installed, else flite, else espeak-ng),
+    /// `piper`, `flite`, `espeak-ng` or `none`.
+    #[arg(long, env = "CONCLAVE_VOICE")]
+    pub voice: Option<String>,
+    /// AI agents the server runs at once.
+    #[arg(long, env = "CONCLAVE_MAX_AGENTS")]
+    pub max_agents: Option<usize>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -370,6 +377,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Live transcription.
     pub transcription: TranscriptionSettings,
+    /// The agents' voice engine: `auto`, `piper`, `flite`, `espeak-ng` or `none`.
+    pub voice: String,
+    /// AI agents at once.
+    pub max_agents: usize,
 }
 
 impl Config {
@@ -420,7 +431,14 @@ impl Config {
         if max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
         }
+        let voice = args.voice.clone().unwrap_or_else(|| "auto".into());
+        if !["auto", "piper", "flite", "espeak-ng", "none"].contains(&voice.as_str()) {
+            bail!("voice must be auto, piper, flite, espeak-ng or none, not {voice:?}");
+        }
+        let max_agents = args.max_agents.unwrap_or(8).max(1);
         Ok(Config {
+            voice,
+            max_agents,
             http_addr: args
                 .http_addr
                 .or(file.http_addr)

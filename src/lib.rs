@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod agents;
 pub mod auth;
 pub mod clock;
 pub mod config;

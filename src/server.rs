@@ -161,6 +161,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics.clone(),
     ));
     let rate_limit = config.rate_limit_per_minute;
+    match store.fail_stale_agent_runs(crate::clock::now_ms()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(runs = n, "agent runs left running by a crash marked interrupted"),
+        Err(e) => tracing::error!(error = %e, "stale agent runs not marked"),
+    }
+    let agents = crate::agents::AgentService::new(
+        rooms.clone(),
+        store.clone(),
+        build_voice(&config),
+        transcription.is_some(),
+        config.max_agents,
+    );
     let meetings = crate::meetings::MeetingService::new(
         store,
         tokens.clone(),
@@ -191,6 +203,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         rooms,
         transcription,
         meetings,
+        agents,
         tokens,
         metrics,
         config,
@@ -215,6 +228,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
             tracing::info!("shutting down");
             st2.stopping.send_replace(true);
+            st2.agents.stop_all();
             st2.router.shutdown();
         };
         let limits = crate::http::serve::ConnectionLimits {
@@ -259,6 +273,38 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// The agents' voice as configured; `None` (agents refused, with the reason logged) when the
+/// chosen engine is not installed.
+fn build_voice(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
+    use conclave_media::voice::{CommandEngine, CommandVoice, Voice};
+    let command = |e| match CommandVoice::new(e) {
+        Ok(v) => Some(Arc::new(v) as Arc<dyn Voice>),
+        Err(err) => {
+            tracing::warn!(error = %err, "voice not available");
+            None
+        }
+    };
+    let voice = match config.voice.as_str() {
+        "none" => None,
+        "flite" => command(CommandEngine::Flite),
+        "espeak-ng" => command(CommandEngine::EspeakNg),
+        "piper" => load_piper(config),
+        _ => load_piper(config).or_else(|| {
+            conclave_media::voice::best_available(None).map(Arc::<dyn Voice>::from)
+        }),
+    };
+    match &voice {
+        Some(v) => tracing::info!(voice = v.name(), "agent voice ready"),
+        None => tracing::warn!("no agent voice: agents cannot be dispatched"),
+    }
+    voice
+}
+
+/// The Piper voice from the data directory, when installed.
+fn load_piper(_config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
+    None
 }
 
 /// Loads the Whisper model if transcription is on. A missing or broken model is reported and

@@ -53,6 +53,8 @@ pub struct AppState {
     pub turn: Option<TurnService>,
     /// Meetings.
     pub meetings: Arc<crate::meetings::MeetingService>,
+    /// AI agent participants.
+    pub agents: Arc<crate::agents::AgentService>,
     /// Request rates and password backoff.
     pub abuse: crate::http::abuse::Abuse,
     /// Set once the server is shutting down.

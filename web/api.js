@@ -13,10 +13,15 @@ window.ConclaveApi = (() => {
     }
   }
 
-  async function request(method, path, { body, token, keepalive = false } = {}) {
+  /**
+   * token: a bearer token (join and host tokens). apiKey: {key, secret} for the admin API,
+   * sent as HTTP Basic. Resolves to the parsed body (null for 204 or a non-JSON body).
+   */
+  async function request(method, path, { body, token, apiKey, keepalive = false } = {}) {
     const headers = {};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (token) headers.Authorization = `Bearer ${token}`;
+    else if (apiKey) headers.Authorization = basicAuth(apiKey.key, apiKey.secret);
     let res;
     try {
       res = await fetch(path, {
@@ -41,6 +46,14 @@ window.ConclaveApi = (() => {
       throw new ApiError(res.status, e.code || `http_${res.status}`, e.message || `HTTP ${res.status}`);
     }
     return data;
+  }
+
+  // btoa takes Latin-1 only: the UTF-8 bytes go through it one by one.
+  function basicAuth(user, password) {
+    const bytes = new TextEncoder().encode(`${user}:${password}`);
+    let binary = '';
+    for (const b of bytes) binary += String.fromCharCode(b);
+    return `Basic ${btoa(binary)}`;
   }
 
   // ---------- meeting codes ----------
@@ -123,6 +136,43 @@ window.ConclaveApi = (() => {
     forgetJoin: (code) => write(sessionStorage, joinKey(code), null),
     name: () => read(localStorage, 'conclave.name') || '',
     saveName: (name) => write(localStorage, 'conclave.name', name),
+    /** The admin pages' API key {key, secret}, kept for this tab only; null when none. */
+    apiKey() {
+      try {
+        const k = JSON.parse(read(sessionStorage, 'conclave.apikey') || 'null');
+        return k && typeof k.key === 'string' && typeof k.secret === 'string' ? k : null;
+      } catch {
+        return null;
+      }
+    },
+    saveApiKey: (key, secret) => write(sessionStorage, 'conclave.apikey', JSON.stringify({ key, secret })),
+    forgetApiKey: () => write(sessionStorage, 'conclave.apikey', null),
+  };
+
+  // ---------- the admin API (question sets, leads): API-key auth ----------
+
+  function admin(method, path, body) {
+    const apiKey = storage.apiKey();
+    if (!apiKey) return Promise.reject(new ApiError(401, 'no_api_key', 'no API key entered'));
+    return request(method, path, { body, apiKey });
+  }
+
+  const setAt = (id) => `/api/question-sets/${encodeURIComponent(id)}`;
+  const questionSets = {
+    list: () => admin('GET', '/api/question-sets'),
+    get: (id) => admin('GET', setAt(id)),
+    create: (body) => admin('POST', '/api/question-sets', body),
+    update: (id, body) => admin('PUT', setAt(id), body),
+    remove: (id) => admin('DELETE', setAt(id)),
+  };
+
+  const leadAt = (id) => `/api/leads/${encodeURIComponent(id)}`;
+  const leads = {
+    list: () => admin('GET', '/api/leads'),
+    get: (id) => admin('GET', leadAt(id)),
+    create: (body) => admin('POST', '/api/leads', body),
+    update: (id, body) => admin('PUT', leadAt(id), body),
+    remove: (id) => admin('DELETE', leadAt(id)),
   };
 
   // ---------- meetings ----------
@@ -157,5 +207,16 @@ window.ConclaveApi = (() => {
     },
   };
 
-  return { ApiError, request, normalizeCode, codeInPath, joinPath, meetingPath, storage, meetings };
+  return {
+    ApiError,
+    request,
+    normalizeCode,
+    codeInPath,
+    joinPath,
+    meetingPath,
+    storage,
+    meetings,
+    questionSets,
+    leads,
+  };
 })();

@@ -1,6 +1,8 @@
 // The other participants as the page shows them: one video tile each (fed by the tracks
 // negotiation hands over) and the participant list, us included, with host, mute and
 // speaking marks. Speaking shows as a colour ring or dot and as a "speaking" badge.
+// The AI agent (role "agent": one audio track, no video) gets an "AI agent" badge on its
+// tile and row, and its tile carries data-role="agent".
 
 /**
  * conclave: the call state (`participants`, `speaking`, `meeting` are read and kept here).
@@ -26,6 +28,7 @@ export function createTiles({ conclave, ui, selfMuted, onParticipantGone }) {
       id: p.id,
       identity: p.identity,
       name: p.name || p.identity || 'Guest',
+      role: p.role || (prev ? prev.role : null),
       tracks: p.tracks ? p.tracks.map((t) => ({ ...t })) : prev ? prev.tracks : [],
     });
     ensureTile(p.id);
@@ -99,6 +102,10 @@ export function createTiles({ conclave, ui, selfMuted, onParticipantGone }) {
       li.dataset.participantId = p.id;
       const muted = mutedKinds(p);
       fillPerson(li, p.name, muted, isHost(p), conclave.speaking.has(p.id));
+      if (isAgent(p)) {
+        li.dataset.role = 'agent';
+        li.querySelector('.person-name').after(agentBadge());
+      }
       rows.push(li);
       updateTileLabel(p.id, p.name, muted);
     }
@@ -113,6 +120,12 @@ export function createTiles({ conclave, ui, selfMuted, onParticipantGone }) {
     if (host) li.append(badge('host', 'Meeting host', 'host'));
     li.append(...badges(muted));
     li.classList.toggle('speaking', speaking);
+  }
+
+  const isAgent = (p) => Boolean(p) && p.role === 'agent';
+
+  function agentBadge() {
+    return badge('AI agent', 'AI agent (automated participant)', 'agent');
   }
 
   function badges(muted) {
@@ -177,12 +190,13 @@ export function createTiles({ conclave, ui, selfMuted, onParticipantGone }) {
     const caption = document.createElement('figcaption');
     caption.className = 'label';
     const name = document.createElement('span');
+    const role = document.createElement('span');
     const marks = document.createElement('span');
-    caption.append(name, speakingBadge(false), marks);
+    caption.append(name, role, speakingBadge(false), marks);
     el.append(video, audio, caption);
     showSpeaking(el, conclave.speaking.has(pid));
     ui.tiles.append(el);
-    tile = { el, video, audio, name, marks, tracks: new Set(), videoMuted: false };
+    tile = { el, video, audio, name, role, marks, tracks: new Set(), videoMuted: false };
     tiles.set(pid, tile);
     const p = conclave.participants.get(pid);
     updateTileLabel(pid, p ? p.name : '…', p ? mutedKinds(p) : new Set());
@@ -193,10 +207,14 @@ export function createTiles({ conclave, ui, selfMuted, onParticipantGone }) {
     const tile = tiles.get(pid);
     if (!tile) return;
     tile.name.textContent = name;
+    const agent = isAgent(conclave.participants.get(pid));
+    if (agent) tile.el.dataset.role = 'agent';
+    else delete tile.el.dataset.role;
+    tile.role.replaceChildren(...(agent ? [agentBadge()] : []));
     tile.marks.replaceChildren(...badges(muted));
     tile.videoMuted = muted.has('video');
     refreshTile(tile);
-    tile.video.setAttribute('aria-label', `Video of ${name}`);
+    tile.video.setAttribute('aria-label', agent ? `${name} (AI agent, audio only)` : `Video of ${name}`);
   }
 
   function attachTrack(track, pid) {

@@ -1,7 +1,8 @@
 // Conclave call engine (entry module): joins a room over the signaling WebSocket (protocol
 // v1) and shows everyone's media. It ties together room-signaling.js (the socket),
 // room-negotiation.js (the RTCPeerConnection), room-tiles.js (tiles and participant list),
-// room-captions.js and room-controls.js, and owns the call's life: joining, waiting, leaving,
+// room-captions.js, room-controls.js and agent-panel.js (the AI agent's lead score, for
+// hosts), and owns the call's life: joining, waiting, leaving,
 // the end. The room page (room-page.js) and the meeting page (meeting.js) drive it on the
 // same element ids. No build step: every file is served as it is.
 //
@@ -13,6 +14,7 @@ import { createNegotiation } from '/assets/room-negotiation.js';
 import { createTiles } from '/assets/room-tiles.js';
 import { createCaptions } from '/assets/room-captions.js';
 import { createControls, openLocalMedia, stopStream } from '/assets/room-controls.js';
+import { showLeadScore } from '/assets/agent-panel.js';
 
 // Once in one of these, the socket closing is expected and no disconnection to report.
 const FINAL_STATES = new Set(['left', 'ended']);
@@ -27,11 +29,12 @@ const FOCUS_ON_SHOW = { waiting: 'waitingTitle', meeting: 'peopleTitle', ended: 
 /**
  * Wires the call elements of the page and returns the live call state, also published as
  * `window.conclave`. It is an EventTarget: `meeting` (meeting info changed), `refused`
- * (detail {code, message}: the join was refused), `ended` (detail {reason}) and `leave`
- * (detail {byUser}).
+ * (detail {code, message}: the join was refused), `ended` (detail {reason}), `leave`
+ * (detail {byUser}) and `lead_score` (detail: the message).
  *
  * Live captions (when the server transcribes) are kept in `captions`: {participant_id,
  * name, text, final}, oldest first; an interim entry is updated in place until it is final.
+ * The last `lead_score` message (hosts only, while the AI agent interviews) is `leadScore`.
  *
  * options: room; getToken(name) → Promise<string>; relay, nomedia (booleans); identity (our
  * identity, to recognise ourselves in host_changed); meeting (initial meeting info);
@@ -83,6 +86,7 @@ function mount(options) {
     identity: options.identity || null,
     meeting: options.meeting ? { ...options.meeting } : null,
     captions: [],
+    leadScore: null,
     speaking: new Set(), // participant ids, ours included
     join,
     leave,
@@ -209,6 +213,7 @@ function mount(options) {
     if (msg.type === 'meeting_ended') markEnded(msg.reason);
     else if (msg.type === 'caption') captions.onCaption(msg);
     else if (msg.type === 'speaking') tiles.setSpeaking(msg.participant_id, msg.speaking);
+    else if (msg.type === 'lead_score') onLeadScore(msg);
     else enqueue(() => handle(msg));
   }
 
@@ -250,6 +255,12 @@ function mount(options) {
       default:
         console.debug('ignoring unknown message', msg);
     }
+  }
+
+  function onLeadScore(msg) {
+    conclave.leadScore = msg;
+    showLeadScore(msg);
+    emit('lead_score', msg);
   }
 
   function onWaiting(msg) {

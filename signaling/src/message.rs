@@ -279,6 +279,19 @@ pub enum ServerMessage {
         /// End of the speech, ms since the room opened.
         end_ms: u64,
     },
+    /// The AI agent's lead score, sent to hosts only after each answer and when the agent
+    /// stops.
+    LeadScore {
+        /// `running`, `finished`, `stopped` or `failed`.
+        status: String,
+        /// The question being asked, 1-based.
+        #[serde(default)]
+        question_index: Option<usize>,
+        /// Number of questions.
+        questions_total: usize,
+        /// The score as `GET /api/rooms/{room}/agent` shows it.
+        score: serde_json::Value,
+    },
     /// Reply to `ping`.
     Pong {
         /// The ping's `id`.

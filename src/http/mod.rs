@@ -1,6 +1,7 @@
 //! The HTTP edge: REST API, pages, metrics and the signaling WebSocket.
 
 pub mod abuse;
+pub mod agents;
 pub mod api;
 pub mod error;
 pub mod meetings;
@@ -61,6 +62,38 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{code}/transcript", get(transcripts::meeting))
         .route("/api/rooms/{room}/transcript", get(transcripts::room))
         .route("/api/transcripts/search", get(transcripts::search))
+        .route(
+            "/api/rooms/{room}/agent",
+            post(agents::dispatch_room)
+                .get(agents::get_room)
+                .delete(agents::stop_room),
+        )
+        .route(
+            "/api/meetings/{code}/agent",
+            post(agents::dispatch_meeting)
+                .get(agents::get_meeting)
+                .delete(agents::stop_meeting),
+        )
+        .route(
+            "/api/question-sets",
+            post(agents::create_set).get(agents::list_sets),
+        )
+        .route(
+            "/api/question-sets/{id}",
+            get(agents::get_set)
+                .put(agents::update_set)
+                .delete(agents::delete_set),
+        )
+        .route("/api/leads", post(agents::create_lead).get(agents::list_leads))
+        .route(
+            "/api/leads/{id}",
+            get(agents::get_lead)
+                .put(agents::update_lead)
+                .delete(agents::delete_lead),
+        )
+        .route("/questions", get(pages::questions))
+        .route("/leads", get(pages::leads))
+        .route("/leads/{id}", get(pages::lead))
         .route("/ws", get(ws::upgrade))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(error::json_errors))

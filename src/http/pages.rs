@@ -37,6 +37,21 @@ pub async fn room(Path(room): Path<String>) -> Result<Response, AppError> {
     Ok(Html(web!("room.html")).into_response())
 }
 
+/// `GET /questions`: the question-set editor (asks for the API key).
+pub async fn questions() -> Html<&'static str> {
+    Html(web!("questions.html"))
+}
+
+/// `GET /leads`: leads, and a form for a new one.
+pub async fn leads() -> Html<&'static str> {
+    Html(web!("leads.html"))
+}
+
+/// `GET /leads/{id}`: a lead's meetings, scores over time and conversations.
+pub async fn lead(Path(_id): Path<String>) -> Html<&'static str> {
+    Html(web!("lead.html"))
+}
+
 /// `GET /assets/{file}`.
 pub async fn asset(Path(file): Path<String>) -> Response {
     const JS: &str = "text/javascript; charset=utf-8";
@@ -53,6 +68,12 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "home.js" => (web!("home.js"), JS),
         "join.js" => (web!("join.js"), JS),
         "meeting.js" => (web!("meeting.js"), JS),
+        "agent-panel.js" => (web!("agent-panel.js"), JS),
+        "admin.js" => (web!("admin.js"), JS),
+        "admin.css" => (web!("admin.css"), "text/css; charset=utf-8"),
+        "questions.js" => (web!("questions.js"), JS),
+        "leads.js" => (web!("leads.js"), JS),
+        "lead.js" => (web!("lead.js"), JS),
         _ => return AppError::not_found("no such asset").into_response(),
     };
     (

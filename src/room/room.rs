@@ -337,6 +337,15 @@ impl Room {
         }
     }
 
+    /// Sends `msg` to the members with `role` only (the agent's score goes to hosts).
+    pub fn signal_role(&self, role: conclave_signaling::Role, msg: ServerMessage) {
+        for e in self.lock().members.values() {
+            if e.handle.info.role == Some(role) {
+                e.handle.signal(msg.clone());
+            }
+        }
+    }
+
     /// Sends `msg` to everyone, then disconnects them, and refuses later joins.
     pub fn close_with(&self, msg: ServerMessage) {
         let mut st = self.lock();

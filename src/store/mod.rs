@@ -2,9 +2,13 @@
 //! WAL mode) by default, PostgreSQL when the database URL is `postgres://...`. Both run the
 //! same portable statements through sqlx's `Any` driver; only the migrations differ.
 
+mod agents;
 mod meetings;
 mod transcripts;
 
+pub use agents::{
+    AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec,
+};
 pub use meetings::{NewMeeting, ParticipantRecord};
 pub use transcripts::TranscriptLine;
 
