@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// AI agents the server runs at once.
     #[arg(long, env = "CONCLAVE_MAX_AGENTS")]
     pub max_agents: Option<usize>,
+    /// Piper voice model (default `<data_dir>/voices/en_US-joe-medium.onnx`, from `conclave
+    /// model install`); its config is the same path with `.json` added.
+    #[arg(long, env = "CONCLAVE_PIPER_MODEL")]
+    pub piper_model: Option<PathBuf>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -381,6 +385,8 @@ pub struct Config {
     pub voice: String,
     /// AI agents at once.
     pub max_agents: usize,
+    /// Piper voice model and its JSON config.
+    pub piper: (PathBuf, PathBuf),
 }
 
 impl Config {
@@ -436,7 +442,15 @@ impl Config {
             bail!("voice must be auto, piper, flite, espeak-ng or none, not {voice:?}");
         }
         let max_agents = args.max_agents.unwrap_or(8).max(1);
+        let piper = match &args.piper_model {
+            Some(m) => (m.clone(), PathBuf::from(format!("{}.json", m.display()))),
+            None => {
+                let f = conclave_model::voice_paths(&data_dir_for_model);
+                (f.model, f.config)
+            }
+        };
         Ok(Config {
+            piper,
             voice,
             max_agents,
             http_addr: args

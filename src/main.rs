@@ -128,6 +128,13 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("warning: Silero VAD not installed ({e}); webrtc-vad will be used")
                 }
             }
+            // Optional too: without it agents speak with flite or espeak-ng.
+            match conclave_model::install_voice(&data_dir) {
+                Ok(files) => println!("Piper voice ready: {}", files.model.display()),
+                Err(e) => eprintln!(
+                    "warning: Piper voice not installed ({e}); agents will use flite or espeak-ng"
+                ),
+            }
             Ok(())
         }
         Cmd::Model {

@@ -302,9 +302,28 @@ fn build_voice(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>>
     voice
 }
 
-/// The Piper voice from the data directory, when installed.
-fn load_piper(_config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
-    None
+/// The Piper voice, when installed (it runs on the ONNX Runtime Silero uses).
+fn load_piper(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
+    let (model, json) = &config.piper;
+    if !model.is_file() || !json.is_file() {
+        tracing::info!(model = %model.display(), "Piper voice not installed");
+        return None;
+    }
+    let started = std::time::Instant::now();
+    match conclave_media::voice::piper::PiperVoice::load(
+        &config.transcription.onnxruntime,
+        model,
+        json,
+    ) {
+        Ok(v) => {
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "Piper voice loaded");
+            Some(Arc::new(v))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Piper voice not loaded");
+            None
+        }
+    }
 }
 
 /// Loads the Whisper model if transcription is on. A missing or broken model is reported and

@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod decode;
 pub mod frames;
 pub mod lead;
+pub mod onnx;
 pub mod packetize;
 pub mod pipeline;
 pub mod pool;

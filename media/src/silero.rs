@@ -7,7 +7,7 @@
 //! iterator does.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -43,25 +43,11 @@ pub enum SileroError {
     Inference(String),
 }
 
-// ONNX Runtime can be loaded once per process; the first path wins.
-static ENVIRONMENT: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
-
 fn environment(runtime: &Path) -> Result<Environment, SileroError> {
-    let loaded = ENVIRONMENT.get_or_init(|| {
-        let env = ort::init_from(runtime)
-            .map_err(|e| e.to_string())?
-            .with_name("conclave")
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok((runtime.to_path_buf(), env))
-    });
-    match loaded {
-        Ok((_, env)) => Ok(env.clone()),
-        Err(message) => Err(SileroError::Runtime {
-            path: runtime.to_path_buf(),
-            message: message.clone(),
-        }),
-    }
+    crate::onnx::environment(runtime).map_err(|message| SileroError::Runtime {
+        path: runtime.to_path_buf(),
+        message,
+    })
 }
 
 /// The model bytes and runtime, shared by every pipeline; [`SileroModel::detector`] makes one

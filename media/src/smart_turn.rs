@@ -20,7 +20,7 @@
 //! reused between calls (behind a mutex), so a call allocates almost nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -67,26 +67,12 @@ pub enum SmartTurnError {
     Inference(String),
 }
 
-// ONNX Runtime allows one environment per process, ever (ort refuses a second `build`).
-// TODO(integration): this must be the same environment Silero uses (`silero::environment`),
-// or whichever of the two loads second fails with "only one environment is allowed".
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
-
+// ONNX Runtime allows one environment per process, shared with Silero and Piper.
 fn environment(runtime: &Path) -> Result<Environment, SmartTurnError> {
-    let loaded = ENVIRONMENT.get_or_init(|| {
-        ort::init_from(runtime)
-            .map_err(|e| e.to_string())?
-            .with_name("conclave")
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    match loaded {
-        Ok(env) => Ok(env.clone()),
-        Err(message) => Err(SmartTurnError::Runtime {
-            path: runtime.to_path_buf(),
-            message: message.clone(),
-        }),
-    }
+    crate::onnx::environment(runtime).map_err(|message| SmartTurnError::Runtime {
+        path: runtime.to_path_buf(),
+        message,
+    })
 }
 
 /// The loaded model. `Send + Sync`: calls from several threads take turns.
@@ -109,9 +95,10 @@ struct Inner {
 }
 
 impl SmartTurn {
-    /// Loads ONNX Runtime from `onnxruntime_lib` (once per process; the first path wins) and
-    /// the model from `model`, checks its input is `[batch, 80, 800]` floats, and runs it once
-    /// on silence. Inference uses one thread, as Pipecat's default does.
+    /// Loads ONNX Runtime from `onnxruntime_lib` (once per process, shared with the other
+    /// models: the first path wins) and the model from `model`, checks its input is
+    /// `[batch, 80, 800]` floats, and runs it once on silence. Inference uses one thread, as
+    /// Pipecat's default does.
     pub fn load(onnxruntime_lib: &Path, model: &Path) -> Result<SmartTurn, SmartTurnError> {
         Self::load_with_threads(onnxruntime_lib, model, 1)
     }

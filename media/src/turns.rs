@@ -184,7 +184,8 @@ impl Turns {
         !self.speaking.is_empty()
     }
 
-    fn is_backchannel(&self, text: &str) -> bool {
+    /// Whether `text` is only acknowledgement ("mm-hmm", "yeah", ...), not taking the turn.
+    pub fn is_backchannel(&self, text: &str) -> bool {
         let w = words(text);
         if w.is_empty() {
             return true;

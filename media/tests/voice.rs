@@ -49,7 +49,10 @@ fn piper_speaks_a_question_from_several_threads() {
         "phonemes in {:.0} ms: {phonemes}",
         started.elapsed().as_secs_f64() * 1e3
     );
-    assert!(phonemes.ends_with('?') && !phonemes.contains('_'), "{phonemes}");
+    assert!(
+        phonemes.ends_with('?') && !phonemes.contains('_'),
+        "{phonemes}"
+    );
     let started = Instant::now();
     let pcm = voice.synthesize(sentence).unwrap();
     let took = started.elapsed();

@@ -34,11 +34,16 @@ pub use install::{
     install_model_with, install_with,
 };
 pub use mel::slaney_mel_filters;
-pub use smart_turn::{SMART_TURN_FILE_NAME, install_smart_turn, install_smart_turn_with, smart_turn_path};
+pub use smart_turn::{
+    SMART_TURN_FILE_NAME, install_smart_turn, install_smart_turn_with, smart_turn_path,
+};
 pub use vad::{
     ONNXRUNTIME_FILE_NAME, VAD_MODEL_FILE_NAME, VadFiles, install_vad, install_vad_with, vad_paths,
 };
-pub use voice::{VOICE_CONFIG_FILE_NAME, VOICE_MODEL_FILE_NAME, VoiceFiles, install_voice, install_voice_with, voice_paths};
+pub use voice::{
+    VOICE_CONFIG_FILE_NAME, VOICE_MODEL_FILE_NAME, VoiceFiles, install_voice, install_voice_with,
+    voice_paths,
+};
 
 /// Why installing, converting or verifying a model failed.
 #[derive(Debug, thiserror::Error)]

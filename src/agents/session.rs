@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// How long the agent waits for a lead to be in the room before greeting.
 const GREET_AFTER_MS: u64 = 1_000;
 /// How long a turn's end waits for the lead's final transcript.
-const FINAL_WAIT_MS: u64 = 2_000;
+const FINAL_WAIT_MS: u64 = 4_000;
 /// With nobody but agents left, the agent leaves after this.
 const ALONE_LEAVE_MS: u64 = 10_000;
 /// Frames sent at once after a late wake-up; beyond that they are skipped (and counted).
@@ -366,6 +366,7 @@ impl Session {
             && (live.awaiting_final.is_empty() || now >= t + FINAL_WAIT_MS)
         {
             live.speak_pending = None;
+            tracing::debug!(now, "answering");
             self.answer_turn(live, now);
         }
         if let Some(t) = live.done_at
@@ -384,6 +385,7 @@ impl Session {
                 (e.speaker, TurnEvent::PersonStarted { who })
             }
             Frame::UserStoppedSpeaking(e) => {
+                tracing::debug!(now, speaker = %e.speaker, at = e.at_ms, "stopped speaking");
                 if self.is_lead(live, &e.speaker) && !live.awaiting_final.contains(&e.speaker) {
                     live.awaiting_final.push(e.speaker.clone());
                 }
@@ -401,13 +403,16 @@ impl Session {
                 )
             }
             Frame::FinalTranscript(t) => {
+                tracing::debug!(now, speaker = %t.speaker, end = t.end_ms, text = %t.text, "final");
                 live.awaiting_final.retain(|s| *s != t.speaker);
                 let text = t.text.trim().to_owned();
                 if self.is_lead(live, &t.speaker) && crate::transcription::is_speech(&text) {
-                    let agent_playing = live.playing.is_some();
-                    let kind = if agent_playing { "backchannel" } else { "answer" };
+                    // Acknowledgements are kept but answer nothing; anything else is an answer,
+                    // even said over the agent.
+                    let backchannel = live.turns.is_backchannel(&text);
+                    let kind = if backchannel { "backchannel" } else { "answer" };
                     self.record(live, "lead", kind, &text, t.start_ms);
-                    if !agent_playing || live.cut.is_some() {
+                    if !backchannel {
                         live.conv.hear(&text, t.start_ms);
                         live.score = RuleScorer.score(live.conv.answers(), self.d.meeting_day);
                         {
@@ -450,6 +455,7 @@ impl Session {
     fn pending_decision(&self, live: &mut Live, d: TurnDecision, now: u64) {
         match d {
             TurnDecision::Speak => {
+                tracing::debug!(now, awaiting_final = live.awaiting_final.len(), "turn over");
                 live.speak_pending = Some(now);
             }
             TurnDecision::Resume => {
@@ -627,6 +633,7 @@ impl Session {
         }
         if !p.announced && due > 0 {
             p.announced = true;
+            tracing::debug!(now, kind = p.say.kind.as_str(), "agent audio starts");
             let text = p.say.text.clone();
             let question = p.say.question;
             self.room.broadcast(crate::signal::speaking(&self.id, true));

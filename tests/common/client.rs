@@ -189,7 +189,20 @@ impl TestClient {
         token: &str,
         speech: Arc<Vec<f32>>,
     ) -> TestClient {
-        Self::join_with(http, room, name, token, true, Some(speech)).await
+        Self::join_with(http, room, name, token, true, Some(Source::Once(speech))).await
+    }
+
+    /// Like [`TestClient::join`], publishing whatever the test pushes into the returned queue
+    /// (48 kHz mono), silence while it is empty: a participant that speaks when told to.
+    pub async fn join_live(
+        http: SocketAddr,
+        room: &str,
+        name: &str,
+        token: &str,
+    ) -> (TestClient, LiveSpeech) {
+        let q: LiveSpeech = Default::default();
+        let c = Self::join_with(http, room, name, token, true, Some(Source::Live(q.clone()))).await;
+        (c, q)
     }
 
     async fn join_with(
@@ -198,7 +211,7 @@ impl TestClient {
         name: &str,
         token: &str,
         publish: bool,
-        speech: Option<Arc<Vec<f32>>>,
+        speech: Option<Source>,
     ) -> TestClient {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
             .await
@@ -476,6 +489,46 @@ async fn count_keyframe_requests(
     }
 }
 
+/// What a publishing client sends as audio.
+#[derive(Clone)]
+pub enum Source {
+    /// These samples once, then silence.
+    Once(Arc<Vec<f32>>),
+    /// Whatever is queued, silence while nothing is.
+    Live(LiveSpeech),
+}
+
+/// Samples a live client will send, and when it last sent some.
+#[derive(Default)]
+pub struct LiveQueue {
+    samples: std::collections::VecDeque<f32>,
+    /// Unix ms of the last packet that carried queued samples.
+    pub last_voiced_sent_ms: i64,
+}
+
+/// The queue of a [`TestClient::join_live`] client.
+#[derive(Clone, Default)]
+pub struct LiveSpeech {
+    samples: Arc<Mutex<LiveQueue>>,
+}
+
+impl LiveSpeech {
+    /// Queues `pcm` to be sent from the next packet on.
+    pub fn say(&self, pcm: &[f32]) {
+        self.samples.lock().unwrap().samples.extend(pcm.iter().copied());
+    }
+
+    /// Whether everything queued has been sent.
+    pub fn idle(&self) -> bool {
+        self.samples.lock().unwrap().samples.is_empty()
+    }
+
+    /// Unix ms at which the last queued samples were sent.
+    pub fn last_sent_ms(&self) -> i64 {
+        self.samples.lock().unwrap().last_voiced_sent_ms
+    }
+}
+
 /// Frames between the keyframes a VP8 encoder sends on its own (3 s at 30 fps).
 const KEYFRAME_EVERY: u64 = 90;
 
@@ -489,7 +542,7 @@ async fn send_media(
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     state: Arc<Mutex<RTCPeerConnectionState>>,
-    speech: Option<Arc<Vec<f32>>>,
+    speech: Option<Source>,
     sent_at: Arc<Mutex<Vec<i64>>>,
     keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -529,9 +582,19 @@ async fn send_media(
             RtpCodecKind::Audio => {
                 let pcm: Vec<f32> = match &speech {
                     // Speech once from the first connected moment, then silence.
-                    Some(samples) => (0..960)
+                    Some(Source::Once(samples)) => (0..960)
                         .map(|i| samples.get(cursor + i).copied().unwrap_or(0.0))
                         .collect(),
+                    Some(Source::Live(q)) => {
+                        let mut g = q.samples.lock().unwrap();
+                        let n = g.samples.len().min(960);
+                        let mut pcm: Vec<f32> = g.samples.drain(..n).collect();
+                        if n > 0 {
+                            g.last_voiced_sent_ms = conclave::clock::now_ms();
+                        }
+                        pcm.resize(960, 0.0);
+                        pcm
+                    }
                     None => (0..960)
                         .map(|_| {
                             phase += 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;

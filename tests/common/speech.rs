@@ -21,3 +21,15 @@ pub fn vad_files() -> conclave_model::VadFiles {
 pub fn speak_48k(text: &str, _dir: &Path) -> Vec<f32> {
     conclave_media::testing::speak(text, 48_000)
 }
+
+/// The Piper voice model from the shared model cache, installed once per process.
+pub fn piper_model() -> std::path::PathBuf {
+    static FILES: std::sync::OnceLock<conclave_model::VoiceFiles> = std::sync::OnceLock::new();
+    FILES
+        .get_or_init(|| {
+            conclave_model::install_voice(&conclave_media::testing::model_cache())
+                .expect("Piper voice install")
+        })
+        .model
+        .clone()
+}

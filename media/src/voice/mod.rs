@@ -103,7 +103,10 @@ pub fn to_48k(samples: &[f32], from: u32) -> Result<Vec<i16>, VoiceError> {
     let out = fft
         .process_all(&input, samples.len(), None)
         .map_err(|e| VoiceError::Failed(format!("resample: {e}")))?;
-    Ok(out.take_data().into_iter().map(to_i16).collect())
+    let want = (samples.len() as f64 * f64::from(VOICE_RATE) / f64::from(from)).round() as usize;
+    let mut data = out.take_data();
+    data.truncate(want);
+    Ok(data.into_iter().map(to_i16).collect())
 }
 
 /// The best engine this machine has: the Piper voice ([`piper::PiperVoice`]) when its files

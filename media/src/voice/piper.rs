@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
@@ -80,10 +80,12 @@ impl PiperConfig {
         {
             return Err(format!("espeak.voice {espeak_voice:?} is not a voice name"));
         }
-        if let Some(kind) = v["phoneme_type"].as_str() {
-            if kind != "espeak" {
-                return Err(format!("phoneme_type {kind:?}: only espeak voices are supported"));
-            }
+        if let Some(kind) = v["phoneme_type"].as_str()
+            && kind != "espeak"
+        {
+            return Err(format!(
+                "phoneme_type {kind:?}: only espeak voices are supported"
+            ));
         }
         let map = v["phoneme_id_map"]
             .as_object()
@@ -204,14 +206,13 @@ fn clean_phonemes(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(c) = rest.chars().next() {
-        if c == '(' {
-            if let Some(close) = rest.find(')') {
-                let inner = &rest[1..close];
-                if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-                {
-                    rest = &rest[close + 1..];
-                    continue;
-                }
+        if c == '('
+            && let Some(close) = rest.find(')')
+        {
+            let inner = &rest[1..close];
+            if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                rest = &rest[close + 1..];
+                continue;
             }
         }
         if !SEPARATORS.contains(&c) {
@@ -261,20 +262,8 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-// ONNX Runtime allows one environment per process, ever (ort refuses a second `build`).
-// TODO(integration): this must be the environment Silero (and Smart Turn) use, or whichever
-// loads second fails with "only one environment is allowed per process".
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
-
 fn environment(runtime: &Path) -> Result<Environment, VoiceError> {
-    let loaded = ENVIRONMENT.get_or_init(|| {
-        ort::init_from(runtime)
-            .map_err(|e| e.to_string())?
-            .with_name("conclave")
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    loaded.clone().map_err(|message| {
+    crate::onnx::environment(runtime).map_err(|message| {
         VoiceError::Unavailable(format!(
             "cannot load ONNX Runtime from {}: {message}",
             runtime.display()
@@ -419,7 +408,9 @@ impl PiperVoice {
             .map_err(|_| VoiceError::Failed("espeak-ng reader thread panicked".into()))?
             .map_err(|e| VoiceError::Failed(format!("espeak-ng: {e}")))?;
         if !status.success() {
-            return Err(VoiceError::Failed(format!("espeak-ng exited with {status}")));
+            return Err(VoiceError::Failed(format!(
+                "espeak-ng exited with {status}"
+            )));
         }
         String::from_utf8(bytes)
             .map_err(|_| VoiceError::Failed("espeak-ng wrote invalid UTF-8".into()))
@@ -527,8 +518,7 @@ mod tests {
     #[test]
     fn clauses_split_at_punctuation_before_spaces() {
         let c = clauses("Hi Dana, what is $1.5 at 3:30?! Thanks");
-        let texts: Vec<(&str, Option<char>)> =
-            c.iter().map(|c| (c.text.as_str(), c.end)).collect();
+        let texts: Vec<(&str, Option<char>)> = c.iter().map(|c| (c.text.as_str(), c.end)).collect();
         assert_eq!(
             texts,
             vec![
