@@ -166,13 +166,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Ok(n) => tracing::warn!(runs = n, "agent runs left running by a crash marked interrupted"),
         Err(e) => tracing::error!(error = %e, "stale agent runs not marked"),
     }
+    let (voice, piper_wanted) = initial_voice(&config);
     let agents = crate::agents::AgentService::new(
         rooms.clone(),
         store.clone(),
-        build_voice(&config),
+        voice,
         transcription.is_some(),
         config.max_agents,
     );
+    if piper_wanted && config.piper.0.is_file() && config.piper.1.is_file() {
+        // Loading the voice takes seconds: the server starts without waiting for it.
+        agents.set_voice_loading(true);
+        let (runtime, (model, json)) = (config.transcription.onnxruntime.clone(), config.piper.clone());
+        let agents = agents.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(v) = load_piper(&runtime, &model, &json) {
+                agents.set_voice(v);
+            }
+            agents.set_voice_loading(false);
+        });
+    } else if piper_wanted {
+        tracing::info!(model = %config.piper.0.display(), "Piper voice not installed (conclave model install)");
+    }
     let meetings = crate::meetings::MeetingService::new(
         store,
         tokens.clone(),
@@ -275,9 +290,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// The agents' voice as configured; `None` (agents refused, with the reason logged) when the
-/// chosen engine is not installed.
-fn build_voice(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
+/// The voice agents have at start, and whether to load Piper in the background (`auto`: the
+/// best command-line voice until Piper is ready; `piper`: none until then).
+fn initial_voice(config: &Config) -> (Option<Arc<dyn conclave_media::voice::Voice>>, bool) {
     use conclave_media::voice::{CommandEngine, CommandVoice, Voice};
     let command = |e| match CommandVoice::new(e) {
         Ok(v) => Some(Arc::new(v) as Arc<dyn Voice>),
@@ -286,35 +301,30 @@ fn build_voice(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>>
             None
         }
     };
-    let voice = match config.voice.as_str() {
-        "none" => None,
-        "flite" => command(CommandEngine::Flite),
-        "espeak-ng" => command(CommandEngine::EspeakNg),
-        "piper" => load_piper(config),
-        _ => load_piper(config).or_else(|| {
-            conclave_media::voice::best_available(None).map(Arc::<dyn Voice>::from)
-        }),
+    let (voice, piper) = match config.voice.as_str() {
+        "none" => (None, false),
+        "flite" => (command(CommandEngine::Flite), false),
+        "espeak-ng" => (command(CommandEngine::EspeakNg), false),
+        "piper" => (None, true),
+        _ => (
+            conclave_media::voice::best_available(None).map(Arc::<dyn Voice>::from),
+            true,
+        ),
     };
-    match &voice {
-        Some(v) => tracing::info!(voice = v.name(), "agent voice ready"),
-        None => tracing::warn!("no agent voice: agents cannot be dispatched"),
+    if let Some(v) = &voice {
+        tracing::info!(voice = v.name(), "agent voice ready");
     }
-    voice
+    (voice, piper)
 }
 
-/// The Piper voice, when installed (it runs on the ONNX Runtime Silero uses).
-fn load_piper(config: &Config) -> Option<Arc<dyn conclave_media::voice::Voice>> {
-    let (model, json) = &config.piper;
-    if !model.is_file() || !json.is_file() {
-        tracing::info!(model = %model.display(), "Piper voice not installed");
-        return None;
-    }
+/// The Piper voice (it runs on the ONNX Runtime Silero uses).
+fn load_piper(
+    runtime: &std::path::Path,
+    model: &std::path::Path,
+    json: &std::path::Path,
+) -> Option<Arc<dyn conclave_media::voice::Voice>> {
     let started = std::time::Instant::now();
-    match conclave_media::voice::piper::PiperVoice::load(
-        &config.transcription.onnxruntime,
-        model,
-        json,
-    ) {
+    match conclave_media::voice::piper::PiperVoice::load(runtime, model, json) {
         Ok(v) => {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "Piper voice loaded");
             Some(Arc::new(v))

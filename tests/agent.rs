@@ -56,7 +56,11 @@ async fn start_call(room: &str, set: Value) -> Call {
         a.piper_model = Some(voice.clone());
     })
     .await;
-    assert_eq!(server.state.agents.voice_name().as_deref(), Some("piper"));
+    let agents = server.state.agents.clone();
+    assert!(
+        common::eventually(Duration::from_secs(30), || agents.voice_name().as_deref() == Some("piper")).await,
+        "the Piper voice did not load"
+    );
     let addr = server.http_addr;
     let admin = Grants {
         room_admin: true,

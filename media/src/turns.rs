@@ -226,8 +226,14 @@ impl Turns {
                     State::AgentSpeaking {
                         started,
                         overlap_since,
+                        words_heard,
                         ..
                     } => {
+                        if overlap_since.is_none() {
+                            // A new stretch of overlap needs words of its own: the late
+                            // transcript of an earlier "mm-hmm" does not count for it.
+                            *words_heard = false;
+                        }
                         if now.saturating_sub(*started) < 100 {
                             // Both started together: the agent yields.
                             let question =
@@ -471,6 +477,24 @@ mod tests {
             text: text.into(),
             question: true,
         }
+    }
+
+    #[test]
+    fn words_from_an_earlier_backchannel_do_not_arm_the_next_overlap() {
+        // "mm-hmm" heard as words (a transcript arrives after it ended), then a short "right":
+        // neither is a barge-in with words; the second overlap stays under the voice-only stop.
+        let got = run(
+            &[
+                (0, agent("a long question that goes on and on")),
+                (1000, started("lead")),
+                (1400, stopped("lead")),
+                (2200, said("lead", "and anthem")),
+                (3000, started("lead")),
+                (3600, stopped("lead")),
+            ],
+            6000,
+        );
+        assert_eq!(got, vec![]);
     }
 
     #[test]

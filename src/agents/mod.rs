@@ -128,6 +128,9 @@ pub enum AgentError {
     /// Transcription (the agent's ears) or a voice is missing.
     #[error("{0}")]
     Unavailable(String),
+    /// The voice is still loading; retry in a few seconds.
+    #[error("the agent voice is still loading; retry shortly")]
+    VoiceLoading,
     /// The room could not be entered.
     #[error("{0}")]
     Join(#[from] crate::room::JoinError),
@@ -199,7 +202,9 @@ pub(crate) struct Running {
 pub struct AgentService {
     rooms: Arc<RoomManager>,
     store: Store,
-    voice: Option<Arc<dyn Voice>>,
+    /// Replaced once, when the Piper voice has loaded in the background.
+    voice: std::sync::RwLock<Option<Arc<dyn Voice>>>,
+    voice_loading: std::sync::atomic::AtomicBool,
     transcription: bool,
     max_agents: usize,
     running: DashMap<RoomName, Running>,
@@ -218,7 +223,8 @@ impl AgentService {
         Arc::new(Self {
             rooms,
             store,
-            voice,
+            voice: std::sync::RwLock::new(voice),
+            voice_loading: std::sync::atomic::AtomicBool::new(false),
             transcription,
             max_agents,
             running: DashMap::new(),
@@ -233,7 +239,22 @@ impl AgentService {
 
     /// The voice engine's name, if there is one.
     pub fn voice_name(&self) -> Option<String> {
-        self.voice.as_ref().map(|v| v.name().to_owned())
+        self.voice().map(|v| v.name().to_owned())
+    }
+
+    fn voice(&self) -> Option<Arc<dyn Voice>> {
+        self.voice.read().expect("agent voice").clone()
+    }
+
+    /// A better voice is loading (dispatches without a voice are asked to retry).
+    pub fn set_voice_loading(&self, loading: bool) {
+        self.voice_loading.store(loading, Ordering::Relaxed);
+    }
+
+    /// Uses `voice` for agents dispatched from now on.
+    pub fn set_voice(&self, voice: Arc<dyn Voice>) {
+        tracing::info!(voice = voice.name(), "agent voice ready");
+        *self.voice.write().expect("agent voice") = Some(voice);
     }
 
     /// Agents running now.
@@ -253,9 +274,13 @@ impl AgentService {
                 "agents need live transcription (start the server with a Whisper model)".into(),
             ));
         }
-        let Some(voice) = self.voice.clone() else {
+        if self.voice_loading.load(Ordering::Relaxed) {
+            // The natural voice is seconds away; agents do not start with a lesser one.
+            return Err(AgentError::VoiceLoading);
+        }
+        let Some(voice) = self.voice() else {
             return Err(AgentError::Unavailable(
-                "no voice engine: install one (conclave voice install, or flite/espeak-ng)".into(),
+                "no voice engine: run `conclave model install` (Piper) or install flite or espeak-ng".into(),
             ));
         };
         if self.running.len() >= self.max_agents {

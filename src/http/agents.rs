@@ -41,6 +41,10 @@ impl From<AgentError> for AppError {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_agents", msg)
                     .retry_after(std::time::Duration::from_secs(30))
             }
+            AgentError::VoiceLoading => {
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "voice_loading", msg)
+                    .retry_after(std::time::Duration::from_secs(3))
+            }
             AgentError::Unavailable(_) => {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_unavailable", msg)
             }

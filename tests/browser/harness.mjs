@@ -110,6 +110,8 @@ export async function modelArgs(bin = serverBinary(), model = 'tiny.en') {
     '--whisper-model', join(MODEL_CACHE, 'models', file),
     '--silero-model', join(MODEL_CACHE, 'models/silero_vad.onnx'),
     '--onnxruntime', join(MODEL_CACHE, 'models/libonnxruntime.so.1.31.1'),
+    // The agents' default voice, installed by the same command (loads in the background).
+    '--piper-model', join(MODEL_CACHE, 'voices/en_US-joe-medium.onnx'),
   ];
 }
 
