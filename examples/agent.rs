@@ -335,8 +335,16 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
+/// Local candidates wait until the offer is on its way: the server refuses candidates that
+/// arrive before the description they belong to.
+enum CandidateGate {
+    Holding(Vec<IceCandidate>),
+    Open,
+}
+
 struct Handler {
     out: mpsc::UnboundedSender<ClientMessage>,
+    gate: Arc<std::sync::Mutex<CandidateGate>>,
     state: watch::Sender<RTCPeerConnectionState>,
 }
 
@@ -344,14 +352,18 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(c) = event.candidate.to_json() {
-            let _ = self.out.send(ClientMessage::Candidate {
-                candidate: IceCandidate {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_m_line_index: c.sdp_mline_index,
-                    username_fragment: c.username_fragment,
-                },
-            });
+            let candidate = IceCandidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_m_line_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+            };
+            match &mut *self.gate.lock().expect("candidate gate") {
+                CandidateGate::Holding(held) => held.push(candidate),
+                CandidateGate::Open => {
+                    let _ = self.out.send(ClientMessage::Candidate { candidate });
+                }
+            }
         }
     }
 
@@ -428,7 +440,10 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
                 ..
             }) => {
                 if let Some(m) = meeting {
-                    log(format!("meeting {} ({}), role {:?}", m.code, m.name, m.role));
+                    log(format!(
+                        "meeting {} ({}), role {:?}",
+                        m.code, m.name, m.role
+                    ));
                 }
                 break (participant_id, participants, ice_servers);
             }
@@ -436,7 +451,9 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
                 log(format!("meeting {} has not started; waiting", meeting.code));
                 deadline = None;
             }
-            Ok(ServerMessage::Error { code, message }) => bail!("join refused: {code:?}: {message}"),
+            Ok(ServerMessage::Error { code, message }) => {
+                bail!("join refused: {code:?}: {message}")
+            }
             Ok(_) | Err(_) => {}
         }
     };
@@ -468,12 +485,11 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
         );
     }
     let mut media = MediaEngine::default();
-    media
-        .register_default_codecs()
-        .map_err(rtc_err("codecs"))?;
+    media.register_default_codecs().map_err(rtc_err("codecs"))?;
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(rtc_err("interceptors"))?;
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let gate = Arc::new(std::sync::Mutex::new(CandidateGate::Holding(Vec::new())));
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
             .with_configuration(config.build())
@@ -486,6 +502,7 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
             )
             .with_handler(Arc::new(Handler {
                 out: out_tx.clone(),
+                gate: gate.clone(),
                 state: state_tx,
             }))
             .with_udp_addrs(vec![bind])
@@ -525,7 +542,15 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
         .await
         .ok_or_else(|| anyhow!("no local description"))?
         .sdp;
-    let _ = out_tx.send(ClientMessage::Offer { sdp });
+    {
+        let mut g = gate.lock().expect("candidate gate");
+        let _ = out_tx.send(ClientMessage::Offer { sdp });
+        if let CandidateGate::Holding(held) = std::mem::replace(&mut *g, CandidateGate::Open) {
+            for candidate in held {
+                let _ = out_tx.send(ClientMessage::Candidate { candidate });
+            }
+        }
+    }
 
     // Signaling in: SDP and candidates go to the peer connection, the rest to the agent.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -542,7 +567,10 @@ async fn connect(args: &Args, ep: &Endpoint, token: String) -> anyhow::Result<Co
             let msg = match decode_server(text.as_str()) {
                 Ok(m) => m,
                 Err(e) => {
-                    log(format!("undecodable server message ({e}): {}", text.as_str()));
+                    log(format!(
+                        "undecodable server message ({e}): {}",
+                        text.as_str()
+                    ));
                     continue;
                 }
             };
@@ -860,8 +888,7 @@ impl Agent {
                     "{} ({}) joined",
                     participant.name, participant.identity
                 ));
-                self.people
-                    .insert(participant.id.to_string(), participant);
+                self.people.insert(participant.id.to_string(), participant);
             }
             ServerMessage::ParticipantLeft { participant_id } => {
                 let id = participant_id.to_string();
@@ -1089,12 +1116,7 @@ impl Agent {
         let sentences = split_sentences(&say.text);
         let (tx, rx) = mpsc::channel(SYNTH_AHEAD);
         let voice = self.voice.clone();
-        let todo: Vec<(usize, String)> = sentences
-            .iter()
-            .cloned()
-            .enumerate()
-            .skip(from)
-            .collect();
+        let todo: Vec<(usize, String)> = sentences.iter().cloned().enumerate().skip(from).collect();
         tokio::task::spawn_blocking(move || {
             for (i, s) in todo {
                 let t = Instant::now();
@@ -1192,6 +1214,14 @@ impl Agent {
                 log(format!("agent finished its {}", p.say.kind.as_str()));
                 if p.say.kind == SayKind::Summary {
                     self.done_at = Some(now);
+                } else if p.say.question
+                    && self.conv.as_ref().is_some_and(|c| c.has_answer())
+                    && !self.turns.someone_speaking()
+                {
+                    // The lead answered while the agent was still asking (a resumed question):
+                    // that turn is over already, so go on rather than wait for another answer
+                    // (the turn machine alone would re-prompt after its silence timeout).
+                    self.speak_pending = Some(now);
                 }
             } else {
                 // Waiting for the voice: the pause restarts the pacer when audio comes.
@@ -1224,8 +1254,9 @@ impl Agent {
             let kind = p.say.kind;
             match kind {
                 SayKind::Greeting => {
-                    self.stats.greeting_ms =
-                        self.lead_seen_at.map(|t| now.saturating_sub(t));
+                    if self.stats.greeting_ms.is_none() {
+                        self.stats.greeting_ms = self.lead_seen_at.map(|t| now.saturating_sub(t));
+                    }
                 }
                 SayKind::Question | SayKind::FollowUp | SayKind::Summary => {
                     if let Some(t) = self.lead_stopped_at.take() {
@@ -1238,8 +1269,9 @@ impl Agent {
                 }
                 SayKind::Reprompt => {}
             }
-            if let Some(TurnDecision::Stop) =
-                self.turns.on(TurnEvent::AgentStarted { text, question }, now)
+            if let Some(TurnDecision::Stop) = self
+                .turns
+                .on(TurnEvent::AgentStarted { text, question }, now)
             {
                 // Someone started speaking: never over a person.
                 self.cut_off(now);
@@ -1300,7 +1332,10 @@ impl Agent {
                 })
             })
             .collect();
-        let total = self.conv.as_ref().map_or(script().questions.len(), |c| c.len());
+        let total = self
+            .conv
+            .as_ref()
+            .map_or(script().questions.len(), |c| c.len());
         json!({
             "status": status,
             "reason": reason,
@@ -1413,7 +1448,9 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     let voice = pick_voice(&args)?;
     log(format!("voice: {}", voice.name()));
     let day = match &args.meeting_day {
-        Some(d) => Date::parse_iso(d).ok_or_else(|| anyhow!("--meeting-day {d:?}: want YYYY-MM-DD"))?,
+        Some(d) => {
+            Date::parse_iso(d).ok_or_else(|| anyhow!("--meeting-day {d:?}: want YYYY-MM-DD"))?
+        }
         None => today(),
     };
     let ep = endpoint(&args.server)?;

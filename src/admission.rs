@@ -150,7 +150,12 @@ pub async fn admit(state: &AppState, ask: &JoinAsk) -> Result<Decision, Refusal>
         name: display,
         // Outside meetings, whoever may administer the room is its host (and sees what only
         // hosts see, such as the agent's lead score).
-        role: claims.grants.room_admin.then_some(Role::Host),
+        role: if claims.role == Some(Role::Agent) {
+            // A token issued for an agent (an external agent process): not transcribed.
+            Some(Role::Agent)
+        } else {
+            claims.grants.room_admin.then_some(Role::Host)
+        },
         can_publish: claims.grants.can_publish,
         can_subscribe: claims.grants.can_subscribe,
         meeting: None,

@@ -163,7 +163,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let rate_limit = config.rate_limit_per_minute;
     match store.fail_stale_agent_runs(crate::clock::now_ms()).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(runs = n, "agent runs left running by a crash marked interrupted"),
+        Ok(n) => tracing::warn!(
+            runs = n,
+            "agent runs left running by a crash marked interrupted"
+        ),
         Err(e) => tracing::error!(error = %e, "stale agent runs not marked"),
     }
     let (voice, piper_wanted) = initial_voice(&config);
@@ -177,7 +180,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if piper_wanted && config.piper.0.is_file() && config.piper.1.is_file() {
         // Loading the voice takes seconds: the server starts without waiting for it.
         agents.set_voice_loading(true);
-        let (runtime, (model, json)) = (config.transcription.onnxruntime.clone(), config.piper.clone());
+        let (runtime, (model, json)) = (
+            config.transcription.onnxruntime.clone(),
+            config.piper.clone(),
+        );
         let agents = agents.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(v) = load_piper(&runtime, &model, &json) {
@@ -326,7 +332,10 @@ fn load_piper(
     let started = std::time::Instant::now();
     match conclave_media::voice::piper::PiperVoice::load(runtime, model, json) {
         Ok(v) => {
-            tracing::info!(ms = started.elapsed().as_millis() as u64, "Piper voice loaded");
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "Piper voice loaded"
+            );
             Some(Arc::new(v))
         }
         Err(e) => {

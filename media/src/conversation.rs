@@ -84,6 +84,9 @@ pub struct Conversation {
     pending: String,
     done: bool,
     acks: usize,
+    /// The agent already acknowledged the answer aloud (at the end of the turn, before the
+    /// words were transcribed): the next line starts without "Thanks.".
+    acknowledged: bool,
 }
 
 const ACKS: [&str; 4] = ["Thanks.", "Got it.", "Okay, thank you.", "Understood."];
@@ -103,7 +106,9 @@ impl Conversation {
     pub fn new(script: Script, lead_name: Option<String>, day: Date) -> Self {
         Self {
             script,
-            lead_name: lead_name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+            lead_name: lead_name
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty()),
             day,
             current: None,
             followed_up: false,
@@ -111,6 +116,7 @@ impl Conversation {
             pending: String::new(),
             done: false,
             acks: 0,
+            acknowledged: false,
         }
     }
 
@@ -187,6 +193,11 @@ impl Conversation {
         self.pending.push_str(text);
     }
 
+    /// The answer was acknowledged aloud already; the next line skips its acknowledgement.
+    pub fn acknowledged(&mut self) {
+        self.acknowledged = true;
+    }
+
     /// Whether the lead has said anything to the current question.
     pub fn has_answer(&self) -> bool {
         !self.pending.is_empty()
@@ -206,6 +217,7 @@ impl Conversation {
             && needs_follow_up(q.category, &answer, self.day)
         {
             self.followed_up = true;
+            self.acknowledged = false;
             return Some(Say {
                 text: f.clone(),
                 kind: SayKind::FollowUp,
@@ -223,7 +235,10 @@ impl Conversation {
             return None;
         }
         Some(Say {
-            text: format!("Sorry, I didn't catch that. {}", self.script.questions[i].text),
+            text: format!(
+                "Sorry, I didn't catch that. {}",
+                self.script.questions[i].text
+            ),
             kind: SayKind::Reprompt,
             question: true,
             index: Some(i),
@@ -242,7 +257,10 @@ impl Conversation {
     fn advance(&mut self, score: &LeadScore, acknowledge: bool) -> Say {
         let next = self.current.map_or(0, |i| i + 1);
         self.followed_up = false;
-        let ack = if acknowledge {
+        let spoken = std::mem::take(&mut self.acknowledged);
+        let ack = if acknowledge && spoken {
+            None
+        } else if acknowledge {
             let a = ACKS[self.acks % ACKS.len()];
             self.acks += 1;
             Some(a.to_owned())
@@ -270,14 +288,19 @@ impl Conversation {
     fn summary(&mut self, lead_in: Option<String>) -> Say {
         self.done = true;
         // The summary is spoken from what the scorer made of every answer so far.
-        let score = crate::lead::LeadScorer::score(&crate::lead::RuleScorer, &self.answers, self.day);
+        let score =
+            crate::lead::LeadScorer::score(&crate::lead::RuleScorer, &self.answers, self.day);
         let heard = spoken_summary(&score);
-        let text = [lead_in.unwrap_or_default(), heard, self.script.closing.clone()]
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = [
+            lead_in.unwrap_or_default(),
+            heard,
+            self.script.closing.clone(),
+        ]
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
         Say {
             text,
             kind: SayKind::Summary,
@@ -318,7 +341,7 @@ pub fn spoken_summary(score: &LeadScore) -> String {
         Some(Budget::Amount { value, currency }) => parts.push(format!(
             "about {}{}",
             amount_words(*value),
-            currency_words(*currency)
+            currency_words(currency)
         )),
         Some(Budget::Range {
             low,
@@ -328,7 +351,7 @@ pub fn spoken_summary(score: &LeadScore) -> String {
             "between {} and {}{}",
             amount_words(*low),
             amount_words(*high),
-            currency_words(*currency)
+            currency_words(currency)
         )),
         Some(Budget::NoBudget) => parts.push("no budget set yet".to_owned()),
         None => {}
@@ -360,8 +383,18 @@ pub fn spoken_summary(score: &LeadScore) -> String {
 
 fn spoken_date(d: Date) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     format!("{} {}, {}", MONTHS[(d.month - 1) as usize], d.day, d.year)
 }
@@ -407,7 +440,10 @@ mod tests {
     fn asks_in_order_follows_up_once_and_summarizes() {
         let mut c = Conversation::new(script(), Some("Dana".into()), day());
         let open = c.opening();
-        assert_eq!(open.text, "Hi Dana, I'm Ava. What budget do you have for this?");
+        assert_eq!(
+            open.text,
+            "Hi Dana, I'm Ava. What budget do you have for this?"
+        );
         assert_eq!((open.kind, open.index), (SayKind::Greeting, Some(0)));
 
         c.hear("We do have some money set aside.", 1_000);
@@ -417,7 +453,11 @@ mod tests {
         c.hear("About eighty thousand dollars for the first year.", 5_000);
         let s = c.next(&score(&c)).unwrap();
         assert_eq!((s.kind, s.index), (SayKind::Question, Some(1)));
-        assert!(s.text.ends_with("Who makes the final decision?"), "{}", s.text);
+        assert!(
+            s.text.ends_with("Who makes the final decision?"),
+            "{}",
+            s.text
+        );
 
         c.hear("I make the final call.", 9_000);
         let s = c.next(&score(&c)).unwrap();
@@ -429,8 +469,8 @@ mod tests {
         assert!(!s.question);
         assert_eq!(
             s.text,
-            "Understood. So: about 80k dollars, you make the decision, and you want to be live by \
-             February 28, 2027. Thanks for your time, talk soon."
+            "Okay, thank you. So: about 80k dollars, you make the decision, and you want to be \
+             live by February 28, 2027. Thanks for your time, talk soon."
         );
         assert!(c.finished());
         assert_eq!(c.next(&score(&c)), None);
@@ -447,9 +487,26 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_acknowledged_aloud_is_not_acknowledged_again() {
+        let mut c = Conversation::new(script(), None, day());
+        c.opening();
+        c.hear("Twenty to thirty thousand euros.", 1_000);
+        c.acknowledged();
+        assert_eq!(
+            c.next(&score(&c)).unwrap().text,
+            "Who makes the final decision?"
+        );
+        c.hear("I do.", 2_000);
+        assert!(c.next(&score(&c)).unwrap().text.starts_with("Thanks."));
+    }
+
+    #[test]
     fn an_answer_that_has_what_is_needed_gets_no_follow_up() {
         let mut c = Conversation::new(script(), None, day());
-        assert_eq!(c.opening().text, "Hi, I'm Ava. What budget do you have for this?");
+        assert_eq!(
+            c.opening().text,
+            "Hi, I'm Ava. What budget do you have for this?"
+        );
         c.hear("Twenty to thirty thousand euros.", 1_000);
         assert_eq!(c.next(&score(&c)).unwrap().kind, SayKind::Question);
     }

@@ -17,8 +17,8 @@ mod session;
 
 pub use report::{score_json, summary_json};
 
-use crate::room::{Room, RoomManager};
 use crate::room::Open;
+use crate::room::{Room, RoomManager};
 use crate::store::{AgentRunRecord, ConversationEvent, QuestionSpec, Store};
 use conclave_media::conversation::{Question, Script};
 use conclave_media::lead::Category;

@@ -66,9 +66,10 @@ pub fn summary_json(s: &LeadScore) -> Value {
     let mut key_points = Vec::new();
     let mut actions = Vec::new();
     match &s.budget {
-        Some(Budget::Amount { value, currency }) => {
-            key_points.push(format!("Budget about {value:.0} {currency}{}", quote("budget")))
-        }
+        Some(Budget::Amount { value, currency }) => key_points.push(format!(
+            "Budget about {value:.0} {currency}{}",
+            quote("budget")
+        )),
         Some(Budget::Range {
             low,
             high,
@@ -107,7 +108,9 @@ pub fn summary_json(s: &LeadScore) -> Value {
         None => actions.push("Explore what problem they need solved".to_owned()),
     }
     match &s.timeline {
-        Some(Timeline::By(d)) => key_points.push(format!("Wants to be live by {d}{}", quote("timeline"))),
+        Some(Timeline::By(d)) => {
+            key_points.push(format!("Wants to be live by {d}{}", quote("timeline")))
+        }
         Some(Timeline::NoTimeline) => key_points.push("No fixed timeline".to_owned()),
         None => actions.push("Agree on a timeline".to_owned()),
     }

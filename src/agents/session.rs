@@ -25,6 +25,10 @@ const FINAL_WAIT_MS: u64 = 4_000;
 const ALONE_LEAVE_MS: u64 = 10_000;
 /// Frames sent at once after a late wake-up; beyond that they are skipped (and counted).
 const MAX_BURST_FRAMES: u64 = 5;
+/// Silence after the pipeline's end of utterance that ends the lead's turn.
+const END_OF_TURN_MS: u64 = 200;
+/// What the agent says the moment the lead's turn ends, while their words are transcribed.
+const ACKNOWLEDGEMENT: &str = "Okay.";
 /// Opus bitrate of the agent's voice.
 const VOICE_BITRATE: i32 = 32_000;
 /// Sentences synthesized ahead of playback.
@@ -102,6 +106,8 @@ struct Live {
     greeted: bool,
     done_at: Option<u64>,
     writes: mpsc::Sender<Write>,
+    /// [`ACKNOWLEDGEMENT`], synthesized once at the start.
+    ack: Option<Arc<Vec<i16>>>,
 }
 
 impl Session {
@@ -264,7 +270,12 @@ impl Session {
         let packetizer = OpusPacketizer::new(rand::random(), rand::random(), VOICE_BITRATE)
             .map_err(|e| fail(e.to_string()))?;
         let mut live = Live {
-            turns: Turns::new(TurnConfig::default()),
+            // The pipeline already waited 300 ms of silence before it said the lead stopped:
+            // 200 ms more makes LiveKit's 0.5 s minimum endpointing delay.
+            turns: Turns::new(TurnConfig {
+                end_ms: END_OF_TURN_MS,
+                ..TurnConfig::default()
+            }),
             conv: Conversation::new(
                 self.d.script.clone(),
                 self.d.lead_name.clone(),
@@ -285,10 +296,18 @@ impl Session {
             greeted: false,
             done_at: None,
             writes,
+            ack: None,
         };
+        let voice = self.voice.clone();
+        let ack_pcm = tokio::task::spawn_blocking(move || voice.synthesize(ACKNOWLEDGEMENT));
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_turn_tick = 0u64;
+        match ack_pcm.await {
+            Ok(Ok(pcm)) => live.ack = Some(Arc::new(pcm)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "acknowledgement not synthesized"),
+            Err(e) => tracing::warn!(error = %e, "acknowledgement task failed"),
+        }
         loop {
             tokio::select! {
                 biased;
@@ -363,6 +382,8 @@ impl Session {
             self.speak(live, say, 0, now);
         }
         if let Some(t) = live.speak_pending
+            && live.playing.is_none()
+            && !live.turns.someone_speaking()
             && (live.awaiting_final.is_empty() || now >= t + FINAL_WAIT_MS)
         {
             live.speak_pending = None;
@@ -394,13 +415,7 @@ impl Session {
             }
             Frame::InterimTranscript(t) => {
                 let who = t.speaker.clone();
-                (
-                    t.speaker,
-                    TurnEvent::Transcript {
-                        who,
-                        text: t.text,
-                    },
-                )
+                (t.speaker, TurnEvent::Transcript { who, text: t.text })
             }
             Frame::FinalTranscript(t) => {
                 tracing::debug!(now, speaker = %t.speaker, end = t.end_ms, text = %t.text, "final");
@@ -454,9 +469,25 @@ impl Session {
 
     fn pending_decision(&self, live: &mut Live, d: TurnDecision, now: u64) {
         match d {
+            TurnDecision::Speak if live.playing.is_some() => {
+                // A late transcript of a turn already answered: nothing new to say.
+                tracing::debug!(now, "turn over while the agent talks; ignored");
+            }
             TurnDecision::Speak => {
                 tracing::debug!(now, awaiting_final = live.awaiting_final.len(), "turn over");
                 live.speak_pending = Some(now);
+                // Their words are still being transcribed: acknowledge now, as a person
+                // would, and say the rest once they are in.
+                if !live.awaiting_final.is_empty()
+                    && live.playing.is_none()
+                    && live.cut.is_none()
+                    && live.conv.current().is_some()
+                    && !live.conv.finished()
+                    && let Some(pcm) = live.ack.clone()
+                {
+                    live.conv.acknowledged();
+                    self.play_clip(live, ACKNOWLEDGEMENT, (*pcm).clone(), now);
+                }
             }
             TurnDecision::Resume => {
                 if let Some((say, from)) = live.cut.take() {
@@ -513,14 +544,11 @@ impl Session {
     /// sentences ahead of playback.
     fn speak(&self, live: &mut Live, say: Say, from: usize, now: u64) {
         let sentences = split_sentences(&say.text);
+        // Whatever turn was waiting is answered by this line.
+        live.speak_pending = None;
         let (tx, rx) = mpsc::channel(SYNTH_AHEAD);
         let voice = self.voice.clone();
-        let todo: Vec<(usize, String)> = sentences
-            .iter()
-            .cloned()
-            .enumerate()
-            .skip(from)
-            .collect();
+        let todo: Vec<(usize, String)> = sentences.iter().cloned().enumerate().skip(from).collect();
         tokio::task::spawn_blocking(move || {
             for (i, s) in todo {
                 let r = voice.synthesize(&s);
@@ -547,24 +575,53 @@ impl Session {
         });
     }
 
+    /// Plays ready-made audio (the acknowledgement).
+    fn play_clip(&self, live: &mut Live, text: &str, pcm: Vec<i16>, now: u64) {
+        let (_, rx) = mpsc::channel(1);
+        self.record(live, "agent", "acknowledgement", text, now);
+        live.playing = Some(Playing {
+            say: Say {
+                text: text.to_owned(),
+                kind: SayKind::Question,
+                question: false,
+                index: None,
+            },
+            sentences: vec![text.to_owned()],
+            rx,
+            queue: VecDeque::from([(0, pcm)]),
+            current: None,
+            synth_done: true,
+            announced: false,
+        });
+    }
+
     fn cut_off(&self, live: &mut Live, now: u64) {
         let Some(p) = live.playing.take() else {
             return;
         };
         let sentence = p.current.as_ref().map_or(0, |c| c.0);
         self.stats.interruptions.fetch_add(1, Ordering::Relaxed);
-        self.record(live, "agent", "interruption", &p.sentences[sentence.min(p.sentences.len().saturating_sub(1))], now);
-        live.cut = Some((p.say, sentence));
+        self.record(
+            live,
+            "agent",
+            "interruption",
+            &p.sentences[sentence.min(p.sentences.len().saturating_sub(1))],
+            now,
+        );
+        // A cut acknowledgement is not worth resuming.
+        live.cut = (p.say.text != ACKNOWLEDGEMENT).then_some((p.say, sentence));
         live.pacer = None;
         if p.announced {
-            self.room.broadcast(crate::signal::speaking(&self.id, false));
+            self.room
+                .broadcast(crate::signal::speaking(&self.id, false));
         }
         live.turns.on(TurnEvent::AgentFinished, now);
     }
 
     fn stop_playing(&self, live: &mut Live, _producer: &crate::room::Producer) {
         if live.playing.take().is_some_and(|p| p.announced) {
-            self.room.broadcast(crate::signal::speaking(&self.id, false));
+            self.room
+                .broadcast(crate::signal::speaking(&self.id, false));
         }
     }
 
@@ -597,7 +654,8 @@ impl Session {
                 }
                 live.pacer = None;
                 if p.announced {
-                    self.room.broadcast(crate::signal::speaking(&self.id, false));
+                    self.room
+                        .broadcast(crate::signal::speaking(&self.id, false));
                 }
                 live.turns.on(TurnEvent::AgentFinished, now);
                 if p.say.kind == SayKind::Summary {
@@ -637,8 +695,9 @@ impl Session {
             let text = p.say.text.clone();
             let question = p.say.question;
             self.room.broadcast(crate::signal::speaking(&self.id, true));
-            if let Some(TurnDecision::Stop) =
-                live.turns.on(TurnEvent::AgentStarted { text, question }, now)
+            if let Some(TurnDecision::Stop) = live
+                .turns
+                .on(TurnEvent::AgentStarted { text, question }, now)
             {
                 // Someone is speaking: never over a person.
                 self.cut_off(live, now);

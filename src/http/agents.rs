@@ -48,7 +48,9 @@ impl From<AgentError> for AppError {
             AgentError::Unavailable(_) => {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_unavailable", msg)
             }
-            AgentError::Join(j) => AppError::new(StatusCode::NOT_FOUND, "room_not_found", j.to_string()),
+            AgentError::Join(j) => {
+                AppError::new(StatusCode::NOT_FOUND, "room_not_found", j.to_string())
+            }
             AgentError::Store(e) => AppError::internal(e),
         }
     }
@@ -116,8 +118,13 @@ fn dispatch_body(bytes: &[u8]) -> Result<DispatchBody, AppError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(DispatchBody::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON body: {e}"),
+        )
+    })
 }
 
 fn today() -> Date {
@@ -139,11 +146,16 @@ async fn dispatch_into(
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| AppError::not_found(format!("no question set {id}")))?;
-            (script_of(&set.greeting, &set.closing, &set.questions), Some(id))
+            (
+                script_of(&set.greeting, &set.closing, &set.questions),
+                Some(id),
+            )
         }
         None => (default_script(), None),
     };
-    let mut lead_name = body.lead_name.map(|n| n.chars().take(MAX_FIELD).collect::<String>());
+    let mut lead_name = body
+        .lead_name
+        .map(|n| n.chars().take(MAX_FIELD).collect::<String>());
     if let Some(id) = body.lead_id {
         let lead = store
             .lead(id)
@@ -216,11 +228,13 @@ pub async fn get_room(
 ) -> Result<Json<AgentStatus>, AppError> {
     let name = room_name(&room)?;
     may_run_agent(&caller, name.as_str())?;
-    s.agents
-        .status(&name)
-        .await?
-        .map(Json)
-        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "no_agent", format!("no agent has been in room {name}")))
+    s.agents.status(&name).await?.map(Json).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "no_agent",
+            format!("no agent has been in room {name}"),
+        )
+    })
 }
 
 #[utoipa::path(delete, path = "/api/rooms/{room}/agent", tag = "agents", params(("room" = String, Path)),
@@ -235,13 +249,20 @@ pub async fn stop_room(
     let name = room_name(&room)?;
     may_run_agent(&caller, name.as_str())?;
     s.agents.stop(&name)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"room": name, "status": "stopping"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"room": name, "status": "stopping"})),
+    ))
 }
 
 async fn meeting_room(s: &AppState, code: &str) -> Result<RoomName, AppError> {
     let m = s.meetings.get(code).await?;
     if m.status == MeetingStatus::Ended {
-        return Err(AppError::new(StatusCode::GONE, "meeting_ended", "the meeting has ended"));
+        return Err(AppError::new(
+            StatusCode::GONE,
+            "meeting_ended",
+            "the meeting has ended",
+        ));
     }
     room_name(m.code.as_str())
 }
@@ -276,11 +297,13 @@ pub async fn get_meeting(
     let m = s.meetings.get(&code).await?;
     let room = room_name(m.code.as_str())?;
     may_run_agent(&caller, room.as_str())?;
-    s.agents
-        .status(&room)
-        .await?
-        .map(Json)
-        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "no_agent", "no agent has been in this meeting"))
+    s.agents.status(&room).await?.map(Json).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "no_agent",
+            "no agent has been in this meeting",
+        )
+    })
 }
 
 #[utoipa::path(delete, path = "/api/meetings/{code}/agent", tag = "agents", params(("code" = String, Path)),
@@ -296,7 +319,10 @@ pub async fn stop_meeting(
     let room = room_name(m.code.as_str())?;
     may_run_agent(&caller, room.as_str())?;
     s.agents.stop(&room)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "status": "stopping"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"room": room, "status": "stopping"})),
+    ))
 }
 
 // ---- question sets ----
@@ -352,32 +378,44 @@ impl From<QuestionSetRecord> for QuestionSetView {
 
 fn check_text(what: &str, s: &str, max: usize) -> Result<(), AppError> {
     if s.chars().count() > max {
-        return Err(AppError::bad_request(format!("{what} is longer than {max} characters")));
+        return Err(AppError::bad_request(format!(
+            "{what} is longer than {max} characters"
+        )));
     }
     Ok(())
 }
 
-fn validate_set(b: &QuestionSetBody) -> Result<(String, String, String, Vec<QuestionSpec>), AppError> {
+fn validate_set(
+    b: &QuestionSetBody,
+) -> Result<(String, String, String, Vec<QuestionSpec>), AppError> {
     let name = b.name.trim().to_owned();
     if name.is_empty() {
         return Err(AppError::bad_request("name must not be empty"));
     }
     check_text("name", &name, MAX_FIELD)?;
     if b.questions.is_empty() || b.questions.len() > MAX_QUESTIONS {
-        return Err(AppError::bad_request(format!("a set has 1-{MAX_QUESTIONS} questions")));
+        return Err(AppError::bad_request(format!(
+            "a set has 1-{MAX_QUESTIONS} questions"
+        )));
     }
     let greeting = b
         .greeting
         .clone()
         .unwrap_or_else(|| "Hi {name}, I have a few quick questions.".into());
-    let closing = b.closing.clone().unwrap_or_else(|| "Thank you for your time.".into());
+    let closing = b
+        .closing
+        .clone()
+        .unwrap_or_else(|| "Thank you for your time.".into());
     check_text("greeting", &greeting, MAX_TEXT)?;
     check_text("closing", &closing, MAX_TEXT)?;
     let mut qs = Vec::with_capacity(b.questions.len());
     for (i, q) in b.questions.iter().enumerate() {
         let text = q.text.trim().to_owned();
         if text.is_empty() {
-            return Err(AppError::bad_request(format!("question {} has no text", i + 1)));
+            return Err(AppError::bad_request(format!(
+                "question {} has no text",
+                i + 1
+            )));
         }
         check_text("a question", &text, MAX_TEXT)?;
         if parse_category(&q.category).is_none() {
@@ -386,7 +424,11 @@ fn validate_set(b: &QuestionSetBody) -> Result<(String, String, String, Vec<Ques
                 i + 1
             )));
         }
-        let follow_up = q.follow_up.as_deref().map(str::trim).filter(|f| !f.is_empty());
+        let follow_up = q
+            .follow_up
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty());
         if let Some(f) = follow_up {
             check_text("a follow-up", f, MAX_TEXT)?;
         }
@@ -428,7 +470,12 @@ pub async fn list_sets(
     caller: Caller,
 ) -> Result<Json<Value>, AppError> {
     service_only(&caller)?;
-    let sets = s.meetings.store().question_sets(500).await.map_err(store_err)?;
+    let sets = s
+        .meetings
+        .store()
+        .question_sets(500)
+        .await
+        .map_err(store_err)?;
     let views: Vec<QuestionSetView> = sets.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "question_sets": views })))
 }
@@ -483,7 +530,12 @@ pub async fn delete_set(
     caller: Caller,
 ) -> Result<StatusCode, AppError> {
     service_only(&caller)?;
-    if s.meetings.store().delete_question_set(id).await.map_err(store_err)? {
+    if s.meetings
+        .store()
+        .delete_question_set(id)
+        .await
+        .map_err(store_err)?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("no question set {id}")))
@@ -543,7 +595,7 @@ fn validate_lead(b: &LeadBody) -> Result<(String, String, String), AppError> {
     check_text("name", &name, MAX_FIELD)?;
     check_text("company", &company, MAX_FIELD)?;
     check_text("email", &email, MAX_FIELD)?;
-    if !email.is_empty() && !(email.contains('@') && !email.contains(char::is_whitespace)) {
+    if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
         return Err(AppError::bad_request("email is not an address"));
     }
     Ok((name, company, email))
@@ -650,7 +702,12 @@ pub async fn delete_lead(
     caller: Caller,
 ) -> Result<StatusCode, AppError> {
     service_only(&caller)?;
-    if s.meetings.store().delete_lead(id).await.map_err(store_err)? {
+    if s.meetings
+        .store()
+        .delete_lead(id)
+        .await
+        .map_err(store_err)?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("no lead {id}")))

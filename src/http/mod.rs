@@ -84,7 +84,10 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .put(agents::update_set)
                 .delete(agents::delete_set),
         )
-        .route("/api/leads", post(agents::create_lead).get(agents::list_leads))
+        .route(
+            "/api/leads",
+            post(agents::create_lead).get(agents::list_leads),
+        )
         .route(
             "/api/leads/{id}",
             get(agents::get_lead)

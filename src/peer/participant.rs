@@ -500,7 +500,8 @@ impl Actor {
             publisher: self.spec.id.clone(),
             kind,
             codec,
-            transcribe: true,
+            // An agent's voice is not a person's words: never transcribed.
+            transcribe: self.spec.role != Some(Role::Agent),
         }) {
             Ok(p) => p,
             Err(e) => return tracing::warn!(error = %e, "track not published"),

@@ -6,9 +6,7 @@ mod agents;
 mod meetings;
 mod transcripts;
 
-pub use agents::{
-    AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec,
-};
+pub use agents::{AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec};
 pub use meetings::{NewMeeting, ParticipantRecord};
 pub use transcripts::TranscriptLine;
 

@@ -515,7 +515,11 @@ pub struct LiveSpeech {
 impl LiveSpeech {
     /// Queues `pcm` to be sent from the next packet on.
     pub fn say(&self, pcm: &[f32]) {
-        self.samples.lock().unwrap().samples.extend(pcm.iter().copied());
+        self.samples
+            .lock()
+            .unwrap()
+            .samples
+            .extend(pcm.iter().copied());
     }
 
     /// Whether everything queued has been sent.

@@ -3,6 +3,7 @@
 //! records what it receives.
 #![allow(dead_code)]
 
+pub mod agent_call;
 pub mod client;
 pub mod speech;
 

@@ -78,11 +78,11 @@ impl CommandVoice {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| VoiceError::Unavailable(format!("{}: {e}", self.engine.program())))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            if self.engine == CommandEngine::EspeakNg {
-                // A write error means the program exited early; its status says why.
-                let _ = stdin.write_all(sentence.as_bytes());
-            }
+        if let Some(mut stdin) = child.stdin.take()
+            && self.engine == CommandEngine::EspeakNg
+        {
+            // A write error means the program exited early; its status says why.
+            let _ = stdin.write_all(sentence.as_bytes());
         }
         let mut stdout = child.stdout.take().expect("piped stdout");
         let reader = std::thread::spawn(move || {
@@ -167,7 +167,9 @@ mod tests {
                 eprintln!("{} not installed; skipped", engine.program());
                 continue;
             };
-            let pcm = v.synthesize("-v What is your budget for this year?").unwrap();
+            let pcm = v
+                .synthesize("-v What is your budget for this year?")
+                .unwrap();
             let secs = pcm.len() as f64 / 48_000.0;
             assert!((1.0..5.0).contains(&secs), "{}: {secs} s", v.name());
             let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();

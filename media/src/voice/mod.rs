@@ -96,8 +96,14 @@ pub fn to_48k(samples: &[f32], from: u32) -> Result<Vec<i16>, VoiceError> {
     if samples.is_empty() {
         return Ok(Vec::new());
     }
-    let mut fft = Fft::<f32>::new(from as usize, VOICE_RATE as usize, 1024, 1, FixedSync::Input)
-        .map_err(|e| VoiceError::Failed(format!("resampler: {e}")))?;
+    let mut fft = Fft::<f32>::new(
+        from as usize,
+        VOICE_RATE as usize,
+        1024,
+        1,
+        FixedSync::Input,
+    )
+    .map_err(|e| VoiceError::Failed(format!("resampler: {e}")))?;
     let input = InterleavedSlice::new(samples, 1, samples.len())
         .map_err(|e| VoiceError::Failed(format!("resampler input: {e}")))?;
     let out = fft
@@ -131,7 +137,11 @@ mod tests {
     fn sentences_split_at_ends_not_inside_numbers() {
         assert_eq!(
             split_sentences("Hi Dana. What budget do you have, about $1.5 million? Thanks!"),
-            vec!["Hi Dana.", "What budget do you have, about $1.5 million?", "Thanks!"]
+            vec![
+                "Hi Dana.",
+                "What budget do you have, about $1.5 million?",
+                "Thanks!"
+            ]
         );
         assert_eq!(split_sentences("  \n "), Vec::<String>::new());
         assert_eq!(split_sentences("no end mark"), vec!["no end mark"]);
@@ -139,10 +149,18 @@ mod tests {
 
     #[test]
     fn long_sentences_are_cut_at_commas() {
-        let long = format!("{}, {}.", "word ".repeat(40).trim(), "more ".repeat(30).trim());
+        let long = format!(
+            "{}, {}.",
+            "word ".repeat(40).trim(),
+            "more ".repeat(30).trim()
+        );
         let parts = split_sentences(&long);
         assert!(parts.len() >= 2, "{parts:?}");
-        assert!(parts.iter().all(|p| p.chars().count() <= MAX_SENTENCE_CHARS));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.chars().count() <= MAX_SENTENCE_CHARS)
+        );
         assert!(parts[0].ends_with(','));
     }
 

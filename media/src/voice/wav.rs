@@ -16,7 +16,8 @@ pub fn parse(bytes: &[u8]) -> Result<Pcm, String> {
         return Err("not a RIFF/WAVE stream".into());
     }
     let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let mut pos = 12;
     let mut format: Option<(u16, u32, u16)> = None;
     while pos + 8 <= bytes.len() {
@@ -31,7 +32,9 @@ pub fn parse(bytes: &[u8]) -> Result<Pcm, String> {
         } else if id == b"data" {
             let (channels, rate, bits) = format.ok_or("data before fmt")?;
             if bits != 16 || channels == 0 {
-                return Err(format!("{bits}-bit {channels}-channel WAV is not supported"));
+                return Err(format!(
+                    "{bits}-bit {channels}-channel WAV is not supported"
+                ));
             }
             let end = body.saturating_add(size).min(bytes.len());
             let frame = 2 * channels as usize;
