@@ -198,6 +198,11 @@ impl Conversation {
         self.acknowledged = true;
     }
 
+    /// Words the lead has said to the current question so far.
+    pub fn answer_words(&self) -> usize {
+        self.pending.split_whitespace().count()
+    }
+
     /// Whether the lead has said anything to the current question.
     pub fn has_answer(&self) -> bool {
         !self.pending.is_empty()

@@ -25,6 +25,8 @@ const FINAL_WAIT_MS: u64 = 4_000;
 const ALONE_LEAVE_MS: u64 = 10_000;
 /// Frames sent at once after a late wake-up; beyond that they are skipped (and counted).
 const MAX_BURST_FRAMES: u64 = 5;
+/// Words heard over a question that make it answered (fewer may be a mis-heard "mm-hmm").
+const MIN_ANSWER_WORDS: usize = 3;
 /// Silence after the pipeline's end of utterance that ends the lead's turn.
 const END_OF_TURN_MS: u64 = 200;
 /// What the agent says the moment the lead's turn ends, while their words are transcribed.
@@ -495,6 +497,9 @@ impl Session {
                     self.speak(live, say, from, now);
                 }
             }
+            TurnDecision::Reprompt if live.conv.answer_words() >= MIN_ANSWER_WORDS => {
+                live.speak_pending = Some(now);
+            }
             TurnDecision::Reprompt => {
                 if let Some(say) = live.conv.reprompt() {
                     self.speak(live, say, 0, now);
@@ -660,6 +665,10 @@ impl Session {
                 live.turns.on(TurnEvent::AgentFinished, now);
                 if p.say.kind == SayKind::Summary {
                     live.done_at = Some(now);
+                } else if p.say.question && live.conv.answer_words() >= MIN_ANSWER_WORDS {
+                    // The lead answered while the question played (over it, or after a
+                    // resumed interruption): that is the answer; no waiting for another.
+                    live.speak_pending = Some(now);
                 }
             } else {
                 // Waiting for the voice: the pause restarts the pacer when audio comes.
