@@ -95,7 +95,13 @@ fn whisper_understands_piper_within_a_20_percent_word_error_rate() {
         let secs = pcm.len() as f64 / 48_000.0;
         synth_s += took;
         audio_s += secs;
-        let pcm: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32_768.0).collect();
+        // As the pipeline hands Whisper an utterance: with the silence around it (300 ms
+        // before, 500 ms after). Cut flush at the last sample, Whisper tiny.en sometimes
+        // repeats the sentence until its window is full.
+        let pcm: Vec<f32> = std::iter::repeat_n(0.0, 14_400)
+            .chain(pcm.iter().map(|&s| f32::from(s) / 32_768.0))
+            .chain(std::iter::repeat_n(0.0, 24_000))
+            .collect();
         let mut down = Downsampler::new(pcm.len()).unwrap();
         let pcm16 = down.process(&pcm).unwrap().to_vec();
         let heard = whisper.transcribe(&pcm16).unwrap();
