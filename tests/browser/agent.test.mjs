@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inboundBytes, scenario, waitFor } from './harness.mjs';
+import { PIPER_MODEL, inboundBytes, scenario, waitFor } from './harness.mjs';
 
 const ANSWER = 'Our budget is about one hundred thousand dollars for the first year.';
 
@@ -116,7 +116,8 @@ test('a dispatched agent speaks to a browser and the host sees the lead score', 
         const status = await res.json();
         assert.equal(status.score.budget.amount, 100000, JSON.stringify(status.score));
       },
-      { transcription: true },
+      // Only this test loads the Piper voice (seconds of CPU at start the caption tests do without).
+      { transcription: true, extraArgs: ['--voice', 'piper', '--piper-model', PIPER_MODEL] },
     );
   } finally {
     rmSync(tmp, { recursive: true, force: true });

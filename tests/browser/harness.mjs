@@ -96,6 +96,9 @@ export const MODEL_CACHE = process.env.CONCLAVE_MODEL_CACHE || join(homedir(), '
  * Installs a Whisper model (`tiny.en` or `base`) and Silero VAD into MODEL_CACHE if missing
  * (`conclave model install`) and returns the server flags that use them.
  */
+/** The agents' Piper voice, installed into MODEL_CACHE by `modelArgs`'s `conclave model install`. */
+export const PIPER_MODEL = join(MODEL_CACHE, 'voices/en_US-joe-medium.onnx');
+
 export async function modelArgs(bin = serverBinary(), model = 'tiny.en') {
   const proc = spawn(bin, ['model', 'install', '--data-dir', MODEL_CACHE, '--model', model], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -110,8 +113,6 @@ export async function modelArgs(bin = serverBinary(), model = 'tiny.en') {
     '--whisper-model', join(MODEL_CACHE, 'models', file),
     '--silero-model', join(MODEL_CACHE, 'models/silero_vad.onnx'),
     '--onnxruntime', join(MODEL_CACHE, 'models/libonnxruntime.so.1.31.1'),
-    // The agents' default voice, installed by the same command (loads in the background).
-    '--piper-model', join(MODEL_CACHE, 'voices/en_US-joe-medium.onnx'),
   ];
 }
 
