@@ -478,10 +478,9 @@ impl Session {
             TurnDecision::Speak => {
                 tracing::debug!(now, awaiting_final = live.awaiting_final.len(), "turn over");
                 live.speak_pending = Some(now);
-                // Their words are still being transcribed: acknowledge now, as a person
-                // would, and say the rest once they are in.
-                if !live.awaiting_final.is_empty()
-                    && live.playing.is_none()
+                // Acknowledge now, as a person would (the words may still be in Whisper),
+                // and say the rest once they are in and the next line is synthesized.
+                if live.playing.is_none()
                     && live.cut.is_none()
                     && live.conv.current().is_some()
                     && !live.conv.finished()
