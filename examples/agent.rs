@@ -46,10 +46,9 @@
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use conclave_media::conversation::{Conversation, Question, Say, SayKind, Script};
-use conclave_media::lead::{
-    Authority, Budget, Category, Date, LeadAnswer, LeadScore, LeadScorer, RuleScorer, Timeline,
-};
+use conclave::agents::score_json;
+use conclave_media::conversation::{Conversation, Say, SayKind, Script};
+use conclave_media::lead::{Category, Date, LeadAnswer, LeadScore, LeadScorer, RuleScorer};
 use conclave_media::packetize::{AudioPacket, FRAME, OpusPacketizer, Pacer};
 use conclave_media::transcribe::guard::is_speech;
 use conclave_media::turns::{TurnConfig, TurnDecision, TurnEvent, Turns};
@@ -155,39 +154,9 @@ fn log(msg: impl std::fmt::Display) {
 // ---------------------------------------------------------------------------------------------
 // The script
 
+/// The server's own default question set (the example asks the same).
 fn script() -> Script {
-    let q = |text: &str, category, follow_up: Option<&str>| Question {
-        text: text.to_owned(),
-        category,
-        follow_up: follow_up.map(str::to_owned),
-    };
-    Script {
-        greeting: "Hi {name}, I'm the assistant for this call. I have a few quick questions."
-            .to_owned(),
-        questions: vec![
-            q(
-                "What problem are you hoping to solve?",
-                Category::Need,
-                Some("Is there something that is not working well today?"),
-            ),
-            q(
-                "What budget do you have in mind for this?",
-                Category::Budget,
-                Some("Roughly what amount would that be?"),
-            ),
-            q(
-                "Who makes the final decision on this?",
-                Category::Authority,
-                None,
-            ),
-            q(
-                "When would you like to have it running?",
-                Category::Timeline,
-                Some("Is there a date you are aiming for?"),
-            ),
-        ],
-        closing: "Thank you, that is everything I needed. Someone will follow up soon.".to_owned(),
-    }
+    conclave::agents::default_script()
 }
 
 fn today() -> Date {
@@ -1371,54 +1340,6 @@ fn category_str(c: Category) -> &'static str {
         Category::Timeline => "timeline",
         Category::Other => "other",
     }
-}
-
-/// The score in the shape `GET /api/rooms/{room}/agent` shows it.
-fn score_json(s: &LeadScore) -> Value {
-    let budget = match &s.budget {
-        Some(Budget::Amount { value, currency }) => {
-            json!({"kind": "amount", "amount": value, "currency": currency})
-        }
-        Some(Budget::Range {
-            low,
-            high,
-            currency,
-        }) => json!({"kind": "range", "min": low, "max": high, "currency": currency}),
-        Some(Budget::NoBudget) => json!({"kind": "none"}),
-        None => Value::Null,
-    };
-    let authority = s.authority.map(|a| match a {
-        Authority::DecisionMaker => "decision_maker",
-        Authority::Influencer => "influencer",
-        Authority::NoAuthority => "no_authority",
-    });
-    let timeline_by = match &s.timeline {
-        Some(Timeline::By(d)) => Value::String(d.to_string()),
-        _ => Value::Null,
-    };
-    json!({
-        "budget": budget,
-        "authority": authority,
-        "need": s.need,
-        "timeline_by": timeline_by,
-        "no_timeline": matches!(s.timeline, Some(Timeline::NoTimeline)),
-        "sentiment": (s.sentiment * 100.0).round() / 100.0,
-        "score": s.score,
-        "band": s.band.as_str(),
-        "rule": s.rule,
-        "points": {
-            "budget": s.points.budget,
-            "authority": s.points.authority,
-            "need": s.points.need,
-            "timeline": s.points.timeline,
-            "sentiment": s.points.sentiment,
-        },
-        "evidence": s.evidence.iter().map(|e| json!({
-            "criterion": e.criterion,
-            "quote": e.quote,
-            "at_ms": e.at_ms,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
