@@ -703,6 +703,7 @@ struct Stats {
     frames_skipped: u64,
     utterances: u64,
     interruptions: u64,
+    pauses: u64,
     resumes: u64,
     voice_failures: u64,
     /// Synthesis time per sentence, ms.
@@ -744,6 +745,8 @@ struct Agent {
     playing: Option<Playing>,
     /// Interrupted utterance and the sentence it was cut in, for a resume.
     cut: Option<(Say, usize)>,
+    /// Playback holds its place: a voice came over it, its words not known yet.
+    paused: bool,
     packetizer: OpusPacketizer,
     pacer: Option<Pacer>,
     last_packet_ms: Option<u64>,
@@ -975,6 +978,19 @@ impl Agent {
                 self.speak_pending = Some(now);
             }
             TurnDecision::Stop => self.cut_off(now),
+            TurnDecision::Pause => {
+                if self.playing.is_some() && !self.paused {
+                    self.paused = true;
+                    self.pacer = None;
+                    self.stats.pauses += 1;
+                    log("voice over the agent: paused");
+                }
+            }
+            TurnDecision::Resume if self.paused => {
+                self.paused = false;
+                self.stats.resumes += 1;
+                log("resumed where it paused");
+            }
             TurnDecision::Resume => {
                 if let Some((say, from)) = self.cut.take() {
                     self.stats.resumes += 1;
@@ -1122,6 +1138,7 @@ impl Agent {
 
     /// Stops playing at once (barge-in), keeping where it was for a resume.
     fn cut_off(&mut self, now: u64) {
+        self.paused = false;
         let Some(p) = self.playing.take() else {
             return;
         };
@@ -1138,6 +1155,7 @@ impl Agent {
     }
 
     fn stop_playing(&mut self) {
+        self.paused = false;
         if self.playing.take().is_some() {
             let now = self.now_ms();
             if let Ok(Some(pkt)) = self.packetizer.flush() {
@@ -1148,6 +1166,9 @@ impl Agent {
 
     /// Sends the frames due now.
     fn play(&mut self, now: u64) {
+        if self.paused {
+            return;
+        }
         let Some(p) = self.playing.as_mut() else {
             return;
         };
@@ -1321,6 +1342,7 @@ impl Agent {
                 "frames_skipped": self.stats.frames_skipped,
                 "utterances": self.stats.utterances,
                 "interruptions": self.stats.interruptions,
+                "pauses": self.stats.pauses,
                 "resumes": self.stats.resumes,
                 "voice_failures": self.stats.voice_failures,
                 "synth_ms": self.stats.synth_ms,
@@ -1403,6 +1425,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         score: RuleScorer.score(&[], day),
         playing: None,
         cut: None,
+        paused: false,
         packetizer,
         pacer: None,
         last_packet_ms: None,

@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// Silero VAD model (default `<data_dir>/models/silero_vad.onnx`, from `conclave model install`).
     #[arg(long, env = "CONCLAVE_SILERO_MODEL")]
     pub silero_model: Option<PathBuf>,
+    /// Smart Turn end-of-turn model the agents' turn-taking uses (default
+    /// `<data_dir>/turn/smart-turn-v3.2-cpu.onnx`, from `conclave model install`; absent:
+    /// turns end on silence and words alone).
+    #[arg(long, env = "CONCLAVE_TURN_MODEL")]
+    pub turn_model: Option<PathBuf>,
     /// ONNX Runtime library that runs Silero (default `<data_dir>/models/libonnxruntime.so.1.31.1`).
     #[arg(long, env = "CONCLAVE_ONNXRUNTIME")]
     pub onnxruntime: Option<PathBuf>,
@@ -251,6 +256,7 @@ struct FileTranscription {
     vad_aggressiveness: Option<u8>,
     vad: Option<String>,
     silero_model: Option<PathBuf>,
+    turn_model: Option<PathBuf>,
     onnxruntime: Option<PathBuf>,
     vad_threshold: Option<f32>,
 }
@@ -282,6 +288,8 @@ pub struct TranscriptionSettings {
     pub silero: bool,
     /// Silero's model file.
     pub silero_model: PathBuf,
+    /// Smart Turn's model file (used when it exists and ONNX Runtime loads).
+    pub turn_model: PathBuf,
     /// ONNX Runtime's shared library.
     pub onnxruntime: PathBuf,
     /// Silero's start threshold.
@@ -656,6 +664,10 @@ impl Config {
                         .silero_model
                         .or(t.silero_model)
                         .unwrap_or(vad_files.model),
+                    turn_model: args
+                        .turn_model
+                        .or(t.turn_model)
+                        .unwrap_or_else(|| conclave_model::smart_turn_path(&data_dir_for_model)),
                     onnxruntime: args
                         .onnxruntime
                         .or(t.onnxruntime)

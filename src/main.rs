@@ -128,6 +128,13 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("warning: Silero VAD not installed ({e}); webrtc-vad will be used")
                 }
             }
+            // Optional: without it agents end turns on silence and words alone.
+            match conclave_model::install_smart_turn(&data_dir) {
+                Ok(path) => println!("Smart Turn ready: {}", path.display()),
+                Err(e) => eprintln!(
+                    "warning: Smart Turn not installed ({e}); agents will end turns on silence and words"
+                ),
+            }
             // Optional too: without it agents speak with flite or espeak-ng.
             match conclave_model::install_voice(&data_dir) {
                 Ok(files) => println!("Piper voice ready: {}", files.model.display()),

@@ -198,6 +198,16 @@ impl Metrics {
                     &st.transcription_errors,
                 ),
                 (
+                    "conclave_end_of_turn_verdicts_total",
+                    "Pauses the end-of-turn model judged (rooms with an agent).",
+                    &st.turn_verdicts,
+                ),
+                (
+                    "conclave_end_of_turn_verdicts_skipped_total",
+                    "Pauses left unjudged: the end-of-turn model was busy or failed.",
+                    &st.turn_verdicts_skipped,
+                ),
+                (
                     "conclave_transcriptions_aborted_total",
                     "Transcriptions stopped midway: past their deadline, or no longer wanted.",
                     &st.transcriptions_aborted,
@@ -215,6 +225,58 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Appends the agents' gauge and counters to a `/metrics` body.
+pub fn render_agents(out: &mut String, running: usize, a: &crate::agents::AgentStats) {
+    let _ = writeln!(
+        out,
+        "# HELP conclave_agents Agents in rooms now.\n# TYPE conclave_agents gauge\nconclave_agents {running}"
+    );
+    let counters = [
+        (
+            "conclave_agents_dispatched_total",
+            "Agents dispatched.",
+            &a.dispatched,
+        ),
+        (
+            "conclave_agent_utterances_total",
+            "Lines the agents started saying.",
+            &a.utterances,
+        ),
+        (
+            "conclave_agent_interruptions_total",
+            "Agent lines cut off by a person.",
+            &a.interruptions,
+        ),
+        (
+            "conclave_agent_pauses_total",
+            "Times an agent paused for a voice over it.",
+            &a.pauses,
+        ),
+        (
+            "conclave_agent_voice_failures_total",
+            "Sentences the agents' voice failed to synthesize.",
+            &a.voice_failures,
+        ),
+        (
+            "conclave_agent_frames_skipped_total",
+            "Agent audio frames skipped because playback fell behind.",
+            &a.frames_skipped,
+        ),
+        (
+            "conclave_agent_store_failures_total",
+            "Agent conversation writes that failed.",
+            &a.store_failures,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let v = v.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
 }
 

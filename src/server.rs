@@ -177,6 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         transcription.is_some(),
         config.max_agents,
     );
+    agents.set_turn_model(transcription.as_ref().is_some_and(|t| t.judges_turns()));
     if piper_wanted && config.piper.0.is_file() && config.piper.1.is_file() {
         // Loading the voice takes seconds: the server starts without waiting for it.
         agents.set_voice_loading(true);
@@ -392,10 +393,32 @@ fn start_transcription(
         .endpoint_silence_ms
         .unwrap_or(if silero.is_some() { 300 } else { 500 });
     segment.post_roll_ms = segment.post_roll_ms.min(segment.end_ms);
+    // Smart Turn judges the lead's pauses for agents; it shares Silero's ONNX Runtime.
+    let turn_analysis = if t.turn_model.exists() {
+        match conclave_media::smart_turn::SmartTurn::load(&t.onnxruntime, &t.turn_model) {
+            Ok(model) => {
+                tracing::info!(model = %t.turn_model.display(), "agents' end of turn: Smart Turn");
+                Some(conclave_media::pipeline::TurnAnalysis {
+                    model: Arc::new(model),
+                    wanted: Arc::default(),
+                    in_flight: Arc::default(),
+                    max_in_flight: 2,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Smart Turn not loaded; agents end turns on silence and words");
+                None
+            }
+        }
+    } else {
+        tracing::info!(model = %t.turn_model.display(), "no Smart Turn model; agents end turns on silence and words (`conclave model install` fetches it)");
+        None
+    };
     let pipeline = conclave_media::pipeline::PipelineConfig {
         vad_aggressiveness: t.vad_aggressiveness,
         silero,
         segment,
+        turn_analysis,
         ..Default::default()
     };
     match crate::transcription::Transcription::load(

@@ -21,6 +21,20 @@ pub enum Frame {
     /// Speech that will have no transcript: its final could not be queued, or its
     /// transcription failed. Consumers show and store the gap rather than lose it silently.
     TranscriptGap(Gap),
+    /// An end-of-turn model's verdict on the pause after an utterance (only in rooms that
+    /// asked for them; after `UserStoppedSpeaking`, usually before the final transcript).
+    EndOfTurn(EndOfTurn),
+}
+
+/// How likely a speaker's pause is the end of their turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndOfTurn {
+    /// Who paused.
+    pub speaker: SpeakerId,
+    /// End of the utterance judged, ms on the pipeline clock.
+    pub at_ms: u64,
+    /// Probability that the turn is complete, 0..1.
+    pub probability: f32,
 }
 
 /// A stretch of one speaker's speech left without a transcript.

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::decode::{DecodeError, OpusTrackDecoder};
-use crate::frames::{Frame, Gap, GapReason, SpeakerId, SpeechEdge, Transcript};
+use crate::frames::{EndOfTurn, Frame, Gap, GapReason, SpeakerId, SpeechEdge, Transcript};
 use crate::pool::{JobKind, JobOutcome, PipelineStats, RoomKey, TranscriptionPool};
 use crate::reorder::{ReorderBuffer, ReorderCounters};
 use crate::resample::{Downsampler, ResampleError};
@@ -62,7 +63,38 @@ pub struct PipelineConfig {
     /// Wall time without packets after which held packets are released and the silence
     /// counts toward ending speech (checked only while something is pending).
     pub idle_ms: u64,
+    /// End-of-turn verdicts at each pause, for rooms that want them (an agent listens).
+    pub turn_analysis: Option<TurnAnalysis>,
 }
+
+/// The audio of an utterance an end-of-turn model looks at: its last 8 s.
+pub const TURN_AUDIO_SAMPLES: usize = 8 * 16_000;
+
+/// Runs an end-of-turn model (Smart Turn) on each finished utterance of a room whose `wanted`
+/// flag is up, on a blocking thread, and publishes its verdict as [`Frame::EndOfTurn`].
+/// At most `max_in_flight` run at once across every track sharing `in_flight`; pauses beyond
+/// that get no verdict (counted in [`PipelineStats::turn_verdicts_skipped`]), and listeners
+/// fall back to their silence rule.
+#[derive(Debug, Clone)]
+pub struct TurnAnalysis {
+    /// The model.
+    pub model: Arc<crate::smart_turn::SmartTurn>,
+    /// Raised while someone in the room wants verdicts.
+    pub wanted: Arc<AtomicBool>,
+    /// Runs in progress, shared by every track of the server.
+    pub in_flight: Arc<AtomicUsize>,
+    /// Limit on `in_flight`.
+    pub max_in_flight: usize,
+}
+
+impl PartialEq for TurnAnalysis {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.model, &other.model)
+            && Arc::ptr_eq(&self.wanted, &other.wanted)
+            && self.max_in_flight == other.max_in_flight
+    }
+}
+impl Eq for TurnAnalysis {}
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -74,6 +106,7 @@ impl Default for PipelineConfig {
             silero: None,
             segment: SegmentConfig::default(),
             idle_ms: 100,
+            turn_analysis: None,
         }
     }
 }
@@ -267,6 +300,7 @@ pub fn spawn_track_pipeline(
         interim: None,
         finals: VecDeque::new(),
         gaps: 0,
+        turn_analysis: config.turn_analysis,
     };
     Ok(tokio::spawn(task.run(input)))
 }
@@ -295,6 +329,7 @@ struct TrackTask {
     finals: VecDeque<Pending>,
     /// Finals of this track left without a transcript.
     gaps: u64,
+    turn_analysis: Option<TurnAnalysis>,
 }
 
 impl TrackTask {
@@ -367,6 +402,9 @@ impl TrackTask {
                 SegmentEvent::Final(utterance) => {
                     // A length cut finalises one segment while speech goes on in the next.
                     self.interim = None;
+                    if self.live.is_none() {
+                        self.judge_turn(&utterance);
+                    }
                     if let Some(pending) = self.submit(JobKind::Final, utterance) {
                         self.finals.push_back(pending);
                     }
@@ -377,6 +415,49 @@ impl TrackTask {
                 }
             }
         }
+    }
+
+    /// Asks the end-of-turn model about the pause that ended `utterance`, if wanted.
+    fn judge_turn(&self, utterance: &Utterance) {
+        let Some(t) = &self.turn_analysis else {
+            return;
+        };
+        if !t.wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        let stats = Arc::clone(self.pool.stats());
+        if t.in_flight.fetch_add(1, Ordering::AcqRel) >= t.max_in_flight {
+            t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            PipelineStats::add(&stats.turn_verdicts_skipped, 1);
+            tracing::debug!(speaker = %self.speaker, "end-of-turn model busy; pause not judged");
+            return;
+        }
+        let tail = &utterance.pcm[utterance.pcm.len().saturating_sub(TURN_AUDIO_SAMPLES)..];
+        let audio = tail.to_vec();
+        let (model, in_flight) = (Arc::clone(&t.model), Arc::clone(&t.in_flight));
+        let frames = self.frames.clone();
+        let speaker = self.speaker.clone();
+        let at_ms = utterance.end_ms;
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = model.end_of_turn_probability(&audio);
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            match result {
+                Ok(probability) => {
+                    PipelineStats::add(&stats.turn_verdicts, 1);
+                    tracing::debug!(%speaker, probability, ms = started.elapsed().as_millis() as u64, "end-of-turn verdict");
+                    let _ = frames.send(Frame::EndOfTurn(EndOfTurn {
+                        speaker,
+                        at_ms,
+                        probability,
+                    }));
+                }
+                Err(e) => {
+                    PipelineStats::add(&stats.turn_verdicts_skipped, 1);
+                    tracing::warn!(%speaker, error = %e, "end-of-turn model failed");
+                }
+            }
+        });
     }
 
     fn submit(&mut self, kind: JobKind, utterance: Utterance) -> Option<Pending> {

@@ -175,6 +175,10 @@ pub struct PipelineStats {
     pub transcriptions_aborted: AtomicU64,
     /// Total time spent transcribing, in microseconds.
     pub transcription_micros: AtomicU64,
+    /// Pauses an end-of-turn model judged.
+    pub turn_verdicts: AtomicU64,
+    /// Pauses left unjudged: the model was busy with others, or failed (logged).
+    pub turn_verdicts_skipped: AtomicU64,
 }
 
 impl PipelineStats {

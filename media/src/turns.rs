@@ -7,10 +7,16 @@
 //!   most `max_wait_ms` after they stopped whatever the words say.
 //! - **Never over a person**: the agent is only told to speak while nobody speaks; if a person
 //!   starts at the same moment the agent does, the agent yields.
-//! - **Barge-in**: a person speaking over the agent for `barge_in_ms` with real words (not a
-//!   backchannel like "mm-hmm", not an echo of the agent's own words) makes it stop.
-//! - **False interruption**: a stop caused by speech that produced no words within
-//!   `false_interruption_ms` is undone: the agent resumes where it was cut off.
+//! - **End-of-turn model**: when an audio model (Smart Turn) judged the pause, a "complete"
+//!   verdict ends the turn after `end_complete_ms`, an "incomplete" one waits
+//!   `end_incomplete_ms`; without a verdict, `end_ms` applies. Unfinished words always wait.
+//! - **Barge-in**: a person speaking over the agent for `barge_in_ms` makes it pause at once
+//!   (it holds its place: words take a second to transcribe). Real words (not a backchannel
+//!   like "mm-hmm", not an echo of the agent's own words) make the pause a stop; a
+//!   backchannel, an echo, or no words within `false_interruption_ms` resume it.
+//! - **Echo**: a speaker whose words matched the agent's own while it played is an echo
+//!   source from then on: their voice alone no longer pauses the agent (their real words
+//!   still stop it), and their voice in the agent's playout tail does not start a turn.
 //! - **Silence**: no answer within `silence_timeout_ms` of the agent's question: re-prompt once,
 //!   then move on.
 
@@ -23,11 +29,15 @@ pub struct TurnConfig {
     pub end_unfinished_ms: u64,
     /// The longest the agent waits after a person stopped, whatever they said.
     pub max_wait_ms: u64,
-    /// Overlap with real words that interrupts the agent.
+    /// Overlap (from the speech-start edge, itself ~200 ms into the voice) after which the
+    /// agent pauses; with real words it stops.
     pub barge_in_ms: u64,
-    /// Overlap with no words yet (they come with the next interim transcript, ~1 s) after
-    /// which the agent stops anyway, unless what it heard so far was its own echo.
-    pub voice_only_stop_ms: u64,
+    /// Silence after an end-of-turn model said "complete".
+    pub end_complete_ms: u64,
+    /// Silence after an end-of-turn model said "incomplete".
+    pub end_incomplete_ms: u64,
+    /// Model probability at or above which a pause counts as the end of the turn.
+    pub complete_threshold: f32,
     /// Words that acknowledge without taking the turn.
     pub backchannels: Vec<String>,
     /// Time after an interruption within which words must come, or the agent resumes.
@@ -45,7 +55,9 @@ impl Default for TurnConfig {
             end_unfinished_ms: 1_500,
             max_wait_ms: 3_000,
             barge_in_ms: 300,
-            voice_only_stop_ms: 1_000,
+            end_complete_ms: 0,
+            end_incomplete_ms: 1_500,
+            complete_threshold: 0.5,
             backchannels: [
                 "mm-hmm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "yep", "right", "okay",
                 "ok", "sure", "got it", "i see", "uh huh", "mm hmm",
@@ -72,6 +84,13 @@ pub enum TurnEvent {
     PersonStopped {
         /// Who.
         who: String,
+    },
+    /// An end-of-turn model's verdict on the pause that just began.
+    EndOfTurn {
+        /// Who paused.
+        who: String,
+        /// Probability that the turn is complete.
+        probability: f32,
     },
     /// Words from a person, interim or final.
     Transcript {
@@ -100,7 +119,9 @@ pub enum TurnDecision {
     Speak,
     /// Stop playing at once (barge-in, or a person started as the agent did).
     Stop,
-    /// The interruption was not one: resume from where playing stopped.
+    /// Stop sending audio but hold the place: it may have been only a backchannel or noise.
+    Pause,
+    /// The interruption was not one: resume from where playing paused or stopped.
     Resume,
     /// Nobody answered: ask again, shorter.
     Reprompt,
@@ -118,6 +139,8 @@ enum State {
     PersonTurn {
         stopped_at: Option<u64>,
         unfinished: bool,
+        /// The end-of-turn model's verdict on this pause: complete?
+        complete: Option<bool>,
     },
     /// The agent is playing.
     AgentSpeaking {
@@ -126,6 +149,14 @@ enum State {
         overlap_since: Option<u64>,
         words_heard: bool,
         echo_seen: bool,
+    },
+    /// The agent paused at `at` for voice over it; words are expected by
+    /// `at + false_interruption_ms`. `settled`: what was heard was a backchannel or an echo.
+    Paused {
+        at: u64,
+        started: u64,
+        question: bool,
+        settled: bool,
     },
     /// The agent was cut off at `at`; words are expected by `at + false_interruption_ms`.
     Interrupted {
@@ -143,6 +174,8 @@ pub struct Turns {
     speaking: Vec<String>,
     agent_text: String,
     agent_stopped_at: Option<u64>,
+    /// Speakers whose microphones were heard repeating the agent.
+    echoing: Vec<String>,
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -176,6 +209,7 @@ impl Turns {
             speaking: Vec::new(),
             agent_text: String::new(),
             agent_stopped_at: None,
+            echoing: Vec::new(),
         }
     }
 
@@ -196,13 +230,19 @@ impl Turns {
                 .all(|x| self.config.backchannels.iter().any(|b| b == x))
     }
 
+    /// Whether the agent is playing (or paused mid-line), or stopped within the echo tail.
+    fn in_playout(&self, now: u64) -> bool {
+        matches!(
+            self.state,
+            State::AgentSpeaking { .. } | State::Paused { .. }
+        ) || self
+            .agent_stopped_at
+            .is_some_and(|t| now.saturating_sub(t) <= self.config.echo_tail_ms)
+    }
+
     /// Whether `text` is mostly the agent's own recent words (its voice in someone's microphone).
     fn is_echo(&self, text: &str, now: u64) -> bool {
-        let playing = matches!(self.state, State::AgentSpeaking { .. });
-        let in_tail = self
-            .agent_stopped_at
-            .is_some_and(|t| now.saturating_sub(t) <= self.config.echo_tail_ms);
-        if !(playing || in_tail) {
+        if !self.in_playout(now) {
             return false;
         }
         let said = words(&self.agent_text);
@@ -219,8 +259,29 @@ impl Turns {
         let c = self.config.clone();
         match event {
             TurnEvent::PersonStarted { who } => {
+                let echo_source = self.echoing.contains(&who);
                 if !self.speaking.contains(&who) {
                     self.speaking.push(who);
+                }
+                if echo_source && self.in_playout(now) {
+                    // Most likely the agent's own voice coming back: only its words count.
+                    match &mut self.state {
+                        State::AgentSpeaking {
+                            overlap_since,
+                            words_heard,
+                            echo_seen,
+                            ..
+                        } => {
+                            if overlap_since.is_none() {
+                                *words_heard = false;
+                            }
+                            overlap_since.get_or_insert(now);
+                            *echo_seen = true;
+                        }
+                        State::Paused { settled, .. } => *settled = false,
+                        _ => {}
+                    }
+                    return None;
                 }
                 match &mut self.state {
                     State::AgentSpeaking {
@@ -249,10 +310,16 @@ impl Turns {
                         None
                     }
                     State::Interrupted { .. } => None,
+                    State::Paused { settled, .. } => {
+                        // New voice: whatever settled the pause is not the last word.
+                        *settled = false;
+                        None
+                    }
                     _ => {
                         self.state = State::PersonTurn {
                             stopped_at: None,
                             unfinished: false,
+                            complete: None,
                         };
                         None
                     }
@@ -264,21 +331,63 @@ impl Turns {
                     return None;
                 }
                 match &mut self.state {
-                    State::PersonTurn { stopped_at, .. } => *stopped_at = Some(now),
+                    State::PersonTurn {
+                        stopped_at,
+                        complete,
+                        ..
+                    } => {
+                        *stopped_at = Some(now);
+                        *complete = None;
+                    }
                     State::AgentSpeaking { overlap_since, .. } => *overlap_since = None,
                     _ => {}
                 }
                 None
             }
-            TurnEvent::Transcript { who: _, text } => {
+            TurnEvent::EndOfTurn { who, probability } => {
+                if let State::PersonTurn {
+                    stopped_at: Some(_),
+                    complete,
+                    ..
+                } = &mut self.state
+                    && !self.speaking.contains(&who)
+                {
+                    *complete = Some(probability >= c.complete_threshold);
+                }
+                None
+            }
+            TurnEvent::Transcript { who, text } => {
                 if self.is_echo(&text, now) {
-                    if let State::AgentSpeaking { echo_seen, .. } = &mut self.state {
-                        *echo_seen = true;
+                    if !self.echoing.contains(&who) {
+                        self.echoing.push(who);
+                    }
+                    match &mut self.state {
+                        State::AgentSpeaking { echo_seen, .. } => *echo_seen = true,
+                        State::Paused { settled, .. } => *settled = true,
+                        _ => {}
                     }
                     return None;
                 }
                 let backchannel = self.is_backchannel(&text);
                 match &mut self.state {
+                    State::Paused {
+                        at,
+                        question,
+                        settled,
+                        ..
+                    } => {
+                        if backchannel {
+                            *settled = true;
+                            return None;
+                        }
+                        // Real words: the pause becomes a stop.
+                        self.state = State::Interrupted {
+                            at: *at,
+                            words_heard: true,
+                            question: *question,
+                        };
+                        return Some(TurnDecision::Stop);
+                    }
                     State::AgentSpeaking { words_heard, .. } => {
                         if !backchannel {
                             *words_heard = true;
@@ -299,6 +408,7 @@ impl Turns {
                         self.state = State::PersonTurn {
                             stopped_at: (!self.someone_speaking()).then_some(now),
                             unfinished: unfinished(&text),
+                            complete: None,
                         };
                         None
                     }
@@ -328,7 +438,9 @@ impl Turns {
             }
             TurnEvent::AgentFinished => {
                 self.agent_stopped_at = Some(now);
-                if let State::AgentSpeaking { question, .. } = self.state {
+                if let State::AgentSpeaking { question, .. } | State::Paused { question, .. } =
+                    self.state
+                {
                     self.state = if question {
                         State::AwaitingAnswer {
                             since: now,
@@ -342,6 +454,27 @@ impl Turns {
             }
             TurnEvent::Tick => match self.state.clone() {
                 State::AgentSpeaking { .. } => self.check_barge_in(now),
+                State::Paused {
+                    at,
+                    started,
+                    question,
+                    settled,
+                } => {
+                    let quiet = !self.someone_speaking();
+                    if quiet && (settled || now >= at + c.false_interruption_ms) {
+                        self.state = State::AgentSpeaking {
+                            started,
+                            question,
+                            overlap_since: None,
+                            words_heard: false,
+                            // Echo sources are known by name from here on.
+                            echo_seen: false,
+                        };
+                        Some(TurnDecision::Resume)
+                    } else {
+                        None
+                    }
+                }
                 State::Interrupted {
                     at,
                     words_heard,
@@ -352,6 +485,7 @@ impl Turns {
                         self.state = State::PersonTurn {
                             stopped_at: (!self.someone_speaking()).then_some(now),
                             unfinished: false,
+                            complete: None,
                         };
                         None
                     } else if now >= at + c.false_interruption_ms && !self.someone_speaking() {
@@ -370,14 +504,16 @@ impl Turns {
                 State::PersonTurn {
                     stopped_at: Some(stopped),
                     unfinished,
+                    complete,
                 } => {
                     if self.someone_speaking() {
                         return None;
                     }
-                    let wait = if unfinished {
-                        c.end_unfinished_ms
-                    } else {
-                        c.end_ms
+                    let wait = match (unfinished, complete) {
+                        (true, _) => c.end_unfinished_ms,
+                        (false, Some(true)) => c.end_complete_ms,
+                        (false, Some(false)) => c.end_incomplete_ms,
+                        (false, None) => c.end_ms,
                     }
                     .min(c.max_wait_ms);
                     if now >= stopped + wait {
@@ -408,19 +544,19 @@ impl Turns {
 
     fn check_barge_in(&mut self, now: u64) -> Option<TurnDecision> {
         let State::AgentSpeaking {
+            started,
             overlap_since: Some(since),
             words_heard,
             question,
             echo_seen,
-            ..
         } = self.state
         else {
             return None;
         };
-        let with_words = words_heard && now >= since + self.config.barge_in_ms;
-        let voice_only = !echo_seen && now >= since + self.config.voice_only_stop_ms;
-        if with_words || voice_only {
-            // Without words yet, the stop may be undone (Resume) if none come.
+        if now < since + self.config.barge_in_ms {
+            return None;
+        }
+        if words_heard {
             self.state = State::Interrupted {
                 at: now,
                 words_heard,
@@ -428,7 +564,17 @@ impl Turns {
             };
             return Some(TurnDecision::Stop);
         }
-        None
+        if echo_seen {
+            // What came back so far was the agent's own voice: wait for words.
+            return None;
+        }
+        self.state = State::Paused {
+            at: now,
+            started,
+            question,
+            settled: false,
+        };
+        Some(TurnDecision::Pause)
     }
 }
 
@@ -481,16 +627,17 @@ mod tests {
 
     #[test]
     fn words_from_an_earlier_backchannel_do_not_arm_the_next_overlap() {
-        // "mm-hmm" heard as words (a transcript arrives after it ended), then a short "right":
-        // neither is a barge-in with words; the second overlap stays under the voice-only stop.
+        // A short "mm-hmm" heard as words (its transcript arrives after it ended), then a
+        // short "right": neither overlap lasts long enough to pause the agent, and the late
+        // words of the first do not count for the second.
         let got = run(
             &[
                 (0, agent("a long question that goes on and on")),
                 (1000, started("lead")),
-                (1400, stopped("lead")),
+                (1250, stopped("lead")),
                 (2200, said("lead", "and anthem")),
                 (3000, started("lead")),
-                (3600, stopped("lead")),
+                (3250, stopped("lead")),
             ],
             6000,
         );
@@ -591,27 +738,50 @@ mod tests {
             ],
             2000,
         );
-        assert_eq!(got, vec![(1800, TurnDecision::Stop)]);
+        // Voice alone pauses it 300 ms in; the words make the pause a stop.
+        assert_eq!(
+            got,
+            vec![(1300, TurnDecision::Pause), (1800, TurnDecision::Stop)]
+        );
     }
 
     #[test]
-    fn a_backchannel_does_not_interrupt() {
+    fn a_backchannel_pauses_the_agent_at_most_and_never_stops_it() {
+        let line = agent("So the plan would be to start with your support team.");
+        // Short ones go under the pause.
         let got = run(
             &[
-                (
-                    0,
-                    agent("So the plan would be to start with your support team."),
-                ),
+                (0, line.clone()),
+                (1000, started("lead")),
+                (1250, stopped("lead")),
+                (1500, said("lead", "Mm-hmm.")),
+            ],
+            3000,
+        );
+        assert_eq!(got, vec![]);
+        // Longer ones pause it until their words show what they were.
+        let got = run(
+            &[
+                (0, line),
                 (1000, started("lead")),
                 (1400, stopped("lead")),
-                (1500, said("lead", "Mm-hmm.")),
+                (1550, said("lead", "Mm-hmm.")),
                 (3000, started("lead")),
                 (3350, stopped("lead")),
-                (3600, said("lead", "yeah, okay")),
+                (3650, said("lead", "yeah, okay")),
             ],
             5000,
         );
-        assert_eq!(got, vec![], "backchannels never stop the agent");
+        assert_eq!(
+            got,
+            vec![
+                (1300, TurnDecision::Pause),
+                (1600, TurnDecision::Resume),
+                (3300, TurnDecision::Pause),
+                (3700, TurnDecision::Resume)
+            ],
+            "backchannels never stop the agent"
+        );
     }
 
     #[test]
@@ -624,19 +794,23 @@ mod tests {
             ],
             4000,
         );
-        // Voice for 1000 ms would stop it; the voice ended at 800 ms of overlap, so nothing.
-        assert_eq!(got, vec![]);
+        // Paused 300 ms in; no words by 1.5 s later, and quiet: resumed.
+        assert_eq!(
+            got,
+            vec![(1300, TurnDecision::Pause), (2800, TurnDecision::Resume)]
+        );
+        // Still noisy at that point: it waits for the quiet.
         let got = run(
             &[
                 (0, agent("And how many people are on the team?")),
                 (1000, started("lead")),
-                (2200, stopped("lead")),
+                (3200, stopped("lead")),
             ],
             4000,
         );
         assert_eq!(
             got,
-            vec![(2000, TurnDecision::Stop), (3500, TurnDecision::Resume)]
+            vec![(1300, TurnDecision::Pause), (3200, TurnDecision::Resume)]
         );
     }
 
@@ -660,17 +834,33 @@ mod tests {
 
     #[test]
     fn the_agents_own_echo_does_not_interrupt_it() {
+        // The first echo pauses the agent until its words show it is an echo; from then on
+        // that microphone's voice is not a reason to pause, in this line or the next, and its
+        // tail after the agent finished does not start a turn.
         let got = run(
             &[
                 (0, agent("What budget have you set aside for this year?")),
                 (500, started("lead")),
-                (1200, said("lead", "budget have you set aside for this")),
+                (1100, stopped("lead")),
+                (1210, said("lead", "what budget have you")),
+                (1400, started("lead")),
+                (2000, said("lead", "set aside for this")),
                 (2600, stopped("lead")),
                 (2700, TurnEvent::AgentFinished),
+                (2750, started("lead")),
+                (3000, stopped("lead")),
+                (4000, agent("And who else decides?")),
+                (4100, started("lead")),
+                (5000, stopped("lead")),
+                (5050, TurnEvent::AgentFinished),
             ],
-            3000,
+            6000,
         );
-        assert_eq!(got, vec![], "echo must not stop the agent");
+        assert_eq!(
+            got,
+            vec![(800, TurnDecision::Pause), (1300, TurnDecision::Resume)],
+            "echo must not stop the agent"
+        );
         // Real words mixed in still do.
         let got = run(
             &[
@@ -681,6 +871,75 @@ mod tests {
             ],
             2000,
         );
-        assert_eq!(got, vec![(1400, TurnDecision::Stop)]);
+        assert_eq!(
+            got,
+            vec![(800, TurnDecision::Pause), (1400, TurnDecision::Stop)]
+        );
+        // Also from a microphone known to echo.
+        let got = run(
+            &[
+                (0, agent("What budget have you set aside for this year?")),
+                (500, started("lead")),
+                (1100, stopped("lead")),
+                (1210, said("lead", "budget have you set aside for this")),
+                (1400, started("lead")),
+                (2000, said("lead", "hold on, I have a question")),
+            ],
+            2500,
+        );
+        assert_eq!(
+            got,
+            vec![
+                (800, TurnDecision::Pause),
+                (1300, TurnDecision::Resume),
+                (2000, TurnDecision::Stop)
+            ]
+        );
+    }
+
+    fn verdict(who: &str, probability: f32) -> TurnEvent {
+        TurnEvent::EndOfTurn {
+            who: who.into(),
+            probability,
+        }
+    }
+
+    #[test]
+    fn the_end_of_turn_model_shortens_or_lengthens_the_wait() {
+        let turn = |extra: Vec<(u64, TurnEvent)>| {
+            let mut events = vec![(0, started("lead")), (2000, stopped("lead"))];
+            events.extend(extra);
+            run(&events, 6000)
+        };
+        // No verdict: 500 ms.
+        assert_eq!(turn(vec![]), vec![(2500, TurnDecision::Speak)]);
+        // Complete: at the next tick after the verdict.
+        assert_eq!(
+            turn(vec![(2120, verdict("lead", 0.93))]),
+            vec![(2200, TurnDecision::Speak)]
+        );
+        // Incomplete: 1.5 s, unless the person goes on.
+        assert_eq!(
+            turn(vec![(2120, verdict("lead", 0.12))]),
+            vec![(3500, TurnDecision::Speak)]
+        );
+        // Unfinished words wait whatever the model says.
+        assert_eq!(
+            turn(vec![
+                (2100, said("lead", "we need it by March, and")),
+                (2120, verdict("lead", 0.93))
+            ]),
+            vec![(3500, TurnDecision::Speak)]
+        );
+        // A verdict on a pause the person already ended by speaking again is ignored, and a
+        // new pause starts without one.
+        assert_eq!(
+            turn(vec![
+                (2100, started("lead")),
+                (2150, verdict("lead", 0.95)),
+                (3000, stopped("lead")),
+            ]),
+            vec![(3500, TurnDecision::Speak)]
+        );
     }
 }

@@ -185,6 +185,8 @@ pub struct AgentStats {
     pub utterances: AtomicU64,
     /// Utterances cut off by a person.
     pub interruptions: AtomicU64,
+    /// Times playback paused for a voice over it (resumed, or then cut off).
+    pub pauses: AtomicU64,
     /// Sentences the voice failed on (logged).
     pub voice_failures: AtomicU64,
     /// Audio frames not sent because the pacer fell behind (logged).
@@ -205,6 +207,8 @@ pub struct AgentService {
     /// Replaced once, when the Piper voice has loaded in the background.
     voice: std::sync::RwLock<Option<Arc<dyn Voice>>>,
     voice_loading: std::sync::atomic::AtomicBool,
+    /// The pipelines judge pauses with an end-of-turn model (Smart Turn) when asked.
+    turn_model: std::sync::atomic::AtomicBool,
     transcription: bool,
     max_agents: usize,
     running: DashMap<RoomName, Running>,
@@ -225,6 +229,7 @@ impl AgentService {
             store,
             voice: std::sync::RwLock::new(voice),
             voice_loading: std::sync::atomic::AtomicBool::new(false),
+            turn_model: std::sync::atomic::AtomicBool::new(false),
             transcription,
             max_agents,
             running: DashMap::new(),
@@ -244,6 +249,11 @@ impl AgentService {
 
     fn voice(&self) -> Option<Arc<dyn Voice>> {
         self.voice.read().expect("agent voice").clone()
+    }
+
+    /// Whether the audio pipelines can judge pauses with an end-of-turn model.
+    pub fn set_turn_model(&self, available: bool) {
+        self.turn_model.store(available, Ordering::Relaxed);
     }
 
     /// A better voice is loading (dispatches without a voice are asked to retry).
@@ -351,6 +361,7 @@ impl AgentService {
             record,
             self.store.clone(),
             self.stats.clone(),
+            self.turn_model.load(Ordering::Relaxed),
         );
         let name = room_name.clone();
         let span = tracing::info_span!("agent", room = %room_name, participant = %id);

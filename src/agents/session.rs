@@ -29,6 +29,9 @@ const MAX_BURST_FRAMES: u64 = 5;
 const MIN_ANSWER_WORDS: usize = 3;
 /// Silence after the pipeline's end of utterance that ends the lead's turn.
 const END_OF_TURN_MS: u64 = 200;
+/// The same when an end-of-turn model judges pauses but its verdict has not come (it
+/// usually comes 100-150 ms after the pipeline's end of utterance).
+const END_OF_TURN_UNJUDGED_MS: u64 = 400;
 /// What the agent says the moment the lead's turn ends, while their words are transcribed.
 const ACKNOWLEDGEMENT: &str = "Okay.";
 /// Opus bitrate of the agent's voice.
@@ -85,6 +88,17 @@ pub(super) struct Session {
     record: AgentRunRecord,
     store: Store,
     stats: Arc<AgentStats>,
+    /// The pipelines can judge pauses (Smart Turn): ask them to while this agent listens.
+    turn_model: bool,
+}
+
+/// Keeps the room's end-of-turn verdicts on while the agent is in it.
+struct VerdictsWanted(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for VerdictsWanted {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 struct Live {
@@ -110,6 +124,8 @@ struct Live {
     writes: mpsc::Sender<Write>,
     /// [`ACKNOWLEDGEMENT`], synthesized once at the start.
     ack: Option<Arc<Vec<i16>>>,
+    /// Playback holds its place: someone's voice came over it, words not known yet.
+    paused: bool,
 }
 
 impl Session {
@@ -123,6 +139,7 @@ impl Session {
         record: AgentRunRecord,
         store: Store,
         stats: Arc<AgentStats>,
+        turn_model: bool,
     ) -> Self {
         Self {
             room,
@@ -133,6 +150,7 @@ impl Session {
             record,
             store,
             stats,
+            turn_model,
         }
     }
 
@@ -271,11 +289,22 @@ impl Session {
             .subscribe();
         let packetizer = OpusPacketizer::new(rand::random(), rand::random(), VOICE_BITRATE)
             .map_err(|e| fail(e.to_string()))?;
+        let _verdicts = self.turn_model.then(|| {
+            let flag = self.room.turn_verdicts().clone();
+            flag.store(true, Ordering::Relaxed);
+            VerdictsWanted(flag)
+        });
         let mut live = Live {
             // The pipeline already waited 300 ms of silence before it said the lead stopped:
-            // 200 ms more makes LiveKit's 0.5 s minimum endpointing delay.
+            // 200 ms more makes LiveKit's 0.5 s minimum endpointing delay. With Smart Turn, a
+            // "complete" verdict ends the turn when it comes (~0.4 s after the last word), an
+            // "incomplete" one waits 1.5 s.
             turns: Turns::new(TurnConfig {
-                end_ms: END_OF_TURN_MS,
+                end_ms: if self.turn_model {
+                    END_OF_TURN_UNJUDGED_MS
+                } else {
+                    END_OF_TURN_MS
+                },
                 ..TurnConfig::default()
             }),
             conv: Conversation::new(
@@ -299,6 +328,7 @@ impl Session {
             done_at: None,
             writes,
             ack: None,
+            paused: false,
         };
         let voice = self.voice.clone();
         let ack_pcm = tokio::task::spawn_blocking(move || voice.synthesize(ACKNOWLEDGEMENT));
@@ -352,13 +382,19 @@ impl Session {
 
     /// Greets when a lead is here, leaves when alone or done. Returns whether to leave.
     fn housekeeping(&self, live: &mut Live, now: u64) -> bool {
-        let snapshot = self.room.subscribe().0;
-        let people: Vec<_> = snapshot
-            .members
-            .iter()
-            .filter(|m| m.role != Some(Role::Agent))
-            .collect();
-        if people.is_empty() {
+        let (people, ids) = self.room.with_members(|members| {
+            let mut people = 0usize;
+            let mut ids = Vec::new();
+            for m in members.filter(|m| m.role != Some(Role::Agent)) {
+                people += 1;
+                // Only members not yet classified need a look-up.
+                if !live.roles.contains_key(m.id.as_str()) || live.roles[m.id.as_str()] {
+                    ids.push(m.id.to_string());
+                }
+            }
+            (people, ids)
+        });
+        if people == 0 {
             let since = *live.alone_since.get_or_insert(now);
             if now >= since + ALONE_LEAVE_MS {
                 tracing::info!("nobody left to talk to");
@@ -367,10 +403,7 @@ impl Session {
         } else {
             live.alone_since = None;
         }
-        let lead_here = people.iter().any(|m| {
-            let id = m.id.to_string();
-            self.is_lead(live, &id)
-        });
+        let lead_here = ids.iter().any(|id| self.is_lead(live, id));
         if lead_here {
             live.lead_seen_at.get_or_insert(now);
         }
@@ -449,6 +482,17 @@ impl Session {
                 live.awaiting_final.retain(|s| *s != g.speaker);
                 return;
             }
+            Frame::EndOfTurn(v) => {
+                tracing::debug!(now, speaker = %v.speaker, probability = v.probability, "end-of-turn verdict");
+                let who = v.speaker.clone();
+                (
+                    v.speaker,
+                    TurnEvent::EndOfTurn {
+                        who,
+                        probability: v.probability,
+                    },
+                )
+            }
             _ => return,
         };
         if speaker == self.id.as_str() {
@@ -465,7 +509,26 @@ impl Session {
     fn decide_without_producer(&self, live: &mut Live, d: TurnDecision, now: u64) {
         match d {
             TurnDecision::Stop => self.cut_off(live, now),
+            TurnDecision::Pause => self.pause(live, now),
             other => self.pending_decision(live, other, now),
+        }
+    }
+
+    /// Stops sending at once and holds the place (the next audio tick sends nothing).
+    fn pause(&self, live: &mut Live, now: u64) {
+        let Some(p) = live.playing.as_mut() else {
+            return;
+        };
+        if live.paused {
+            return;
+        }
+        live.paused = true;
+        live.pacer = None;
+        self.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(now, "voice over the agent: paused");
+        if p.announced {
+            self.room
+                .broadcast(crate::signal::speaking(&self.id, false));
         }
     }
 
@@ -479,15 +542,24 @@ impl Session {
                 tracing::debug!(now, awaiting_final = live.awaiting_final.len(), "turn over");
                 live.speak_pending = Some(now);
                 // Acknowledge now, as a person would (the words may still be in Whisper),
-                // and say the rest once they are in and the next line is synthesized.
+                // and say the rest once they are in and the next line is synthesized. Also
+                // after an interruption: "Okay." is what a person says to one.
                 if live.playing.is_none()
-                    && live.cut.is_none()
                     && live.conv.current().is_some()
                     && !live.conv.finished()
                     && let Some(pcm) = live.ack.clone()
                 {
                     live.conv.acknowledged();
                     self.play_clip(live, ACKNOWLEDGEMENT, (*pcm).clone(), now);
+                }
+            }
+            TurnDecision::Resume if live.paused => {
+                live.paused = false;
+                tracing::debug!(now, "resumed where it paused");
+                if let Some(p) = live.playing.as_ref()
+                    && p.announced
+                {
+                    self.room.broadcast(crate::signal::speaking(&self.id, true));
                 }
             }
             TurnDecision::Resume => {
@@ -510,6 +582,7 @@ impl Session {
                 }
             }
             TurnDecision::Stop => self.cut_off(live, now),
+            TurnDecision::Pause => self.pause(live, now),
         }
     }
 
@@ -600,6 +673,7 @@ impl Session {
     }
 
     fn cut_off(&self, live: &mut Live, now: u64) {
+        live.paused = false;
         let Some(p) = live.playing.take() else {
             return;
         };
@@ -623,6 +697,7 @@ impl Session {
     }
 
     fn stop_playing(&self, live: &mut Live, _producer: &crate::room::Producer) {
+        live.paused = false;
         if live.playing.take().is_some_and(|p| p.announced) {
             self.room
                 .broadcast(crate::signal::speaking(&self.id, false));
@@ -631,6 +706,9 @@ impl Session {
 
     /// Sends the frames due now.
     fn play(&self, live: &mut Live, producer: &crate::room::Producer, now: u64) {
+        if live.paused {
+            return;
+        }
         let Some(p) = live.playing.as_mut() else {
             return;
         };

@@ -60,6 +60,7 @@ pub async fn metrics(
             .as_ref()
             .map(|t| (t.stats().as_ref(), t.consumer_stats().as_ref())),
     );
+    crate::metrics::render_agents(&mut text, s.agents.running(), s.agents.stats());
     if let Some(turn) = &s.turn {
         crate::metrics::render_turn(&mut text, &turn.server.stats());
     }

@@ -94,6 +94,9 @@ pub struct Room {
     meeting: OnceLock<String>,
     metrics: Arc<Metrics>,
     retired: Arc<RetiredCounts>,
+    /// Raised while an agent listens: the audio pipelines then judge each pause with the
+    /// end-of-turn model.
+    turn_verdicts: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Room {
@@ -133,7 +136,20 @@ impl Room {
             meeting: OnceLock::new(),
             metrics,
             retired,
+            turn_verdicts: Arc::default(),
         }
+    }
+
+    /// The flag that asks this room's pipelines for end-of-turn verdicts.
+    pub fn turn_verdicts(&self) -> &Arc<std::sync::atomic::AtomicBool> {
+        &self.turn_verdicts
+    }
+
+    /// Runs `f` over the members present now, under the room's lock (keep it short).
+    pub fn with_members<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &MemberInfo>) -> R) -> R {
+        let st = self.lock();
+        let mut it = st.members.values().map(|e| &e.handle.info);
+        f(&mut it)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RoomState> {

@@ -209,6 +209,11 @@ impl Transcription {
         })
     }
 
+    /// Whether pipelines can judge pauses with an end-of-turn model (for agents).
+    pub fn judges_turns(&self) -> bool {
+        self.config.turn_analysis.is_some()
+    }
+
     /// Pipeline counters (for `/metrics`).
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats
@@ -355,13 +360,17 @@ impl Transcription {
             return;
         }
         let (input, audio_rx) = pipeline_input(self.config.input_capacity, self.stats.clone());
+        let mut config = self.config.clone();
+        if let Some(t) = &mut config.turn_analysis {
+            t.wanted = room.turn_verdicts().clone();
+        }
         let pipeline = match spawn_track_pipeline(
             p.publisher.0.clone(),
             room.name.as_str().into(),
             audio_rx,
             self.pool.clone(),
             frames.clone(),
-            self.config.clone(),
+            config,
         ) {
             Ok(task) => task,
             Err(e) => {
