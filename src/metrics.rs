@@ -256,6 +256,11 @@ pub fn render_agents(out: &mut String, running: usize, a: &crate::agents::AgentS
             &a.pauses,
         ),
         (
+            "conclave_agent_echoes_total",
+            "Final transcripts ignored as an agent's own voice in a microphone.",
+            &a.echoes,
+        ),
+        (
             "conclave_agent_voice_failures_total",
             "Sentences the agents' voice failed to synthesize.",
             &a.voice_failures,

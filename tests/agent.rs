@@ -244,7 +244,9 @@ async fn lead_talking_over_the_agent_stops_it_and_the_answer_counts() {
         played_ms < 6_000,
         "the agent did not stop: played {played_ms} ms"
     );
-    assert!(stop_ms < 2_000, "the agent took {stop_ms} ms to stop");
+    // It pauses 350 ms into the voice and the words then make it a stop: about 0.5 s at the
+    // lead (measured 499-666 ms in debug builds); the words alone would take 1.3 s or more.
+    assert!(stop_ms < 1_000, "the agent took {stop_ms} ms to stop");
     // The answer counted: next comes the authority question.
     let next = call
         .asked(3, Duration::from_secs(30))
@@ -297,4 +299,69 @@ async fn mm_hmm_while_the_agent_talks_does_not_interrupt_it() {
     let k = kinds(&status);
     assert!(!k.contains(&"agent:interruption".to_owned()), "{k:?}");
     assert!(played_ms > 9_000, "the question was cut: {played_ms} ms");
+}
+
+async fn metric(call: &Call, name: &str) -> f64 {
+    let (_, body) = common::http(call.server.http_addr, "GET", "/metrics", None, "").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_voice_coming_back_through_the_leads_microphone_does_not_stop_it() {
+    let _serial = SERIAL.lock().await;
+    let mut call = start_call("echo", bant_set()).await;
+    // A loudspeaker beside the lead's microphone and no echo cancellation: everything the
+    // lead hears from the agent goes back into the room at 0.7 of its level.
+    call.lead
+        .echo(Some((&call.agent, call.speech.clone(), 0.7)));
+    call.asked(1, Duration::from_secs(40))
+        .await
+        .expect("greeting and first question");
+    // Whatever its echo did (a pause at most), the line is over and nothing was taken for
+    // an answer: the agent waits for the lead.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = call.status().await;
+    let k = kinds(&status);
+    assert_eq!(k, vec!["agent:greeting"], "{:#?}", status["events"]);
+    assert!(
+        metric(&call, "conclave_agent_echoes_total").await >= 1.0,
+        "the echo never reached the agent's ears, so this test tested nothing"
+    );
+    let pauses = metric(&call, "conclave_agent_pauses_total").await;
+    assert!(pauses <= 1.0, "{pauses} pauses for one echoing microphone");
+    // The lead answers; the next question plays in full over its own echo.
+    let answer = speak_48k(
+        "The main problem is that our old tool drops calls, and we are losing customers.",
+        &std::env::temp_dir(),
+    );
+    call.say(&answer).await;
+    let q2 = call
+        .asked(2, Duration::from_secs(30))
+        .await
+        .expect("second question");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = call.status().await;
+    eprintln!("{:#?}", status["events"]);
+    let k = kinds(&status);
+    assert!(!k.contains(&"agent:interruption".to_owned()), "{k:?}");
+    assert_eq!(
+        k.iter().filter(|k| *k == "lead:answer").count(),
+        1,
+        "only the lead's own words are answers: {k:?}"
+    );
+    // "What budget do you have for this?" is about 2 s of Piper speech.
+    assert!(
+        q2.packets >= 70,
+        "second question cut short: {} packets",
+        q2.packets
+    );
+    assert_eq!(
+        metric(&call, "conclave_agent_pauses_total").await,
+        pauses,
+        "a known echo source paused the agent again"
+    );
+    call.lead.echo(None);
 }

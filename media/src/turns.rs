@@ -9,7 +9,9 @@
 //!   starts at the same moment the agent does, the agent yields.
 //! - **End-of-turn model**: when an audio model (Smart Turn) judged the pause, a "complete"
 //!   verdict ends the turn after `end_complete_ms`, an "incomplete" one waits
-//!   `end_incomplete_ms`; without a verdict, `end_ms` applies. Unfinished words always wait.
+//!   `end_incomplete_ms` unless the words transcribed after the pause end a sentence (then
+//!   `end_ms`: words and audio disagree, and the words are the better witness of a finished
+//!   thought); without a verdict, `end_ms` applies. Unfinished words always wait.
 //! - **Barge-in**: a person speaking over the agent for `barge_in_ms` makes it pause at once
 //!   (it holds its place: words take a second to transcribe). Real words (not a backchannel
 //!   like "mm-hmm", not an echo of the agent's own words) make the pause a stop; a
@@ -141,6 +143,8 @@ enum State {
         unfinished: bool,
         /// The end-of-turn model's verdict on this pause: complete?
         complete: Option<bool>,
+        /// Words transcribed after the pause began end a sentence.
+        sentence_ended: bool,
     },
     /// The agent is playing.
     AgentSpeaking {
@@ -176,6 +180,8 @@ pub struct Turns {
     agent_stopped_at: Option<u64>,
     /// Speakers whose microphones were heard repeating the agent.
     echoing: Vec<String>,
+    /// When the agent's latest line started playing.
+    line_started: Option<u64>,
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -200,6 +206,14 @@ fn unfinished(text: &str) -> bool {
         .is_some_and(|w| UNFINISHED.contains(&w.as_str()))
 }
 
+/// Words that end with a full stop, question or exclamation mark and no unfinished word.
+fn ends_sentence(text: &str) -> bool {
+    let t = text.trim_end();
+    (t.ends_with('.') || t.ends_with('?') || t.ends_with('!'))
+        && !t.ends_with("...")
+        && !unfinished(t)
+}
+
 impl Turns {
     /// An engine with `config`.
     pub fn new(config: TurnConfig) -> Self {
@@ -210,6 +224,7 @@ impl Turns {
             agent_text: String::new(),
             agent_stopped_at: None,
             echoing: Vec::new(),
+            line_started: None,
         }
     }
 
@@ -242,9 +257,39 @@ impl Turns {
 
     /// Whether `text` is mostly the agent's own recent words (its voice in someone's microphone).
     fn is_echo(&self, text: &str, now: u64) -> bool {
-        if !self.in_playout(now) {
+        self.in_playout(now) && self.repeats_agent(text)
+    }
+
+    /// Whether `who`'s `text`, transcribed from their audio of `start_ms..end_ms`, is the
+    /// agent's own voice picked up by their microphone: that audio overlaps the agent's latest
+    /// line (or its echo tail) and the words are mostly the line's. Final transcripts come
+    /// long after the audio, so callers check them with this before treating them as words;
+    /// an echo also makes `who` a known echo source and settles a pause it caused.
+    pub fn echo_of_agent(&mut self, who: &str, text: &str, start_ms: u64, end_ms: u64) -> bool {
+        let Some(started) = self.line_started else {
+            return false;
+        };
+        let playing = matches!(
+            self.state,
+            State::AgentSpeaking { .. } | State::Paused { .. }
+        );
+        let window_end = match self.agent_stopped_at {
+            Some(stopped) if !playing => stopped + self.config.echo_tail_ms,
+            _ => u64::MAX,
+        };
+        if end_ms < started || start_ms > window_end || !self.repeats_agent(text) {
             return false;
         }
+        if !self.echoing.iter().any(|w| w == who) {
+            self.echoing.push(who.to_owned());
+        }
+        if let State::Paused { settled, .. } = &mut self.state {
+            *settled = true;
+        }
+        true
+    }
+
+    fn repeats_agent(&self, text: &str) -> bool {
         let said = words(&self.agent_text);
         let heard = words(text);
         if heard.is_empty() {
@@ -320,6 +365,7 @@ impl Turns {
                             stopped_at: None,
                             unfinished: false,
                             complete: None,
+                            sentence_ended: false,
                         };
                         None
                     }
@@ -334,10 +380,12 @@ impl Turns {
                     State::PersonTurn {
                         stopped_at,
                         complete,
+                        sentence_ended,
                         ..
                     } => {
                         *stopped_at = Some(now);
                         *complete = None;
+                        *sentence_ended = false;
                     }
                     State::AgentSpeaking { overlap_since, .. } => *overlap_since = None,
                     _ => {}
@@ -400,15 +448,23 @@ impl Turns {
                         }
                         None
                     }
-                    State::PersonTurn { unfinished: u, .. } => {
+                    State::PersonTurn {
+                        unfinished: u,
+                        stopped_at,
+                        sentence_ended,
+                        ..
+                    } => {
                         *u = unfinished(&text);
+                        *sentence_ended = stopped_at.is_some() && ends_sentence(&text);
                         None
                     }
                     State::AwaitingAnswer { .. } | State::Idle if !backchannel => {
+                        let stopped_at = (!self.someone_speaking()).then_some(now);
                         self.state = State::PersonTurn {
-                            stopped_at: (!self.someone_speaking()).then_some(now),
+                            stopped_at,
                             unfinished: unfinished(&text),
                             complete: None,
+                            sentence_ended: stopped_at.is_some() && ends_sentence(&text),
                         };
                         None
                     }
@@ -418,6 +474,7 @@ impl Turns {
             TurnEvent::AgentStarted { text, question } => {
                 self.agent_text = text;
                 self.agent_stopped_at = None;
+                self.line_started = Some(now);
                 self.state = State::AgentSpeaking {
                     started: now,
                     question,
@@ -486,6 +543,7 @@ impl Turns {
                             stopped_at: (!self.someone_speaking()).then_some(now),
                             unfinished: false,
                             complete: None,
+                            sentence_ended: false,
                         };
                         None
                     } else if now >= at + c.false_interruption_ms && !self.someone_speaking() {
@@ -505,6 +563,7 @@ impl Turns {
                     stopped_at: Some(stopped),
                     unfinished,
                     complete,
+                    sentence_ended,
                 } => {
                     if self.someone_speaking() {
                         return None;
@@ -512,6 +571,7 @@ impl Turns {
                     let wait = match (unfinished, complete) {
                         (true, _) => c.end_unfinished_ms,
                         (false, Some(true)) => c.end_complete_ms,
+                        (false, Some(false)) if sentence_ended => c.end_ms,
                         (false, Some(false)) => c.end_incomplete_ms,
                         (false, None) => c.end_ms,
                     }
@@ -897,6 +957,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_late_final_of_the_agents_echo_is_recognised_by_its_audio_times() {
+        let mut t = Turns::new(TurnConfig::default());
+        let line = "What budget have you set aside for this year?";
+        assert_eq!(t.on(agent(line), 1_000), None);
+        assert_eq!(t.on(TurnEvent::AgentFinished, 4_000), None);
+        // The final of audio heard during the line arrives 1.5 s after the line ended.
+        assert!(t.echo_of_agent(
+            "lead",
+            "budget have you set aside for this year",
+            1_200,
+            4_300
+        ));
+        // The same words from audio well after the line are the lead's own.
+        assert!(!t.echo_of_agent(
+            "lead",
+            "budget have you set aside for this year",
+            6_000,
+            7_000
+        ));
+        // Other words during the line are not an echo.
+        assert!(!t.echo_of_agent("lead", "we have about fifty thousand", 2_000, 3_000));
+        // Nothing is an echo before the agent ever spoke.
+        let mut fresh = Turns::new(TurnConfig::default());
+        assert!(!fresh.echo_of_agent("lead", "what budget", 0, 100));
+        // The lead is now a known echo source: its voice in the next line does not pause it.
+        assert_eq!(t.on(agent("And who decides?"), 8_000), None);
+        assert_eq!(t.on(started("lead"), 8_200), None);
+        assert_eq!(t.on(TurnEvent::Tick, 9_000), None);
+    }
+
     fn verdict(who: &str, probability: f32) -> TurnEvent {
         TurnEvent::EndOfTurn {
             who: who.into(),
@@ -921,6 +1012,22 @@ mod tests {
         // Incomplete: 1.5 s, unless the person goes on.
         assert_eq!(
             turn(vec![(2120, verdict("lead", 0.12))]),
+            vec![(3500, TurnDecision::Speak)]
+        );
+        // ... or words transcribed after the pause end a sentence: they win, when they come.
+        assert_eq!(
+            turn(vec![
+                (2120, verdict("lead", 0.12)),
+                (2850, said("lead", "We need it by March."))
+            ]),
+            vec![(2900, TurnDecision::Speak)]
+        );
+        // Words from before the pause do not count for it.
+        assert_eq!(
+            turn(vec![
+                (1500, said("lead", "We need it by March.")),
+                (2120, verdict("lead", 0.12))
+            ]),
             vec![(3500, TurnDecision::Speak)]
         );
         // Unfinished words wait whatever the model says.

@@ -187,6 +187,8 @@ pub struct AgentStats {
     pub interruptions: AtomicU64,
     /// Times playback paused for a voice over it (resumed, or then cut off).
     pub pauses: AtomicU64,
+    /// Final transcripts recognised as the agent's own voice in a microphone (ignored).
+    pub echoes: AtomicU64,
     /// Sentences the voice failed on (logged).
     pub voice_failures: AtomicU64,
     /// Audio frames not sent because the pacer fell behind (logged).

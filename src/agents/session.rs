@@ -32,6 +32,10 @@ const END_OF_TURN_MS: u64 = 200;
 /// The same when an end-of-turn model judges pauses but its verdict has not come (it
 /// usually comes 100-150 ms after the pipeline's end of utterance).
 const END_OF_TURN_UNJUDGED_MS: u64 = 400;
+/// Voice over the agent, counted from the pipeline's speech-start edge (which itself fires
+/// 200 ms into the voice), after which the agent pauses: 350 ms of voice in all, so the agent
+/// is silent at the listener about 0.5 s after someone starts over it.
+const BARGE_IN_MS: u64 = 150;
 /// What the agent says the moment the lead's turn ends, while their words are transcribed.
 const ACKNOWLEDGEMENT: &str = "Okay.";
 /// Opus bitrate of the agent's voice.
@@ -305,6 +309,7 @@ impl Session {
                 } else {
                     END_OF_TURN_MS
                 },
+                barge_in_ms: BARGE_IN_MS,
                 ..TurnConfig::default()
             }),
             conv: Conversation::new(
@@ -449,12 +454,28 @@ impl Session {
                 (e.speaker, TurnEvent::PersonStopped { who })
             }
             Frame::InterimTranscript(t) => {
+                if live
+                    .turns
+                    .echo_of_agent(&t.speaker, &t.text, t.start_ms, t.end_ms)
+                {
+                    tracing::debug!(now, speaker = %t.speaker, text = %t.text, "echo of the agent's voice ignored");
+                    return;
+                }
                 let who = t.speaker.clone();
                 (t.speaker, TurnEvent::Transcript { who, text: t.text })
             }
             Frame::FinalTranscript(t) => {
                 tracing::debug!(now, speaker = %t.speaker, end = t.end_ms, text = %t.text, "final");
                 live.awaiting_final.retain(|s| *s != t.speaker);
+                if live
+                    .turns
+                    .echo_of_agent(&t.speaker, &t.text, t.start_ms, t.end_ms)
+                {
+                    // The agent's own voice in the lead's microphone: no answer, no turn.
+                    self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(now, speaker = %t.speaker, text = %t.text, "echo of the agent's voice ignored");
+                    return;
+                }
                 let text = t.text.trim().to_owned();
                 if self.is_lead(live, &t.speaker) && crate::transcription::is_speech(&text) {
                     // Acknowledgements are kept but answer nothing; anything else is an answer,

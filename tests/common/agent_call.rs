@@ -2,7 +2,7 @@
 //! agent latency bench.
 
 use super::client::{LiveSpeech, TestClient};
-use super::speech::{piper_model, whisper_model};
+use super::speech::{piper_model, smart_turn_model, whisper_model};
 use super::{api_key_auth, http, start_server, token, token_with};
 use conclave::auth::Grants;
 use conclave_signaling::ParticipantId;
@@ -45,13 +45,23 @@ pub async fn api(
 pub async fn start_call(room: &str, set: Value) -> Call {
     let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
     let voice = tokio::task::spawn_blocking(piper_model).await.unwrap();
-    // The product's default voice: Piper.
+    let turn_model = tokio::task::spawn_blocking(smart_turn_model).await.unwrap();
+    // The product's defaults: the Piper voice, Smart Turn judging the lead's pauses.
     let server = start_server(|a| {
         a.whisper_model = Some(model.clone());
         a.voice = Some("piper".into());
         a.piper_model = Some(voice.clone());
+        a.turn_model = Some(turn_model.clone());
     })
     .await;
+    assert!(
+        server
+            .state
+            .transcription
+            .as_ref()
+            .is_some_and(|t| t.judges_turns()),
+        "Smart Turn did not load"
+    );
     let agents = server.state.agents.clone();
     assert!(
         super::eventually(Duration::from_secs(30), || agents.voice_name().as_deref()

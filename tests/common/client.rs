@@ -55,6 +55,8 @@ pub const MAX_AUDIO_ARRIVALS: usize = 100_000;
 type Inbox = Arc<Mutex<HashMap<String, Received>>>;
 type Arrivals = Arc<Mutex<HashMap<String, Vec<AudioArrival>>>>;
 type Remotes = Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>;
+/// Audio of one publisher (by stream id) fed back into a live queue at a gain: an echo.
+type Echo = Arc<Mutex<Option<(String, LiveSpeech, f32)>>>;
 
 struct Handler {
     out: mpsc::UnboundedSender<ClientMessage>,
@@ -62,6 +64,7 @@ struct Handler {
     arrivals: Arrivals,
     remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
+    echo: Echo,
 }
 
 #[async_trait::async_trait]
@@ -87,6 +90,7 @@ impl PeerConnectionEventHandler for Handler {
         self.remotes.lock().unwrap().push(track.clone());
         let inbox = self.inbox.clone();
         let arrivals = self.arrivals.clone();
+        let echo = self.echo.clone();
         tokio::spawn(async move {
             let stream = track.stream_id().await.to_string();
             let kind = track.kind().await;
@@ -115,6 +119,17 @@ impl PeerConnectionEventHandler for Handler {
                         r.audio_packets += 1;
                         if let Ok(n) = decoder.decode(&pkt.payload, &mut pcm, false) {
                             r.audio_decoded += 1;
+                            if let Some((from, speech, gain)) = &*echo.lock().unwrap()
+                                && *from == stream
+                            {
+                                // An open loudspeaker next to the microphone, no echo
+                                // cancellation: what is heard is sent back.
+                                let back: Vec<f32> = pcm[..n]
+                                    .iter()
+                                    .map(|&s| s as f32 / 32768.0 * gain)
+                                    .collect();
+                                speech.say(&back);
+                            }
                             let rms = (pcm[..n]
                                 .iter()
                                 .map(|&s| (s as f64 / 32768.0).powi(2))
@@ -141,6 +156,7 @@ pub struct TestClient {
     arrivals: Arrivals,
     remotes: Remotes,
     state: Arc<Mutex<RTCPeerConnectionState>>,
+    echo: Echo,
     /// Keyframe requests (PLI/FIR) that reached this client's published video track.
     pub keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
     /// Unix ms at which each 20 ms audio packet was sent (index = packet number), so speech
@@ -245,6 +261,7 @@ impl TestClient {
 
         let inbox: Inbox = Default::default();
         let arrivals: Arrivals = Default::default();
+        let echo: Echo = Default::default();
         let state = Arc::new(Mutex::new(RTCPeerConnectionState::New));
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
@@ -274,6 +291,7 @@ impl TestClient {
                     arrivals: arrivals.clone(),
                     remotes: remotes.clone(),
                     state: state.clone(),
+                    echo: echo.clone(),
                 }))
                 .with_udp_addrs(vec!["127.0.0.1:0"])
                 .build()
@@ -388,10 +406,18 @@ impl TestClient {
             arrivals,
             remotes,
             state,
+            echo,
             keyframe_requests,
             audio_sent_at,
             tasks,
         }
+    }
+
+    /// Sends what is heard from `publisher` back through `speech` at `gain`, as a microphone
+    /// beside a loudspeaker without echo cancellation would (`None` stops it).
+    #[allow(dead_code)]
+    pub fn echo(&self, source: Option<(&ParticipantId, LiveSpeech, f32)>) {
+        *self.echo.lock().unwrap() = source.map(|(p, s, g)| (p.to_string(), s, g));
     }
 
     /// What was received from `publisher` so far.

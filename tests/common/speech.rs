@@ -33,3 +33,14 @@ pub fn piper_model() -> std::path::PathBuf {
         .model
         .clone()
 }
+
+/// The Smart Turn model from the shared model cache, installed once per process.
+#[allow(dead_code)]
+pub fn smart_turn_model() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        conclave_model::install_smart_turn(&conclave_media::testing::model_cache())
+            .expect("Smart Turn install")
+    })
+    .clone()
+}
