@@ -79,6 +79,10 @@ enum TokenCmd {
         /// Grant creating meetings (needed when guest access is off).
         #[arg(long)]
         create_meetings: bool,
+        /// Join with role `agent` (an external AI agent such as `examples/agent.rs`): shown
+        /// as an agent, and its audio is never transcribed as a person.
+        #[arg(long)]
+        agent: bool,
         /// API key (name).
         #[arg(long, env = "CONCLAVE_API_KEY")]
         api_key: String,
@@ -167,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                     no_subscribe,
                     admin,
                     create_meetings,
+                    agent,
                     api_key,
                     api_secret,
                 },
@@ -184,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                         create_meetings,
                     },
                     ttl: Duration::from_secs(ttl_secs),
+                    role: agent.then_some(conclave_signaling::Role::Agent),
                     ..Default::default()
                 },
                 SystemTime::now(),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub dead_peers: AtomicU64,
     /// Signaling sockets closed because their client left too many replies unread.
     pub signaling_overflows: AtomicU64,
+    /// RTP packets a client's track carried of another stream (another SSRC or kind), dropped.
+    pub foreign_packets: AtomicU64,
 }
 
 impl Metrics {
@@ -136,6 +138,11 @@ impl Metrics {
                 "conclave_signaling_overflows_total",
                 "Signaling sockets closed because their client left too many replies unread.",
                 &self.signaling_overflows,
+            ),
+            (
+                "conclave_foreign_packets_total",
+                "RTP packets of another stream handed to a client's track, dropped.",
+                &self.foreign_packets,
             ),
             (
                 "conclave_dead_peers_total",

@@ -176,13 +176,23 @@ pub struct Turns {
     config: TurnConfig,
     state: State,
     speaking: Vec<String>,
-    agent_text: String,
     agent_stopped_at: Option<u64>,
     /// Speakers whose microphones were heard repeating the agent.
     echoing: Vec<String>,
-    /// When the agent's latest line started playing.
-    line_started: Option<u64>,
+    /// The agent's last few lines, for telling its echo from a person's words.
+    lines: std::collections::VecDeque<Line>,
 }
+
+/// One line the agent played: when, and its words.
+#[derive(Debug, Clone)]
+struct Line {
+    started: u64,
+    stopped: Option<u64>,
+    words: Vec<String>,
+}
+
+/// Lines remembered for echo checks: a final transcript can come after the next line began.
+const LINES_KEPT: usize = 4;
 
 fn words(text: &str) -> Vec<String> {
     text.to_lowercase()
@@ -206,6 +216,20 @@ fn unfinished(text: &str) -> bool {
         .is_some_and(|w| UNFINISHED.contains(&w.as_str()))
 }
 
+/// Share of a transcript's words that, found in the agent's line, make it the agent's echo.
+const ECHO_SHARE: f32 = 0.7;
+/// Share at which words heard during a pause are too like the agent's to count as words.
+const AMBIGUOUS_SHARE: f32 = 0.5;
+
+/// The share of `text`'s words that are among `said`.
+fn share(said: &[String], text: &str) -> f32 {
+    let heard = words(text);
+    if heard.is_empty() {
+        return 0.0;
+    }
+    heard.iter().filter(|w| said.contains(w)).count() as f32 / heard.len() as f32
+}
+
 /// Words that end with a full stop, question or exclamation mark and no unfinished word.
 fn ends_sentence(text: &str) -> bool {
     let t = text.trim_end();
@@ -221,10 +245,9 @@ impl Turns {
             config,
             state: State::Idle,
             speaking: Vec::new(),
-            agent_text: String::new(),
             agent_stopped_at: None,
             echoing: Vec::new(),
-            line_started: None,
+            lines: std::collections::VecDeque::new(),
         }
     }
 
@@ -257,7 +280,11 @@ impl Turns {
 
     /// Whether `text` is mostly the agent's own recent words (its voice in someone's microphone).
     fn is_echo(&self, text: &str, now: u64) -> bool {
-        self.in_playout(now) && self.repeats_agent(text)
+        self.in_playout(now)
+            && self
+                .lines
+                .iter()
+                .any(|l| share(&l.words, text) >= ECHO_SHARE)
     }
 
     /// Whether `who`'s `text`, transcribed from their audio of `start_ms..end_ms`, is the
@@ -266,18 +293,12 @@ impl Turns {
     /// long after the audio, so callers check them with this before treating them as words;
     /// an echo also makes `who` a known echo source and settles a pause it caused.
     pub fn echo_of_agent(&mut self, who: &str, text: &str, start_ms: u64, end_ms: u64) -> bool {
-        let Some(started) = self.line_started else {
-            return false;
-        };
-        let playing = matches!(
-            self.state,
-            State::AgentSpeaking { .. } | State::Paused { .. }
-        );
-        let window_end = match self.agent_stopped_at {
-            Some(stopped) if !playing => stopped + self.config.echo_tail_ms,
-            _ => u64::MAX,
-        };
-        if end_ms < started || start_ms > window_end || !self.repeats_agent(text) {
+        let tail = self.config.echo_tail_ms;
+        let echo = self.lines.iter().any(|l| {
+            let window_end = l.stopped.map_or(u64::MAX, |t| t + tail);
+            end_ms >= l.started && start_ms <= window_end && share(&l.words, text) >= ECHO_SHARE
+        });
+        if !echo {
             return false;
         }
         if !self.echoing.iter().any(|w| w == who) {
@@ -289,14 +310,12 @@ impl Turns {
         true
     }
 
-    fn repeats_agent(&self, text: &str) -> bool {
-        let said = words(&self.agent_text);
-        let heard = words(text);
-        if heard.is_empty() {
-            return false;
-        }
-        let shared = heard.iter().filter(|w| said.contains(w)).count();
-        shared * 10 >= heard.len() * 7
+    /// The largest share of `text`'s words found in one of the agent's recent lines.
+    fn agent_share(&self, text: &str) -> f32 {
+        self.lines
+            .iter()
+            .map(|l| share(&l.words, text))
+            .fold(0.0, f32::max)
     }
 
     /// Takes one event at `now` and says what to do, if anything.
@@ -417,6 +436,7 @@ impl Turns {
                     return None;
                 }
                 let backchannel = self.is_backchannel(&text);
+                let ambiguous = self.agent_share(&text) >= AMBIGUOUS_SHARE;
                 match &mut self.state {
                     State::Paused {
                         at,
@@ -426,6 +446,11 @@ impl Turns {
                     } => {
                         if backchannel {
                             *settled = true;
+                            return None;
+                        }
+                        if ambiguous {
+                            // Half the agent's own words ("yeah, I'm" for "Hi Dana, I'm"):
+                            // maybe a mis-heard echo; wait for more words or the quiet.
                             return None;
                         }
                         // Real words: the pause becomes a stop.
@@ -472,9 +497,15 @@ impl Turns {
                 }
             }
             TurnEvent::AgentStarted { text, question } => {
-                self.agent_text = text;
                 self.agent_stopped_at = None;
-                self.line_started = Some(now);
+                if self.lines.len() == LINES_KEPT {
+                    self.lines.pop_front();
+                }
+                self.lines.push_back(Line {
+                    started: now,
+                    stopped: None,
+                    words: words(&text),
+                });
                 self.state = State::AgentSpeaking {
                     started: now,
                     question,
@@ -495,6 +526,9 @@ impl Turns {
             }
             TurnEvent::AgentFinished => {
                 self.agent_stopped_at = Some(now);
+                if let Some(line) = self.lines.back_mut() {
+                    line.stopped.get_or_insert(now);
+                }
                 if let State::AgentSpeaking { question, .. } | State::Paused { question, .. } =
                     self.state
                 {
@@ -986,6 +1020,23 @@ mod tests {
         assert_eq!(t.on(agent("And who decides?"), 8_000), None);
         assert_eq!(t.on(started("lead"), 8_200), None);
         assert_eq!(t.on(TurnEvent::Tick, 9_000), None);
+    }
+
+    #[test]
+    fn a_mis_heard_echo_neither_stops_the_agent_nor_becomes_an_answer_after_its_next_line() {
+        let mut t = Turns::new(TurnConfig::default());
+        let line = "Hi Dana, I'm Ava. What problem are you trying to solve?";
+        t.on(agent(line), 1_000);
+        t.on(started("lead"), 1_400);
+        assert_eq!(t.on(TurnEvent::Tick, 1_700), Some(TurnDecision::Pause));
+        // "Hi Dana, I'm" heard as "Yeah, I'm": half the agent's words, not a stop.
+        assert_eq!(t.on(said("lead", "Yeah, I'm"), 2_300), None);
+        assert_eq!(t.on(stopped("lead"), 2_400), None);
+        assert_eq!(t.on(TurnEvent::Tick, 3_300), Some(TurnDecision::Resume));
+        t.on(TurnEvent::AgentFinished, 6_000);
+        // The next line starts before the final of that echo arrives: still an echo.
+        t.on(agent("Okay."), 6_100);
+        assert!(t.echo_of_agent("lead", "Yeah, I'm Ava. What problem?", 1_400, 2_400));
     }
 
     fn verdict(who: &str, probability: f32) -> TurnEvent {

@@ -456,6 +456,7 @@ impl Actor {
         }
         let events = self.pc_tx.clone();
         let pc = self.pc.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(
             async move {
                 for _ in 0..10 {
@@ -472,7 +473,7 @@ impl Actor {
                 // The track object is a snapshot that may never learn them: take the SSRC
                 // from its first packet and the codec from the negotiated parameters by that
                 // packet's payload type (unique within the bundle).
-                match learn_from_first_packet(&pc, &remote, kind).await {
+                match learn_from_first_packet(&pc, &remote, kind, &metrics).await {
                     Some((ssrc, codec)) => {
                         tracing::debug!(ssrc, codec = %codec.mime_type, "track described by its first packet");
                         let _ = events
@@ -508,10 +509,11 @@ impl Actor {
         };
         let reader = {
             let events = self.pc_tx.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(
                 async move {
                     let id = producer.id.clone();
-                    read_remote(remote, ssrc, producer).await;
+                    read_remote(remote, ssrc, producer, &metrics).await;
                     let _ = events.send(PcEvent::PublishedEnded(id)).await;
                 }
                 .in_current_span(),
@@ -600,40 +602,70 @@ impl Actor {
     }
 }
 
-/// The SSRC of `remote`'s first packet (waiting up to 2 s for it) and the negotiated codec
-/// of its payload type.
+/// The SSRC of `remote`'s first packet of its own kind (waiting up to 2 s for one) and the
+/// negotiated codec of its payload type. Packets whose payload type is not a codec of this
+/// kind (another stream's, which webrtc-rs can hand a track while negotiation settles) are
+/// skipped and counted: taking the first of those would lose the whole track.
 async fn learn_from_first_packet(
     pc: &Arc<dyn PeerConnection>,
     remote: &Arc<dyn TrackRemote>,
     kind: TrackKind,
+    metrics: &Metrics,
 ) -> Option<(u32, rtc::rtp_transceiver::rtp_sender::RTCRtpCodec)> {
-    let first = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let prefix = match kind {
+        TrackKind::Audio => "audio/",
+        TrackKind::Video => "video/",
+    };
+    let mut skipped = 0u64;
+    let found = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         loop {
             match remote.poll().await? {
-                TrackRemoteEvent::OnRtpPacket(p) => return Some(p),
+                TrackRemoteEvent::OnRtpPacket(p) => {
+                    // Asked per packet until one matches: the negotiated parameters may fill
+                    // in only as the first packets arrive.
+                    if let Some(codec) = negotiated_codec(pc, prefix, p.header.payload_type).await {
+                        return Some((p.header.ssrc, codec));
+                    }
+                    skipped += 1;
+                    if skipped == 1 {
+                        tracing::debug!(
+                            ?kind,
+                            ssrc = p.header.ssrc,
+                            pt = p.header.payload_type,
+                            "first packets of another kind on this track skipped"
+                        );
+                    }
+                }
                 TrackRemoteEvent::OnEnded => return None,
                 _ => {}
             }
         }
     })
     .await
-    .ok()??;
-    let prefix = match kind {
-        TrackKind::Audio => "audio/",
-        TrackKind::Video => "video/",
-    };
+    .ok()
+    .flatten();
+    Metrics::add(&metrics.foreign_packets, skipped);
+    found
+}
+
+/// The negotiated codec of payload type `pt` whose MIME type starts with `prefix`.
+async fn negotiated_codec(
+    pc: &Arc<dyn PeerConnection>,
+    prefix: &str,
+    pt: u8,
+) -> Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> {
     for receiver in pc.get_receivers().await {
         let Ok(params) = receiver.get_parameters().await else {
             continue;
         };
         if let Some(c) = params.rtp_parameters.codecs.iter().find(|c| {
-            c.payload_type == first.header.payload_type
+            c.payload_type == pt
                 && c.rtp_codec
                     .mime_type
                     .to_ascii_lowercase()
                     .starts_with(prefix)
         }) {
-            return Some((first.header.ssrc, c.rtp_codec.clone()));
+            return Some(c.rtp_codec.clone());
         }
     }
     None
@@ -646,7 +678,12 @@ async fn learn_from_first_packet(
 /// another stream of the same connection (seen: a client's VP8 packets on its audio track
 /// while negotiation settled), and those would reach the Opus decoder and the subscribers'
 /// audio legs.
-async fn read_remote(remote: Arc<dyn TrackRemote>, ssrc: u32, producer: Arc<Producer>) {
+async fn read_remote(
+    remote: Arc<dyn TrackRemote>,
+    ssrc: u32,
+    producer: Arc<Producer>,
+    metrics: &Metrics,
+) {
     let mut foreign = 0u64;
     loop {
         tokio::select! {
@@ -656,6 +693,7 @@ async fn read_remote(remote: Arc<dyn TrackRemote>, ssrc: u32, producer: Arc<Prod
                         producer.deliver(packet);
                     } else {
                         foreign += 1;
+                        Metrics::add(&metrics.foreign_packets, 1);
                         if foreign == 1 {
                             tracing::debug!(track = %producer.id, ssrc, other = packet.header.ssrc, "packets of another SSRC on this track ignored");
                         }

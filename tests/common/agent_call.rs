@@ -14,7 +14,8 @@ use tokio::time::Instant;
 pub const TURN_GAP: Duration = Duration::from_millis(900);
 
 pub struct Call {
-    pub server: conclave::server::RunningServer,
+    /// Shared by the calls of a concurrent run.
+    pub server: std::sync::Arc<conclave::server::RunningServer>,
     pub host: TestClient,
     pub lead: TestClient,
     pub speech: LiveSpeech,
@@ -42,7 +43,13 @@ pub async fn api(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A call on a server of its own.
 pub async fn start_call(room: &str, set: Value) -> Call {
+    join_call(std::sync::Arc::new(agent_server().await), room, set).await
+}
+
+/// A transcribing server with the product's agent defaults, its voice loaded.
+pub async fn agent_server() -> conclave::server::RunningServer {
     let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
     let voice = tokio::task::spawn_blocking(piper_model).await.unwrap();
     let turn_model = tokio::task::spawn_blocking(smart_turn_model).await.unwrap();
@@ -69,6 +76,15 @@ pub async fn start_call(room: &str, set: Value) -> Call {
         .await,
         "the Piper voice did not load"
     );
+    server
+}
+
+/// A host and a lead join `room` on `server`, and an agent is dispatched with `set`.
+pub async fn join_call(
+    server: std::sync::Arc<conclave::server::RunningServer>,
+    room: &str,
+    set: Value,
+) -> Call {
     let addr = server.http_addr;
     let admin = Grants {
         room_admin: true,
