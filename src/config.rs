@@ -197,6 +197,15 @@ pub struct ServeArgs {
     /// AI agents the server runs at once.
     #[arg(long, env = "CONCLAVE_MAX_AGENTS")]
     pub max_agents: Option<usize>,
+    /// Scheduler tick, ms (0: no scheduler loop in this process).
+    #[arg(long, env = "CONCLAVE_SCHEDULER_TICK_MS")]
+    pub scheduler_tick_ms: Option<u64>,
+    /// A scheduled meeting's room opens this many minutes before its start.
+    #[arg(long, env = "CONCLAVE_READY_LEAD_MINUTES")]
+    pub ready_lead_minutes: Option<i64>,
+    /// A scheduled meeting nobody came to is missed this many minutes after its end.
+    #[arg(long, env = "CONCLAVE_MISSED_GRACE_MINUTES")]
+    pub missed_grace_minutes: Option<i64>,
     /// Piper voice model (default `<data_dir>/voices/en_US-joe-medium.onnx`, from `conclave
     /// model install`); its config is the same path with `.json` added.
     #[arg(long, env = "CONCLAVE_PIPER_MODEL")]
@@ -393,6 +402,8 @@ pub struct Config {
     pub voice: String,
     /// AI agents at once.
     pub max_agents: usize,
+    /// The scheduler's settings.
+    pub scheduler: crate::schedule::SchedulerConfig,
     /// Piper voice model and its JSON config.
     pub piper: (PathBuf, PathBuf),
 }
@@ -450,6 +461,22 @@ impl Config {
             bail!("voice must be auto, piper, flite, espeak-ng or none, not {voice:?}");
         }
         let max_agents = args.max_agents.unwrap_or(8).max(1);
+        let mut scheduler = crate::schedule::SchedulerConfig::default();
+        if let Some(ms) = args.scheduler_tick_ms {
+            scheduler.tick = std::time::Duration::from_millis(ms);
+        }
+        if let Some(m) = args.ready_lead_minutes {
+            if !(0..=24 * 60).contains(&m) {
+                bail!("ready_lead_minutes must be 0-1440");
+            }
+            scheduler.lead_ms = m * 60_000;
+        }
+        if let Some(m) = args.missed_grace_minutes {
+            if !(0..=24 * 60).contains(&m) {
+                bail!("missed_grace_minutes must be 0-1440");
+            }
+            scheduler.grace_ms = m * 60_000;
+        }
         let piper = match &args.piper_model {
             Some(m) => (m.clone(), PathBuf::from(format!("{}.json", m.display()))),
             None => {
@@ -461,6 +488,7 @@ impl Config {
             piper,
             voice,
             max_agents,
+            scheduler,
             http_addr: args
                 .http_addr
                 .or(file.http_addr)

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod peer;
 pub mod room;
 pub mod routing;
+pub mod schedule;
 pub mod server;
 pub mod signal;
 pub mod state;

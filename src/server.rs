@@ -208,6 +208,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Err(e) => tracing::error!(error = %e, "meetings left active by a crash not recovered"),
     }
     let timers = meetings.run_timers();
+    let scheduler = crate::schedule::Scheduler::new(
+        meetings.store().clone(),
+        meetings.clone(),
+        agents.clone(),
+        rooms.clone(),
+        config.scheduler.clone(),
+    );
     let sweeper = {
         let rooms = rooms.clone();
         let ttl = config.empty_room_ttl;
@@ -226,6 +233,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         transcription,
         meetings,
         agents,
+        scheduler,
         tokens,
         metrics,
         config,
@@ -240,6 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let turn_addr = state.turn.as_ref().map(|t| t.local_addr());
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let app = crate::http::app(state.clone());
+    let scheduling = state.scheduler.run(state.stopping.subscribe());
     let st = state.clone();
     let task = tokio::spawn(async move {
         let st2 = st.clone();
@@ -277,6 +286,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
         timers.abort();
         sweeper.abort();
+        if let Some(s) = scheduling {
+            s.abort();
+        }
         // Let the pipelines flush their last utterances into the store before it closes.
         st.rooms.retire_all();
         if let Some(t) = &st.transcription

@@ -55,6 +55,8 @@ pub struct AppState {
     pub meetings: Arc<crate::meetings::MeetingService>,
     /// AI agent participants.
     pub agents: Arc<crate::agents::AgentService>,
+    /// Scheduled meetings.
+    pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Request rates and password backoff.
     pub abuse: crate::http::abuse::Abuse,
     /// Set once the server is shutting down.

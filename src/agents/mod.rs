@@ -111,6 +111,84 @@ pub struct Dispatch {
     pub lead_identity: Option<String>,
     /// The meeting's date, for relative dates ("by Friday").
     pub meeting_day: conclave_media::lead::Date,
+    /// When to leave on its own.
+    pub leave: LeaveRules,
+}
+
+/// When an agent leaves on its own (besides after its closing line, or when stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaveRules {
+    /// Nobody but agents has come this long after it joined.
+    pub nobody_came_ms: u64,
+    /// Everyone else left this long ago.
+    pub everyone_left_ms: u64,
+    /// It has been in the room this long.
+    pub max_duration_ms: Option<u64>,
+}
+
+impl Default for LeaveRules {
+    /// A dispatch into a call already under way: leave 10 s after finding nobody.
+    fn default() -> Self {
+        Self {
+            nobody_came_ms: 10_000,
+            everyone_left_ms: 10_000,
+            max_duration_ms: None,
+        }
+    }
+}
+
+/// Why a dispatch could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// A named question set or lead does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Builds a dispatch: the script of question set `set_id` (the built-in one if `None`), the
+/// lead's name from lead `lead_id` unless `lead_name` is given.
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare(
+    store: &Store,
+    name: String,
+    set_id: Option<i64>,
+    lead_id: Option<i64>,
+    lead_name: Option<String>,
+    lead_identity: Option<String>,
+    meeting_day: conclave_media::lead::Date,
+    leave: LeaveRules,
+) -> Result<Dispatch, PrepareError> {
+    let script = match set_id {
+        Some(id) => {
+            let set = store
+                .question_set(id)
+                .await?
+                .ok_or_else(|| PrepareError::NotFound(format!("no question set {id}")))?;
+            script_of(&set.greeting, &set.closing, &set.questions)
+        }
+        None => default_script(),
+    };
+    let mut lead_name = lead_name;
+    if let Some(id) = lead_id {
+        let lead = store
+            .lead(id)
+            .await?
+            .ok_or_else(|| PrepareError::NotFound(format!("no lead {id}")))?;
+        lead_name.get_or_insert(lead.name);
+    }
+    Ok(Dispatch {
+        name,
+        script,
+        question_set_id: set_id,
+        lead_id,
+        lead_name,
+        lead_identity,
+        meeting_day,
+        leave,
+    })
 }
 
 /// Why a dispatch failed.

@@ -21,8 +21,6 @@ use tokio::sync::{broadcast, mpsc, watch};
 const GREET_AFTER_MS: u64 = 1_000;
 /// How long a turn's end waits for the lead's final transcript.
 const FINAL_WAIT_MS: u64 = 4_000;
-/// With nobody but agents left, the agent leaves after this.
-const ALONE_LEAVE_MS: u64 = 10_000;
 /// Frames sent at once after a late wake-up; beyond that they are skipped (and counted).
 const MAX_BURST_FRAMES: u64 = 5;
 /// Words heard over a question that make it answered (fewer may be a mis-heard "mm-hmm").
@@ -123,6 +121,10 @@ struct Live {
     roles: HashMap<String, bool>,
     lead_seen_at: Option<u64>,
     alone_since: Option<u64>,
+    /// Someone other than agents was in the room since it joined.
+    anyone_seen: bool,
+    /// When it joined, on the room clock.
+    joined_at: u64,
     greeted: bool,
     done_at: Option<u64>,
     writes: mpsc::Sender<Write>,
@@ -329,6 +331,8 @@ impl Session {
             roles: HashMap::new(),
             lead_seen_at: None,
             alone_since: None,
+            anyone_seen: false,
+            joined_at: self.now_ms(),
             greeted: false,
             done_at: None,
             writes,
@@ -399,14 +403,27 @@ impl Session {
             }
             (people, ids)
         });
+        let rules = self.d.leave;
         if people == 0 {
             let since = *live.alone_since.get_or_insert(now);
-            if now >= since + ALONE_LEAVE_MS {
-                tracing::info!("nobody left to talk to");
+            let (limit, why) = if live.anyone_seen {
+                (rules.everyone_left_ms, "everyone else left")
+            } else {
+                (rules.nobody_came_ms, "nobody came")
+            };
+            if now >= since + limit {
+                tracing::info!(why, "leaving");
                 return true;
             }
         } else {
             live.alone_since = None;
+            live.anyone_seen = true;
+        }
+        if let Some(max) = rules.max_duration_ms
+            && now >= live.joined_at + max
+        {
+            tracing::info!(max_ms = max, "leaving: maximum duration");
+            return true;
         }
         let lead_here = ids.iter().any(|id| self.is_lead(live, id));
         if lead_here {

@@ -4,7 +4,7 @@
 //! the room (a meeting's host token). Question sets and leads need the API key.
 
 use super::error::{ApiJson, AppError, ErrorBody};
-use crate::agents::{AgentError, AgentStatus, Dispatch, default_script, parse_category, script_of};
+use crate::agents::{AgentError, AgentStatus, parse_category};
 use crate::clock::rfc3339;
 use crate::meetings::Caller;
 use crate::meetings::model::{MeetingCode, MeetingStatus};
@@ -138,32 +138,9 @@ async fn dispatch_into(
     how: Open,
     body: DispatchBody,
 ) -> Result<AgentStatus, AppError> {
-    let store = s.meetings.store();
-    let (script, set_id) = match body.question_set_id {
-        Some(id) => {
-            let set = store
-                .question_set(id)
-                .await
-                .map_err(store_err)?
-                .ok_or_else(|| AppError::not_found(format!("no question set {id}")))?;
-            (
-                script_of(&set.greeting, &set.closing, &set.questions),
-                Some(id),
-            )
-        }
-        None => (default_script(), None),
-    };
-    let mut lead_name = body
+    let lead_name = body
         .lead_name
         .map(|n| n.chars().take(MAX_FIELD).collect::<String>());
-    if let Some(id) = body.lead_id {
-        let lead = store
-            .lead(id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| AppError::not_found(format!("no lead {id}")))?;
-        lead_name.get_or_insert(lead.name);
-    }
     let meeting_day = match body.meeting_day.as_deref() {
         Some(d) => Date::parse_iso(d)
             .ok_or_else(|| AppError::bad_request("meeting_day must be YYYY-MM-DD"))?,
@@ -174,15 +151,21 @@ async fn dispatch_into(
         .map(|n| n.trim().chars().take(64).collect::<String>())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "Assistant".to_owned());
-    let d = Dispatch {
+    let d = crate::agents::prepare(
+        s.meetings.store(),
         name,
-        script,
-        question_set_id: set_id,
-        lead_id: body.lead_id,
+        body.question_set_id,
+        body.lead_id,
         lead_name,
-        lead_identity: body.lead_identity,
+        body.lead_identity,
         meeting_day,
-    };
+        crate::agents::LeaveRules::default(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::agents::PrepareError::NotFound(m) => AppError::not_found(m),
+        crate::agents::PrepareError::Store(e) => store_err(e),
+    })?;
     Ok(s.agents.dispatch(room, &how, d).await?)
 }
 

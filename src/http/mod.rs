@@ -7,6 +7,7 @@ pub mod error;
 pub mod meetings;
 pub mod openapi;
 pub mod pages;
+pub mod schedules;
 pub mod serve;
 pub mod transcripts;
 pub mod ws;
@@ -93,6 +94,24 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(agents::get_lead)
                 .put(agents::update_lead)
                 .delete(agents::delete_lead),
+        )
+        .route(
+            "/api/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/api/schedules/{id}",
+            get(schedules::get).put(schedules::update),
+        )
+        .route("/api/schedules/{id}/cancel", post(schedules::cancel))
+        .route("/api/occurrences/{id}", get(schedules::occurrence))
+        .route(
+            "/api/occurrences/{id}/override",
+            post(schedules::override_occurrence),
+        )
+        .route(
+            "/api/hosts/{identity}/preferences",
+            get(schedules::get_preferences).put(schedules::put_preferences),
         )
         .route("/questions", get(pages::questions))
         .route("/leads", get(pages::leads))

@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{agents, api, error, meetings, transcripts};
+use super::{agents, api, error, meetings, schedules, transcripts};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -39,6 +39,9 @@ impl Modify for Security {
         meetings::create, meetings::list, meetings::get, meetings::join, meetings::start, meetings::end,
         meetings::leave, meetings::participants, api::create_room, api::guest_token, api::stats,
         transcripts::room, transcripts::meeting, transcripts::search,
+        schedules::create, schedules::list, schedules::get, schedules::update, schedules::cancel,
+        schedules::occurrence, schedules::override_occurrence, schedules::get_preferences,
+        schedules::put_preferences,
         agents::dispatch_room, agents::get_room, agents::stop_room, agents::dispatch_meeting,
         agents::get_meeting, agents::stop_meeting, agents::create_set, agents::list_sets,
         agents::get_set, agents::update_set, agents::delete_set, agents::create_lead,

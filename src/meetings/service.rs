@@ -376,6 +376,35 @@ impl MeetingService {
         self.get(code).await
     }
 
+    /// Opens a scheduled meeting's next occurrence: an ended meeting is waiting again (a
+    /// series reuses its code), with a fresh lifecycle. Nothing changes for one not ended.
+    pub async fn reopen(&self, code: &str) -> Result<Meeting, MeetingError> {
+        let m = self.get(code).await?;
+        if m.status != MeetingStatus::Ended {
+            return Ok(m);
+        }
+        if self.store.reopen_meeting(&m.code, now_ms()).await? {
+            self.live.remove(&m.code);
+            tracing::info!(code = %m.code, "meeting reopened for its next occurrence");
+        }
+        self.get(code).await
+    }
+
+    /// Ends a scheduled meeting whose occurrence is over (nothing if already ended).
+    pub async fn close_for_schedule(&self, code: &str) -> Result<(), MeetingError> {
+        let m = self.get(code).await?;
+        if m.status == MeetingStatus::Ended {
+            return Ok(());
+        }
+        let live = self.live(&m);
+        let effects = live
+            .lifecycle
+            .lock()
+            .expect("lifecycle")
+            .end(EndReason::Api);
+        self.apply(&live, effects).await
+    }
+
     /// Records that the token holder left (API leave; the WebSocket closing does the same).
     pub async fn leave(&self, code: &str, caller: &Caller) -> Result<(), MeetingError> {
         let m = self.get(code).await?;

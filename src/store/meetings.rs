@@ -178,6 +178,19 @@ impl Store {
         row.as_ref().map(meeting_from).transpose()
     }
 
+    /// Makes an ended meeting waiting again (a series' next occurrence); false if it was not
+    /// ended.
+    pub async fn reopen_meeting(&self, code: &MeetingCode, at: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE meetings SET status = 'waiting', created_at = $1, started_at = NULL, ended_at = NULL WHERE code = $2 AND status = 'ended'",
+        )
+        .bind(at)
+        .bind(code.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Hands the meeting to a new host.
     pub async fn set_host(
         &self,

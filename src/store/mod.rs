@@ -4,10 +4,15 @@
 
 mod agents;
 mod meetings;
+mod schedule;
 mod transcripts;
 
 pub use agents::{AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec};
 pub use meetings::{NewMeeting, ParticipantRecord};
+pub use schedule::{
+    AutoJoinLog, HostPreferences, Invitee, OccurrenceEvent, OccurrenceRecord, ScheduleRecord,
+    ScheduleSpec,
+};
 pub use transcripts::TranscriptLine;
 
 use sqlx::AnyPool;
