@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Err(e) => tracing::error!(error = %e, "meetings left active by a crash not recovered"),
     }
     let timers = meetings.run_timers();
+    meetings.set_schedule_lead(config.scheduler.lead_ms);
     let scheduler = crate::schedule::Scheduler::new(
         meetings.store().clone(),
         meetings.clone(),

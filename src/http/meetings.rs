@@ -37,6 +37,11 @@ impl From<MeetingError> for AppError {
                 AppError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg)
             }
             MeetingError::Ended => AppError::new(StatusCode::GONE, "meeting_ended", msg),
+            MeetingError::NotOpenYet { opens_at } => {
+                let wait = (opens_at - crate::clock::now_ms()).max(1_000) as u64;
+                AppError::new(StatusCode::CONFLICT, "not_open_yet", msg)
+                    .retry_after(std::time::Duration::from_millis(wait.min(3_600_000)))
+            }
             MeetingError::NotHost => AppError::new(StatusCode::FORBIDDEN, "not_host", msg),
             MeetingError::Unauthorized(_) => AppError::unauthorized(msg),
             MeetingError::InvalidTransition { .. } => {

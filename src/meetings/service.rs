@@ -51,6 +51,12 @@ pub enum MeetingError {
     /// Ended meetings admit nobody.
     #[error("the meeting has ended")]
     Ended,
+    /// A scheduled meeting whose room is not open yet.
+    #[error("the meeting opens at {}", crate::clock::rfc3339(*opens_at))]
+    NotOpenYet {
+        /// When its room opens, unix ms.
+        opens_at: i64,
+    },
     /// Only the host (or an API client) may do this.
     #[error("only the meeting's host may do this")]
     NotHost,
@@ -107,6 +113,8 @@ pub struct MeetingService {
     /// Password hashes computed at once; each takes 19 MiB (argon2id defaults: m = 19 MiB,
     /// t = 2, p = 1, ~50 ms on this machine kind).
     hashing: tokio::sync::Semaphore,
+    /// How long before its start a scheduled meeting opens (the scheduler's lead time).
+    schedule_lead: std::sync::atomic::AtomicI64,
 }
 
 /// How long a password check waits for a free hashing slot before answering `busy`.
@@ -146,7 +154,14 @@ impl MeetingService {
             grace,
             live: DashMap::new(),
             hashing: tokio::sync::Semaphore::new(password_hashes.max(1)),
+            schedule_lead: std::sync::atomic::AtomicI64::new(15 * 60_000),
         })
+    }
+
+    /// Tells joiners of scheduled meetings when rooms open (`lead_ms` before the start).
+    pub fn set_schedule_lead(&self, lead_ms: i64) {
+        self.schedule_lead
+            .store(lead_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The store (for other services sharing it).
@@ -285,6 +300,28 @@ impl MeetingService {
         password: Option<&str>,
     ) -> Result<JoinGrant, MeetingError> {
         let m = self.get(code).await?;
+        if m.status != MeetingStatus::Active
+            && let Some(s) = self.store.schedule_by_code(m.code.as_str()).await?
+        {
+            // A scheduled meeting admits from its ready time on: say when that is.
+            let now = now_ms();
+            let next = self.store.occurrences_of(s.id, now, 1).await?;
+            return Err(match next.first() {
+                Some(o) if o.status == "ready" || o.status == "ongoing" => {
+                    MeetingError::NotOpenYet {
+                        // Being opened right now; a moment.
+                        opens_at: now,
+                    }
+                }
+                Some(o) => MeetingError::NotOpenYet {
+                    opens_at: o.starts_at
+                        - self
+                            .schedule_lead
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                },
+                None => MeetingError::Ended,
+            });
+        }
         if m.status == MeetingStatus::Ended {
             return Err(MeetingError::Ended);
         }
@@ -376,16 +413,20 @@ impl MeetingService {
         self.get(code).await
     }
 
-    /// Opens a scheduled meeting's next occurrence: an ended meeting is waiting again (a
-    /// series reuses its code), with a fresh lifecycle. Nothing changes for one not ended.
-    pub async fn reopen(&self, code: &str) -> Result<Meeting, MeetingError> {
+    /// Opens a scheduled meeting's occurrence: an ended meeting is waiting again (a series
+    /// reuses its code) with a fresh lifecycle, and it starts without its host, so the lead
+    /// and the agent can meet before (or without) the host, as a scheduled call expects.
+    pub async fn open_scheduled(&self, code: &str) -> Result<Meeting, MeetingError> {
         let m = self.get(code).await?;
-        if m.status != MeetingStatus::Ended {
-            return Ok(m);
-        }
-        if self.store.reopen_meeting(&m.code, now_ms()).await? {
+        if m.status == MeetingStatus::Ended && self.store.reopen_meeting(&m.code, now_ms()).await? {
             self.live.remove(&m.code);
             tracing::info!(code = %m.code, "meeting reopened for its next occurrence");
+        }
+        let m = self.get(code).await?;
+        if m.status == MeetingStatus::Waiting {
+            let live = self.live(&m);
+            let effects = live.lifecycle.lock().expect("lifecycle").start();
+            self.apply(&live, effects).await?;
         }
         self.get(code).await
     }

@@ -401,7 +401,7 @@ impl Scheduler {
         match to {
             Ready => {
                 self.stats.ready.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.meetings.reopen(&s.meeting_code).await {
+                if let Err(e) = self.meetings.open_scheduled(&s.meeting_code).await {
                     tracing::warn!(code = %s.meeting_code, error = %e, "meeting not reopened for its occurrence");
                 }
                 if let Err(e) = self
