@@ -15,7 +15,11 @@ use std::time::Duration;
 const MIN: i64 = 60_000;
 
 async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body).await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -32,7 +36,12 @@ fn minute_from_now(minutes: i64) -> i64 {
     (conclave::clock::now_ms() / MIN + minutes) * MIN
 }
 
-async fn schedule(addr: std::net::SocketAddr, title: &str, host: &str, start: i64) -> (i64, String) {
+async fn schedule(
+    addr: std::net::SocketAddr,
+    title: &str,
+    host: &str,
+    start: i64,
+) -> (i64, String) {
     let (got, s) = api(
         addr,
         "POST",
@@ -42,12 +51,17 @@ async fn schedule(addr: std::net::SocketAddr, title: &str, host: &str, start: i6
     )
     .await;
     assert_eq!(got, 201, "{s}");
-    (s["id"].as_i64().unwrap(), s["meeting"]["code"].as_str().unwrap().to_owned())
+    (
+        s["id"].as_i64().unwrap(),
+        s["meeting"]["code"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn first_occurrence(addr: std::net::SocketAddr, id: i64) -> Value {
     let (_, s) = api(addr, "GET", &format!("/api/schedules/{id}"), Value::Null).await;
-    let occ = s["occurrences"][0]["id"].as_i64().expect("stored occurrence");
+    let occ = s["occurrences"][0]["id"]
+        .as_i64()
+        .expect("stored occurrence");
     let (_, o) = api(addr, "GET", &format!("/api/occurrences/{occ}"), Value::Null).await;
     o
 }
@@ -58,7 +72,12 @@ fn log(o: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|l| match l["error"].as_str() {
-            Some(e) => format!("{}:{}:{}", l["attempt"], l["outcome"].as_str().unwrap(), e.split(':').next().unwrap()),
+            Some(e) => format!(
+                "{}:{}:{}",
+                l["attempt"],
+                l["outcome"].as_str().unwrap(),
+                e.split(':').next().unwrap()
+            ),
             None => format!("{}:{}", l["attempt"], l["outcome"].as_str().unwrap()),
         })
         .collect()
@@ -102,13 +121,21 @@ async fn the_agent_joins_a_scheduled_meeting_on_its_own_and_obeys_overrides() {
     let room = conclave_signaling::RoomName::validate(&code).unwrap();
     let t0 = std::time::Instant::now();
     assert!(
-        common::eventually(Duration::from_secs(20), || server.state.rooms.get(&room).is_some_and(|r| r
-            .with_members(|m| m.filter(|x| x.role == Some(conclave_signaling::Role::Agent)).count())
-            == 1))
+        common::eventually(Duration::from_secs(20), || server
+            .state
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.with_members(|m| m
+                .filter(|x| x.role == Some(conclave_signaling::Role::Agent))
+                .count())
+                == 1))
         .await,
         "the agent never joined the room"
     );
-    eprintln!("dispatch -> agent in the room: {} ms", t0.elapsed().as_millis());
+    eprintln!(
+        "dispatch -> agent in the room: {} ms",
+        t0.elapsed().as_millis()
+    );
     sched.tick(due + 5_000).await.unwrap();
     let o = first_occurrence(addr, id).await;
     assert_eq!(o["bot"]["status"], "in_call", "{o}");
@@ -118,23 +145,49 @@ async fn the_agent_joins_a_scheduled_meeting_on_its_own_and_obeys_overrides() {
     assert_eq!(sched.tick(due + 10_000).await.unwrap().dispatches, 0);
     // The host takes it out: it leaves and is not sent again.
     let occ = o["id"].as_i64().unwrap();
-    let (got, v) = api(addr, "POST", &format!("/api/occurrences/{occ}/override"), json!({"action": "stop_agent"})).await;
+    let (got, v) = api(
+        addr,
+        "POST",
+        &format!("/api/occurrences/{occ}/override"),
+        json!({"action": "stop_agent"}),
+    )
+    .await;
     assert_eq!(got, 200, "{v}");
     assert_eq!(v["bot"]["status"], "left");
     assert!(
-        common::eventually(Duration::from_secs(10), || server.state.agents.running() == 0).await,
+        common::eventually(Duration::from_secs(10), || server.state.agents.running()
+            == 0)
+        .await,
         "the agent did not leave"
     );
     sched.tick(due + 20_000).await.unwrap();
     assert_eq!(first_occurrence(addr, id).await["bot"]["status"], "left");
     // ... until the host sends it now.
-    let (got, v) = api(addr, "POST", &format!("/api/occurrences/{occ}/override"), json!({"action": "dispatch_agent"})).await;
+    let (got, v) = api(
+        addr,
+        "POST",
+        &format!("/api/occurrences/{occ}/override"),
+        json!({"action": "dispatch_agent"}),
+    )
+    .await;
     assert_eq!(got, 200, "{v}");
     assert_eq!(v["bot"]["status"], "joining", "{v}");
     // Bad overrides: unknown action, an occurrence that does not exist.
-    let (got, _) = api(addr, "POST", &format!("/api/occurrences/{occ}/override"), json!({"action": "dance"})).await;
+    let (got, _) = api(
+        addr,
+        "POST",
+        &format!("/api/occurrences/{occ}/override"),
+        json!({"action": "dance"}),
+    )
+    .await;
     assert_eq!(got, 400, "unknown action");
-    let (got, _) = api(addr, "POST", "/api/occurrences/99999/override", json!({"action": "cancel"})).await;
+    let (got, _) = api(
+        addr,
+        "POST",
+        "/api/occurrences/99999/override",
+        json!({"action": "cancel"}),
+    )
+    .await;
     assert_eq!(got, 404);
     // The internal meeting never gets one.
     sched.tick(start + 60 * MIN - MIN).await.unwrap();
@@ -157,10 +210,16 @@ async fn without_a_model_the_attempt_fails_once_with_its_reason_and_preferences_
     let o = first_occurrence(addr, id).await;
     assert_eq!(o["bot"]["status"], "failed", "{o}");
     assert_eq!(o["bot"]["reason"], "model_missing", "{o}");
-    assert!(o["bot"]["next_attempt_at"].is_null(), "no retry for a missing model: {o}");
+    assert!(
+        o["bot"]["next_attempt_at"].is_null(),
+        "no retry for a missing model: {o}"
+    );
     sched.tick(start).await.unwrap();
     sched.tick(start + MIN).await.unwrap();
-    assert_eq!(log(&first_occurrence(addr, id).await), ["1:dispatched", "1:failed:model_missing"]);
+    assert_eq!(
+        log(&first_occurrence(addr, id).await),
+        ["1:dispatched", "1:failed:model_missing"]
+    );
     // A host who turns auto-join off mid-flow gets no agent from the next tick on.
     let start2 = minute_from_now(90);
     let (id2, _) = schedule(addr, "Acme follow-up", "kim", start2).await;
