@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// AI agents the server runs at once.
     #[arg(long, env = "CONCLAVE_MAX_AGENTS")]
     pub max_agents: Option<usize>,
+    /// How often due webhook deliveries are sent, ms (0: never, in this process).
+    #[arg(long, env = "CONCLAVE_WEBHOOK_TICK_MS")]
+    pub webhook_tick_ms: Option<u64>,
     /// Scheduler tick, ms (0: no scheduler loop in this process).
     #[arg(long, env = "CONCLAVE_SCHEDULER_TICK_MS")]
     pub scheduler_tick_ms: Option<u64>,
@@ -404,6 +407,8 @@ pub struct Config {
     pub max_agents: usize,
     /// The scheduler's settings.
     pub scheduler: crate::schedule::SchedulerConfig,
+    /// Webhook delivery settings.
+    pub webhooks: crate::notify::WebhookConfig,
     /// Piper voice model and its JSON config.
     pub piper: (PathBuf, PathBuf),
 }
@@ -489,6 +494,10 @@ impl Config {
             voice,
             max_agents,
             scheduler,
+            webhooks: crate::notify::WebhookConfig {
+                tick: std::time::Duration::from_millis(args.webhook_tick_ms.unwrap_or(500)),
+                ..Default::default()
+            },
             http_addr: args
                 .http_addr
                 .or(file.http_addr)

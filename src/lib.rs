@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod meetings;
 pub mod metrics;
+pub mod notify;
 pub mod peer;
 pub mod room;
 pub mod routing;

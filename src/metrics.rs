@@ -292,6 +292,88 @@ pub fn render_agents(out: &mut String, running: usize, a: &crate::agents::AgentS
     }
 }
 
+/// Appends the scheduler's and the notifier's counters to a `/metrics` body.
+pub fn render_schedule(
+    out: &mut String,
+    s: &crate::schedule::SchedulerStats,
+    n: &crate::notify::NotifyStats,
+) {
+    let counters = [
+        (
+            "conclave_scheduler_ticks_total",
+            "Scheduler ticks run.",
+            &s.ticks,
+        ),
+        (
+            "conclave_scheduler_tick_errors_total",
+            "Scheduler ticks that failed or timed out (logged).",
+            &s.tick_errors,
+        ),
+        (
+            "conclave_occurrences_created_total",
+            "Meeting occurrences created from schedules.",
+            &s.occurrences_created,
+        ),
+        (
+            "conclave_occurrence_transitions_total",
+            "Occurrence status changes applied by this process.",
+            &s.transitions,
+        ),
+        (
+            "conclave_occurrences_ready_total",
+            "Occurrences made ready (due meetings, each with its room).",
+            &s.ready,
+        ),
+        (
+            "conclave_autojoin_wanted_total",
+            "Due occurrences that wanted the agent.",
+            &s.agent_wanted,
+        ),
+        (
+            "conclave_autojoin_dispatches_total",
+            "Agent dispatch attempts (retries included).",
+            &s.dispatches,
+        ),
+        (
+            "conclave_autojoin_failures_total",
+            "Agent attempts that failed (logged, with a reason code).",
+            &s.dispatch_failures,
+        ),
+        (
+            "conclave_autojoin_in_call_total",
+            "Agents that reached their scheduled call.",
+            &s.in_call,
+        ),
+        (
+            "conclave_notifications_total",
+            "Notifications stored.",
+            &n.notifications,
+        ),
+        (
+            "conclave_webhook_deliveries_total",
+            "Webhook POSTs answered 2xx.",
+            &n.delivered,
+        ),
+        (
+            "conclave_webhook_failed_attempts_total",
+            "Webhook POSTs that failed (retried).",
+            &n.failed_attempts,
+        ),
+        (
+            "conclave_webhook_gave_up_total",
+            "Webhook deliveries given up after 24 h (logged).",
+            &n.gave_up,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let v = v.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+}
+
 /// Appends the embedded TURN server's gauges and counters to a `/metrics` body.
 pub fn render_turn(out: &mut String, t: &conclave_turn::TurnStats) {
     let gauges = [

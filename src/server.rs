@@ -216,6 +216,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         rooms.clone(),
         config.scheduler.clone(),
     );
+    let notifier = crate::notify::Notifier::new(meetings.store().clone(), config.webhooks.clone());
+    let following = notifier.follow(scheduler.subscribe(), agents.clone());
     let sweeper = {
         let rooms = rooms.clone();
         let ttl = config.empty_room_ttl;
@@ -235,6 +237,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         meetings,
         agents,
         scheduler,
+        notifier,
         tokens,
         metrics,
         config,
@@ -250,6 +253,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let app = crate::http::app(state.clone());
     let scheduling = state.scheduler.run(state.stopping.subscribe());
+    let delivering = state.notifier.run(state.stopping.subscribe());
     let st = state.clone();
     let task = tokio::spawn(async move {
         let st2 = st.clone();
@@ -290,6 +294,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         if let Some(s) = scheduling {
             s.abort();
         }
+        if let Some(d) = delivering {
+            d.abort();
+        }
+        following.abort();
         // Let the pipelines flush their last utterances into the store before it closes.
         st.rooms.retire_all();
         if let Some(t) = &st.transcription

@@ -57,6 +57,8 @@ pub struct AppState {
     pub agents: Arc<crate::agents::AgentService>,
     /// Scheduled meetings.
     pub scheduler: Arc<crate::schedule::Scheduler>,
+    /// Notifications and webhooks.
+    pub notifier: Arc<crate::notify::Notifier>,
     /// Request rates and password backoff.
     pub abuse: crate::http::abuse::Abuse,
     /// Set once the server is shutting down.

@@ -61,6 +61,7 @@ pub async fn metrics(
             .map(|t| (t.stats().as_ref(), t.consumer_stats().as_ref())),
     );
     crate::metrics::render_agents(&mut text, s.agents.running(), s.agents.stats());
+    crate::metrics::render_schedule(&mut text, s.scheduler.stats(), s.notifier.stats());
     if let Some(turn) = &s.turn {
         crate::metrics::render_turn(&mut text, &turn.server.stats());
     }

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api;
 pub mod error;
 pub mod meetings;
+pub mod notify;
 pub mod openapi;
 pub mod pages;
 pub mod schedules;
@@ -113,6 +114,24 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/hosts/{identity}/preferences",
             get(schedules::get_preferences).put(schedules::put_preferences),
         )
+        .route("/api/users/{identity}/notifications", get(notify::list))
+        .route(
+            "/api/users/{identity}/notifications/{id}/read",
+            post(notify::mark_read),
+        )
+        .route(
+            "/api/users/{identity}/notification-preferences",
+            get(notify::get_preferences).put(notify::put_preferences),
+        )
+        .route(
+            "/api/hosts/{identity}/webhooks",
+            post(notify::add_webhook).get(notify::list_webhooks),
+        )
+        .route(
+            "/api/webhooks/{id}",
+            axum::routing::delete(notify::remove_webhook),
+        )
+        .route("/api/webhooks/{id}/deliveries", get(notify::deliveries))
         .route("/questions", get(pages::questions))
         .route("/leads", get(pages::leads))
         .route("/leads/{id}", get(pages::lead))

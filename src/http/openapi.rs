@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{agents, api, error, meetings, schedules, transcripts};
+use super::{agents, api, error, meetings, notify, schedules, transcripts};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -41,7 +41,9 @@ impl Modify for Security {
         transcripts::room, transcripts::meeting, transcripts::search,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::cancel,
         schedules::occurrence, schedules::override_occurrence, schedules::get_preferences,
-        schedules::put_preferences,
+        schedules::put_preferences, notify::list, notify::mark_read, notify::get_preferences,
+        notify::put_preferences, notify::add_webhook, notify::list_webhooks, notify::remove_webhook,
+        notify::deliveries,
         agents::dispatch_room, agents::get_room, agents::stop_room, agents::dispatch_meeting,
         agents::get_meeting, agents::stop_meeting, agents::create_set, agents::list_sets,
         agents::get_set, agents::update_set, agents::delete_set, agents::create_lead,

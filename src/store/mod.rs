@@ -4,11 +4,13 @@
 
 mod agents;
 mod meetings;
+mod notify;
 mod schedule;
 mod transcripts;
 
 pub use agents::{AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec};
 pub use meetings::{NewMeeting, ParticipantRecord};
+pub use notify::{DeliveryRecord, NotificationRecord, WebhookRecord};
 pub use schedule::{
     AutoJoinLog, HostPreferences, Invitee, OccurrenceEvent, OccurrenceRecord, ScheduleRecord,
     ScheduleSpec,
