@@ -89,6 +89,18 @@ pub struct TokenAuthority {
     decoding: DecodingKey,
 }
 
+impl TokenAuthority {
+    /// A secret for `purpose` derived from the API secret (HMAC-SHA256, hex, 40 characters):
+    /// stable across restarts and nodes sharing the secret, useless for anything else.
+    pub fn derived_secret(&self, purpose: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(self.api_secret.as_bytes()).expect("any key");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())[..40].to_owned()
+    }
+}
+
 impl std::fmt::Debug for TokenAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenAuthority")

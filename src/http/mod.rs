@@ -105,6 +105,17 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(schedules::get).put(schedules::update),
         )
         .route("/api/schedules/{id}/cancel", post(schedules::cancel))
+        .route("/api/schedules/{id}/ics", get(schedules::export_ics))
+        .route(
+            "/api/hosts/{identity}/calendar",
+            post(schedules::import_calendar)
+                .layer(DefaultBodyLimit::max(schedules::MAX_CALENDAR_BYTES)),
+        )
+        .route(
+            "/api/hosts/{identity}/calendar-feed",
+            get(schedules::feed_url),
+        )
+        .route("/calendar/{file}", get(schedules::feed))
         .route("/api/occurrences/{id}", get(schedules::occurrence))
         .route(
             "/api/occurrences/{id}/override",

@@ -703,3 +703,293 @@ pub async fn put_preferences(
         .map_err(store_err)?;
     Ok(Json(p))
 }
+
+/// Largest calendar file taken.
+pub const MAX_CALENDAR_BYTES: usize = 1024 * 1024;
+
+fn feed_token(s: &AppState, identity: &str) -> String {
+    s.tokens.derived_secret(&format!("ical-feed:{identity}"))
+}
+
+fn base_url(s: &AppState) -> String {
+    let scheme = if s.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", s.config.http_addr)
+}
+
+#[utoipa::path(post, path = "/api/hosts/{identity}/calendar", tag = "schedules", params(("identity" = String, Path)),
+    request_body(content = String, content_type = "text/calendar"),
+    responses((status = 200, description = "{created, updated, cancelled, refused: [{uid, reason}]}"),
+              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("api_key" = [])))]
+/// `POST /api/hosts/{identity}/calendar`: imports an iCalendar file (VEVENTs become scheduled
+/// meetings of the host). Idempotent by UID + RECURRENCE-ID.
+pub async fn import_calendar(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(identity): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    service_only(&caller)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| invalid("invalid_calendar", "the file is not UTF-8"))?;
+    let (mut events, mut refused) =
+        crate::schedule::ical::parse(text).map_err(|e| invalid("invalid_calendar", e))?;
+    // The series first, then the single-occurrence changes that refer to them.
+    events.sort_by_key(|e| !e.recurrence_id.is_empty());
+    let now = crate::clock::now_ms();
+    let store = s.meetings.store();
+    let (mut created, mut updated, mut cancelled) = (0, 0, 0);
+    for e in events {
+        let existing = store
+            .schedule_by_ical(&identity, &e.uid, &e.recurrence_id)
+            .await
+            .map_err(store_err)?;
+        if !e.recurrence_id.is_empty() {
+            // One occurrence changed: it leaves its series (an EXDATE there) and, unless
+            // cancelled, becomes a meeting of its own.
+            if let Some(master) = store
+                .schedule_by_ical(&identity, &e.uid, "")
+                .await
+                .map_err(store_err)?
+                && !master.spec.exdates.contains(&e.recurrence_id)
+            {
+                let mut spec = master.spec.clone();
+                spec.exdates.push(e.recurrence_id.clone());
+                store
+                    .update_schedule(master.id, master.version, &spec, now)
+                    .await
+                    .map_err(store_err)?;
+                store
+                    .drop_scheduled_occurrences(master.id)
+                    .await
+                    .map_err(store_err)?;
+                if e.cancelled {
+                    cancelled += 1;
+                }
+            }
+            if e.cancelled {
+                if let Some(x) = existing
+                    && x.status == "active"
+                {
+                    store.cancel_schedule(x.id, now).await.map_err(store_err)?;
+                    s.scheduler
+                        .cancel_open(x.id, now)
+                        .await
+                        .map_err(store_err)?;
+                }
+                continue;
+            }
+        }
+        if e.cancelled && e.recurrence_id.is_empty() {
+            if let Some(x) = existing
+                && x.status == "active"
+            {
+                store.cancel_schedule(x.id, now).await.map_err(store_err)?;
+                s.scheduler
+                    .cancel_open(x.id, now)
+                    .await
+                    .map_err(store_err)?;
+                cancelled += 1;
+            }
+            continue;
+        }
+        let b = ScheduleBody {
+            title: e.title.chars().take(200).collect(),
+            description: e.description.chars().take(2_000).collect(),
+            host_identity: identity.clone(),
+            time_zone: e.time_zone.clone(),
+            start: e.start.format(LOCAL_FORMAT).to_string(),
+            end: None,
+            duration_minutes: Some((e.duration_ms / 60_000).max(1)),
+            rrule: if e.recurrence_id.is_empty() {
+                e.rrule.clone()
+            } else {
+                None
+            },
+            exdates: {
+                let mut x: Vec<String> = e
+                    .exdates
+                    .iter()
+                    .map(|t| t.format(LOCAL_FORMAT).to_string())
+                    .collect();
+                // Occurrences an earlier import took out stay out.
+                if let Some(old) = &existing {
+                    for d in &old.spec.exdates {
+                        if !x.contains(d) {
+                            x.push(d.clone());
+                        }
+                    }
+                }
+                x
+            },
+            lead_id: existing.as_ref().and_then(|x| x.spec.lead_id),
+            question_set_id: existing.as_ref().and_then(|x| x.spec.question_set_id),
+            auto_join: existing.as_ref().is_some_and(|x| x.spec.auto_join),
+            invitees: existing
+                .as_ref()
+                .map(|x| x.spec.invitees.clone())
+                .unwrap_or_default(),
+            force: true,
+            version: None,
+        };
+        let (spec, _) = match validate(&s, &b, now).await {
+            Ok(v) => v,
+            Err(err) => {
+                refused.push((e.uid.clone(), err.message.clone()));
+                continue;
+            }
+        };
+        match existing {
+            Some(x) if x.status == "active" => {
+                if x.spec != spec {
+                    store
+                        .update_schedule(x.id, x.version, &spec, now)
+                        .await
+                        .map_err(store_err)?;
+                    store
+                        .drop_scheduled_occurrences(x.id)
+                        .await
+                        .map_err(store_err)?;
+                    updated += 1;
+                }
+            }
+            Some(_) => refused.push((e.uid.clone(), "cancelled here; schedule it anew".into())),
+            None => {
+                let mut inserted = None;
+                for _ in 0..8 {
+                    let code = MeetingCode::random();
+                    let m = NewMeeting {
+                        code: code.clone(),
+                        name: spec.title.clone(),
+                        password_hash: None,
+                        host_identity: identity.clone(),
+                        host_name: None,
+                        created_by: "calendar".into(),
+                        created_at: now,
+                    };
+                    match store.insert_meeting(&m).await {
+                        Ok(_) => {}
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(store_err(e)),
+                    }
+                    inserted = Some(
+                        store
+                            .insert_schedule(&spec, code.as_str(), now)
+                            .await
+                            .map_err(store_err)?,
+                    );
+                    break;
+                }
+                let r = inserted.ok_or_else(|| AppError::internal("no free meeting code"))?;
+                match store.set_ical_key(r.id, &e.uid, &e.recurrence_id).await {
+                    Ok(()) => created += 1,
+                    // A concurrent import of the same file made it first.
+                    Err(StoreError::Conflict) => {
+                        store.cancel_schedule(r.id, now).await.map_err(store_err)?;
+                    }
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+        }
+    }
+    s.scheduler.tick(now).await.map_err(store_err)?;
+    tracing::info!(host = %identity, created, updated, cancelled, refused = refused.len(), "calendar imported");
+    Ok(Json(json!({
+        "created": created, "updated": updated, "cancelled": cancelled,
+        "refused": refused.iter().map(|(u, r)| json!({"uid": u, "reason": r})).collect::<Vec<_>>(),
+    })))
+}
+
+fn calendar_response(text: String, name: &str) -> impl IntoResponse + use<> {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/calendar; charset=utf-8".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.ics\""),
+            ),
+        ],
+        text,
+    )
+}
+
+#[utoipa::path(get, path = "/api/schedules/{id}/ics", tag = "schedules", params(("id" = i64, Path)),
+    responses((status = 200, description = "text/calendar"), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+/// `GET /api/schedules/{id}/ics`: the meeting as an iCalendar file (an invitation's attachment).
+pub async fn export_ics(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, AppError> {
+    service_only(&caller)?;
+    let r = load(&s, id).await?;
+    let text = crate::schedule::ical::export(
+        std::slice::from_ref(&r),
+        &base_url(&s),
+        crate::clock::now_ms(),
+    );
+    Ok(calendar_response(text, &r.meeting_code))
+}
+
+#[utoipa::path(get, path = "/api/hosts/{identity}/calendar-feed", tag = "schedules", params(("identity" = String, Path)),
+    responses((status = 200, description = "{\"url\": ...}: the host's subscribable feed, with its secret token")), security(("api_key" = [])))]
+/// `GET /api/hosts/{identity}/calendar-feed`.
+pub async fn feed_url(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(identity): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    service_only(&caller)?;
+    let token = feed_token(&s, &identity);
+    Ok(Json(
+        json!({"url": format!("{}/calendar/{identity}.ics?token={token}", base_url(&s))}),
+    ))
+}
+
+/// `?token=`.
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    /// The feed's secret.
+    pub token: Option<String>,
+}
+
+/// `GET /calendar/{identity}.ics?token=...`: a host's meetings for calendar apps to subscribe
+/// to; the token (from `calendar-feed`) is the only credential, so the path is unguessable.
+pub async fn feed(
+    State(s): State<Arc<AppState>>,
+    Path(file): Path<String>,
+    Query(q): Query<FeedQuery>,
+) -> Result<impl IntoResponse, AppError> {
+    let identity = file.strip_suffix(".ics").unwrap_or(&file).to_owned();
+    let want = feed_token(&s, &identity);
+    let given = q.token.unwrap_or_default();
+    // Constant time: the token is a password.
+    let same = given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such calendar",
+        ));
+    }
+    let rows = s
+        .meetings
+        .store()
+        .schedules(Some(&identity), None, 0, 1_000)
+        .await
+        .map_err(store_err)?;
+    let text = crate::schedule::ical::export(&rows, &base_url(&s), crate::clock::now_ms());
+    Ok(calendar_response(text, &identity))
+}

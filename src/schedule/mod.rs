@@ -15,6 +15,7 @@
 //! change and one agent per occurrence; a tick after a restart catches up on what it missed.
 
 pub mod autojoin;
+pub mod ical;
 pub mod recurrence;
 pub mod status;
 

@@ -249,6 +249,43 @@ impl Store {
         schedule_from(&row)
     }
 
+    /// The series imported from iCalendar event `uid` / `recurrence_id` for `host`.
+    pub async fn schedule_by_ical(
+        &self,
+        host: &str,
+        uid: &str,
+        recurrence_id: &str,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE host_identity = $1 AND ical_uid = $2 AND ical_recurrence_id = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(host)
+            .bind(uid)
+            .bind(recurrence_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from).transpose()
+    }
+
+    /// Marks a series as imported from iCalendar event `uid` / `recurrence_id`;
+    /// [`StoreError::Conflict`] if another series already is.
+    pub async fn set_ical_key(
+        &self,
+        id: i64,
+        uid: &str,
+        recurrence_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE schedules SET ical_uid = $1, ical_recurrence_id = $2 WHERE id = $3")
+            .bind(uid)
+            .bind(recurrence_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_write)?;
+        Ok(())
+    }
+
     /// A series by id.
     pub async fn schedule(&self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
         let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1");
