@@ -210,6 +210,8 @@ window.ConclaveApi = (() => {
   return {
     ApiError,
     request,
+    basicAuth,
+    admin,
     normalizeCode,
     codeInPath,
     joinPath,

@@ -462,7 +462,9 @@ impl Turns {
                         return Some(TurnDecision::Stop);
                     }
                     State::AgentSpeaking { words_heard, .. } => {
-                        if !backchannel {
+                        // Words half the agent's own may be its echo mis-heard ("Yeah, I'm
+                        // Ava" for "Hi Dana, I'm Ava"): not enough to stop it.
+                        if !backchannel && !ambiguous {
                             *words_heard = true;
                         }
                         self.check_barge_in(now)
@@ -1020,6 +1022,31 @@ mod tests {
         assert_eq!(t.on(agent("And who decides?"), 8_000), None);
         assert_eq!(t.on(started("lead"), 8_200), None);
         assert_eq!(t.on(TurnEvent::Tick, 9_000), None);
+    }
+
+    #[test]
+    fn a_mis_heard_echo_does_not_stop_the_playing_agent_either() {
+        let mut t = Turns::new(TurnConfig::default());
+        t.on(
+            agent("Hi Dana, I'm Ava. What problem are you trying to solve?"),
+            1_000,
+        );
+        t.on(started("lead"), 1_400);
+        assert_eq!(t.on(said("lead", "Yeah, I'm Ava"), 1_500), None);
+        assert_eq!(t.on(TurnEvent::Tick, 1_700), Some(TurnDecision::Pause));
+        assert_eq!(
+            t.on(said("lead", "Yeah, I'm Ava. What problem"), 1_900),
+            None
+        );
+        // A real interruption's words are mostly its own.
+        let mut t = Turns::new(TurnConfig::default());
+        t.on(agent("What budget do you have for this?"), 1_000);
+        t.on(started("lead"), 1_400);
+        assert_eq!(
+            t.on(said("lead", "Budget? We have about fifty thousand"), 1_500),
+            None
+        );
+        assert_eq!(t.on(TurnEvent::Tick, 1_700), Some(TurnDecision::Stop));
     }
 
     #[test]

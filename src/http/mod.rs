@@ -143,6 +143,8 @@ pub fn app(state: Arc<AppState>) -> Router {
             axum::routing::delete(notify::remove_webhook),
         )
         .route("/api/webhooks/{id}/deliveries", get(notify::deliveries))
+        .route("/api/hosts/{identity}/events", get(notify::events))
+        .route("/dashboard", get(pages::dashboard))
         .route("/questions", get(pages::questions))
         .route("/leads", get(pages::leads))
         .route("/leads/{id}", get(pages::lead))

@@ -260,3 +260,83 @@ pub async fn deliveries(
     }
     Ok(Json(json!({ "deliveries": out })))
 }
+
+#[utoipa::path(get, path = "/api/hosts/{identity}/events", tag = "notifications", params(("identity" = String, Path)),
+    responses((status = 200, description = "text/event-stream: `status`/`bot` changes of the host's meetings and their notifications, as they happen")),
+    security(("api_key" = [])))]
+/// `GET /api/hosts/{identity}/events`: the dashboard's live feed (server-sent events). Each
+/// event is `event: schedule` (a status or agent change) or `event: notification`, with JSON
+/// data; `event: resync` when the feed fell behind (reload everything); a comment every 15 s.
+pub async fn events(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(identity): Path<String>,
+) -> Result<axum::response::Response, AppError> {
+    service_only(&caller)?;
+    let mut changes = s.scheduler.subscribe();
+    let mut notes = s.notifier.subscribe();
+    let mut stopping = s.stopping.subscribe();
+    let store = s.meetings.store().clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let mut hosts: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(15));
+        let _ = tx.send(": connected\n\n".into()).await;
+        loop {
+            let out = tokio::select! {
+                r = stopping.changed() => {
+                    let stop = r.is_err() || *stopping.borrow();
+                    if stop {
+                        return;
+                    }
+                    continue;
+                }
+                _ = beat.tick() => ": keep-alive\n\n".to_owned(),
+                e = changes.recv() => match e {
+                    Ok(e) => {
+                        let mine = match hosts.get(&e.schedule_id) {
+                            Some(m) => *m,
+                            None => {
+                                let m = matches!(store.schedule(e.schedule_id).await, Ok(Some(x)) if x.spec.host_identity == identity);
+                                hosts.insert(e.schedule_id, m);
+                                m
+                            }
+                        };
+                        if !mine {
+                            continue;
+                        }
+                        format!("event: schedule\ndata: {}\n\n", serde_json::to_string(&e).unwrap_or_default())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "event: resync\ndata: {}\n\n".to_owned(),
+                    Err(_) => return,
+                },
+                n = notes.recv() => match n {
+                    Ok(n) if n.user_identity == identity => {
+                        format!("event: notification\ndata: {}\n\n", serde_json::to_string(&n).unwrap_or_default())
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "event: resync\ndata: {}\n\n".to_owned(),
+                    Err(_) => return,
+                },
+            };
+            // A client that does not read is dropped rather than buffered without bound.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(out)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| {
+            (
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(chunk)),
+                rx,
+            )
+        })
+    });
+    Ok(axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+        .header(axum::http::header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("static response parts"))
+}

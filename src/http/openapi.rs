@@ -44,7 +44,7 @@ impl Modify for Security {
         schedules::put_preferences, schedules::import_calendar, schedules::export_ics,
         schedules::feed_url, notify::list, notify::mark_read, notify::get_preferences,
         notify::put_preferences, notify::add_webhook, notify::list_webhooks, notify::remove_webhook,
-        notify::deliveries,
+        notify::deliveries, notify::events,
         agents::dispatch_room, agents::get_room, agents::stop_room, agents::dispatch_meeting,
         agents::get_meeting, agents::stop_meeting, agents::create_set, agents::list_sets,
         agents::get_set, agents::update_set, agents::delete_set, agents::create_lead,

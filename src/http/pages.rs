@@ -42,6 +42,11 @@ pub async fn questions() -> Html<&'static str> {
     Html(web!("questions.html"))
 }
 
+/// `GET /dashboard`: a host's scheduled meetings, live.
+pub async fn dashboard() -> Html<&'static str> {
+    Html(web!("dashboard.html"))
+}
+
 /// `GET /leads`: leads, and a form for a new one.
 pub async fn leads() -> Html<&'static str> {
     Html(web!("leads.html"))
@@ -58,6 +63,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, mime) = match file.as_str() {
         "room.css" => (web!("room.css"), "text/css; charset=utf-8"),
         "room.js" => (web!("room.js"), JS),
+        "dashboard.js" => (web!("dashboard.js"), JS),
         "room-signaling.js" => (web!("room-signaling.js"), JS),
         "room-negotiation.js" => (web!("room-negotiation.js"), JS),
         "room-tiles.js" => (web!("room-tiles.js"), JS),
