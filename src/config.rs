@@ -197,6 +197,16 @@ pub struct ServeArgs {
     /// AI agents the server runs at once.
     #[arg(long, env = "CONCLAVE_MAX_AGENTS")]
     pub max_agents: Option<usize>,
+    /// SMTP server for meeting email (invitations, reminders, summaries): `smtp://host:port`,
+    /// `smtp://host?tls=required`, `smtps://user:password@host:465`. Absent: no email.
+    #[arg(long, env = "CONCLAVE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of meeting email, `Name <address>`.
+    #[arg(long, env = "CONCLAVE_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// How often queued email is sent, ms (0: never, in this process).
+    #[arg(long, env = "CONCLAVE_EMAIL_TICK_MS")]
+    pub email_tick_ms: Option<u64>,
     /// How often due webhook deliveries are sent, ms (0: never, in this process).
     #[arg(long, env = "CONCLAVE_WEBHOOK_TICK_MS")]
     pub webhook_tick_ms: Option<u64>,
@@ -409,6 +419,8 @@ pub struct Config {
     pub scheduler: crate::schedule::SchedulerConfig,
     /// Webhook delivery settings.
     pub webhooks: crate::notify::WebhookConfig,
+    /// Meeting email, when an SMTP server is configured.
+    pub smtp: Option<crate::notify::email::MailConfig>,
     /// Piper voice model and its JSON config.
     pub piper: (PathBuf, PathBuf),
 }
@@ -494,6 +506,17 @@ impl Config {
             voice,
             max_agents,
             scheduler,
+            smtp: args
+                .smtp_url
+                .clone()
+                .map(|url| crate::notify::email::MailConfig {
+                    url,
+                    from: args
+                        .smtp_from
+                        .clone()
+                        .unwrap_or_else(|| "Conclave <conclave@localhost>".to_owned()),
+                    tick: std::time::Duration::from_millis(args.email_tick_ms.unwrap_or(1_000)),
+                }),
             webhooks: crate::notify::WebhookConfig {
                 tick: std::time::Duration::from_millis(args.webhook_tick_ms.unwrap_or(500)),
                 ..Default::default()

@@ -218,6 +218,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     let notifier = crate::notify::Notifier::new(meetings.store().clone(), config.webhooks.clone());
     let following = notifier.follow(scheduler.subscribe(), agents.clone());
+    let base_url = format!(
+        "{}://{}",
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        config.http_addr
+    );
+    let mailer = match &config.smtp {
+        Some(m) => match crate::notify::email::Mailer::new(meetings.store().clone(), m) {
+            Ok(mailer) => {
+                tracing::info!(from = %m.from, "meeting email on");
+                Some(mailer)
+            }
+            Err(e) => anyhow::bail!("meeting email: {e}"),
+        },
+        None => None,
+    };
+    let mail_following = mailer
+        .as_ref()
+        .map(|m| m.follow(scheduler.subscribe(), agents.clone(), base_url.clone()));
     let sweeper = {
         let rooms = rooms.clone();
         let ttl = config.empty_room_ttl;
@@ -238,6 +260,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         agents,
         scheduler,
         notifier,
+        mailer,
         tokens,
         metrics,
         config,
@@ -254,6 +277,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let app = crate::http::app(state.clone());
     let scheduling = state.scheduler.run(state.stopping.subscribe());
     let delivering = state.notifier.run(state.stopping.subscribe());
+    let mailing = state
+        .mailer
+        .as_ref()
+        .and_then(|m| m.run(state.stopping.subscribe()));
     let st = state.clone();
     let task = tokio::spawn(async move {
         let st2 = st.clone();
@@ -298,6 +325,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             d.abort();
         }
         following.abort();
+        if let Some(m) = mailing {
+            m.abort();
+        }
+        if let Some(m) = mail_following {
+            m.abort();
+        }
         // Let the pipelines flush their last utterances into the store before it closes.
         st.rooms.retire_all();
         if let Some(t) = &st.transcription

@@ -59,6 +59,8 @@ pub struct AppState {
     pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Notifications and webhooks.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Meeting email, when SMTP is configured.
+    pub mailer: Option<Arc<crate::notify::email::Mailer>>,
     /// Request rates and password backoff.
     pub abuse: crate::http::abuse::Abuse,
     /// Set once the server is shutting down.

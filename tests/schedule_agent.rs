@@ -248,3 +248,85 @@ async fn without_a_model_the_attempt_fails_once_with_its_reason_and_preferences_
     assert_eq!(got, 400, "{v}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dispatch_is_retried_after_its_backoff_and_then_succeeds() {
+    // One agent slot, taken by an agent sent by hand elsewhere: the scheduled dispatch fails
+    // (agent_start_failed, retryable), waits its backoff, and succeeds once the slot is free.
+    let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
+    let server = start_server(|a| {
+        a.scheduler_tick_ms = Some(0);
+        a.whisper_model = Some(model.clone());
+        a.voice = Some("flite".into());
+        a.max_agents = Some(1);
+    })
+    .await;
+    let addr = server.http_addr;
+    let sched = server.state.scheduler.clone();
+    let (got, m) = api(addr, "POST", "/api/meetings", json!({"name": "Elsewhere"})).await;
+    assert!(got == 200 || got == 201, "{m}");
+    let elsewhere = m["code"]
+        .as_str()
+        .or_else(|| m["meeting"]["code"].as_str())
+        .expect("meeting code")
+        .to_owned();
+    let (got, a) = api(
+        addr,
+        "POST",
+        &format!("/api/meetings/{elsewhere}/agent"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(got, 202, "{a}");
+    let start = minute_from_now(5);
+    let (id, _) = schedule(addr, "Acme retry", "lee", start).await;
+    let due = start - MIN;
+    sched.tick(due).await.unwrap();
+    let o = first_occurrence(addr, id).await;
+    assert_eq!(o["bot"]["status"], "failed", "{o}");
+    assert_eq!(o["bot"]["reason"], "agent_start_failed", "{o}");
+    let next = chrono::DateTime::parse_from_rfc3339(
+        o["bot"]["next_attempt_at"]
+            .as_str()
+            .expect("a retry is scheduled"),
+    )
+    .unwrap()
+    .timestamp_millis();
+    // 5 s base, 50-100% jitter.
+    assert!(
+        (due + 2_500..=due + 5_000).contains(&next),
+        "retry at +{} ms",
+        next - due
+    );
+    // Before the backoff: nothing. The slot frees up; after it: the second attempt joins.
+    assert_eq!(sched.tick(next - 1).await.unwrap().dispatches, 0);
+    let (got, _) = api(
+        addr,
+        "DELETE",
+        &format!("/api/meetings/{elsewhere}/agent"),
+        Value::Null,
+    )
+    .await;
+    assert!(got == 200 || got == 202 || got == 204, "{got}");
+    assert!(
+        common::eventually(Duration::from_secs(10), || server.state.agents.running()
+            == 0)
+        .await
+    );
+    assert_eq!(sched.tick(next).await.unwrap().dispatches, 1);
+    sched.tick(next + 1_000).await.unwrap();
+    let o = first_occurrence(addr, id).await;
+    assert_eq!(o["bot"]["status"], "in_call", "{o}");
+    assert_eq!(o["bot"]["attempts"], 2, "{o}");
+    assert_eq!(
+        log(&o),
+        [
+            "1:dispatched",
+            "1:failed:agent_start_failed",
+            "2:dispatched",
+            "2:joining",
+            "2:in_call"
+        ]
+    );
+    server.shutdown().await.unwrap();
+}

@@ -106,6 +106,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/schedules/{id}/cancel", post(schedules::cancel))
         .route("/api/schedules/{id}/ics", get(schedules::export_ics))
+        .route("/api/schedules/{id}/emails", get(schedules::emails))
         .route(
             "/api/hosts/{identity}/calendar",
             post(schedules::import_calendar)

@@ -42,7 +42,7 @@ impl Modify for Security {
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::cancel,
         schedules::occurrence, schedules::override_occurrence, schedules::get_preferences,
         schedules::put_preferences, schedules::import_calendar, schedules::export_ics,
-        schedules::feed_url, notify::list, notify::mark_read, notify::get_preferences,
+        schedules::feed_url, schedules::emails, notify::list, notify::mark_read, notify::get_preferences,
         notify::put_preferences, notify::add_webhook, notify::list_webhooks, notify::remove_webhook,
         notify::deliveries, notify::events,
         agents::dispatch_room, agents::get_room, agents::stop_room, agents::dispatch_meeting,

@@ -404,6 +404,9 @@ pub async fn create(
             .await
             .map_err(store_err)?;
         tracing::info!(schedule = r.id, code = %code, host = %spec.host_identity, "meeting scheduled");
+        if let Some(m) = &s.mailer {
+            m.invite(&r, &base_url(&s), now).await.map_err(store_err)?;
+        }
         return Ok((
             StatusCode::CREATED,
             Json(schedule_json(&s, &r, now, 10).await?),
@@ -702,6 +705,23 @@ pub async fn put_preferences(
         .await
         .map_err(store_err)?;
     Ok(Json(p))
+}
+
+#[utoipa::path(get, path = "/api/schedules/{id}/emails", tag = "schedules", params(("id" = i64, Path)),
+    responses((status = 200, description = "{\"emails\": [...]}: each invitation, reminder and summary with its delivery status"), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+/// `GET /api/schedules/{id}/emails`.
+pub async fn emails(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, AppError> {
+    service_only(&caller)?;
+    let _ = load(&s, id).await?;
+    let list = s.meetings.store().emails_of(id).await.map_err(store_err)?;
+    Ok(Json(
+        json!({ "enabled": s.mailer.is_some(), "emails": list }),
+    ))
 }
 
 /// Largest calendar file taken.

@@ -12,6 +12,8 @@
 //! Receivers recompute it, and refuse a `t` too far from their clock (replay) and an
 //! `X-Conclave-Event-Id` they already took (duplicates: delivery is at least once).
 
+pub mod email;
+
 use crate::schedule::ScheduleEvent;
 use crate::store::{DeliveryRecord, NotificationRecord, Store, StoreError};
 use hmac::{Hmac, Mac};

@@ -10,7 +10,7 @@ mod transcripts;
 
 pub use agents::{AgentRunRecord, ConversationEvent, LeadRecord, QuestionSetRecord, QuestionSpec};
 pub use meetings::{NewMeeting, ParticipantRecord};
-pub use notify::{DeliveryRecord, NotificationRecord, WebhookRecord};
+pub use notify::{DeliveryRecord, EmailRecord, NotificationRecord, WebhookRecord};
 pub use schedule::{
     AutoJoinLog, HostPreferences, Invitee, OccurrenceEvent, OccurrenceRecord, ScheduleRecord,
     ScheduleSpec,

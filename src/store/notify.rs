@@ -394,3 +394,160 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("status_code")?)).collect()
     }
 }
+
+/// A stored email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EmailRecord {
+    /// Row id.
+    pub id: i64,
+    /// Its meeting series.
+    pub schedule_id: i64,
+    /// Its occurrence (0 for a series' invitation).
+    pub occurrence_id: i64,
+    /// invitation, reminder, summary.
+    pub kind: String,
+    /// Recipient address.
+    pub to_addr: String,
+    /// Recipient name.
+    pub to_name: String,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    #[serde(skip)]
+    pub body: String,
+    /// iCalendar attachment.
+    #[serde(skip)]
+    pub ics: Option<String>,
+    /// queued, sent, failed.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt, unix ms.
+    pub next_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub sent_at: Option<i64>,
+}
+
+const EMAIL_COLUMNS: &str = "id, schedule_id, occurrence_id, kind, to_addr, to_name, subject, body, ics, status, attempts, next_at, last_error, created_at, sent_at";
+
+fn email_from(r: &AnyRow) -> Result<EmailRecord, StoreError> {
+    Ok(EmailRecord {
+        id: r.try_get("id")?,
+        schedule_id: r.try_get("schedule_id")?,
+        occurrence_id: r.try_get::<Option<i64>, _>("occurrence_id")?.unwrap_or(0),
+        kind: r.try_get("kind")?,
+        to_addr: r.try_get("to_addr")?,
+        to_name: r.try_get("to_name")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        ics: r.try_get("ics")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_at: r.try_get("next_at")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
+impl Store {
+    /// Queues an email (once per series, occurrence, kind and recipient).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn queue_email(
+        &self,
+        schedule_id: i64,
+        occurrence_id: i64,
+        kind: &str,
+        to_addr: &str,
+        to_name: &str,
+        subject: &str,
+        body: &str,
+        ics: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO emails (schedule_id, occurrence_id, kind, to_addr, to_name, subject, body, ics, status, attempts, next_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9) ON CONFLICT (schedule_id, occurrence_id, kind, to_addr) DO NOTHING",
+        )
+        .bind(schedule_id)
+        .bind(occurrence_id)
+        .bind(kind)
+        .bind(to_addr)
+        .bind(to_name)
+        .bind(subject)
+        .bind(body)
+        .bind(ics)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Leases up to `limit` queued emails due at `now` until `lease_until`.
+    pub async fn lease_due_emails(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<EmailRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EMAIL_COLUMNS} FROM emails WHERE status = 'queued' AND next_at <= $1 ORDER BY next_at LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let e = email_from(&r)?;
+            let claimed = sqlx::query("UPDATE emails SET next_at = $1 WHERE id = $2 AND status = 'queued' AND next_at = $3")
+                .bind(lease_until)
+                .bind(e.id)
+                .bind(e.next_at)
+                .execute(&self.pool)
+                .await?;
+            if claimed.rows_affected() == 1 {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records an attempt: sent, queued again for `next_at`, or failed for good.
+    pub async fn record_email(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<&str>,
+        next_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE emails SET status = $1, attempts = attempts + 1, last_error = $2, next_at = $3, \
+             sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END WHERE id = $5",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(next_at)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A series' emails, oldest first.
+    pub async fn emails_of(&self, schedule_id: i64) -> Result<Vec<EmailRecord>, StoreError> {
+        let sql = format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE schedule_id = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(schedule_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(email_from).collect()
+    }
+}
