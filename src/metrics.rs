@@ -235,6 +235,41 @@ impl Metrics {
     }
 }
 
+/// Appends `(name, help, value)` counters in Prometheus text format.
+fn write_counters(out: &mut String, counters: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in counters {
+        let v = v.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+}
+
+/// Appends the meeting-email counters to a `/metrics` body.
+pub fn render_mail(out: &mut String, m: &crate::notify::email::MailStats) {
+    write_counters(
+        out,
+        &[
+            (
+                "conclave_emails_sent_total",
+                "Meeting emails the SMTP server accepted.",
+                &m.sent,
+            ),
+            (
+                "conclave_email_failed_attempts_total",
+                "Email attempts that failed (retried).",
+                &m.failed_attempts,
+            ),
+            (
+                "conclave_emails_failed_total",
+                "Emails given up after their retries (logged).",
+                &m.failed,
+            ),
+        ],
+    );
+}
+
 /// Appends the agents' gauge and counters to a `/metrics` body.
 pub fn render_agents(out: &mut String, running: usize, a: &crate::agents::AgentStats) {
     let _ = writeln!(
@@ -283,13 +318,7 @@ pub fn render_agents(out: &mut String, running: usize, a: &crate::agents::AgentS
             &a.store_failures,
         ),
     ];
-    for (name, help, v) in counters {
-        let v = v.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    }
+    write_counters(out, &counters);
 }
 
 /// Appends the scheduler's and the notifier's counters to a `/metrics` body.
@@ -365,13 +394,7 @@ pub fn render_schedule(
             &n.gave_up,
         ),
     ];
-    for (name, help, v) in counters {
-        let v = v.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    }
+    write_counters(out, &counters);
 }
 
 /// Appends the embedded TURN server's gauges and counters to a `/metrics` body.

@@ -6,8 +6,10 @@
 
 mod common;
 
+use common::agent_call::api;
+
 use chrono::TimeZone;
-use common::{api_key_auth, http, start_server};
+use common::start_server;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -15,16 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MIN: i64 = 60_000;
-
-async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 struct Sink {
     child: Child,

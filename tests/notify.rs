@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::agent_call::api;
+
 use chrono::TimeZone;
-use common::{api_key_auth, http, start_server};
+use common::start_server;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -14,16 +16,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIN: i64 = 60_000;
-
-async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 #[derive(Debug, Clone)]
 struct Received {

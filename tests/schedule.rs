@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::agent_call::api;
+
 use chrono::{TimeZone, Utc};
 use common::client::TestClient;
 use common::{api_key_auth, databases, http, start_server, start_server_in};
@@ -12,16 +14,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const MIN: i64 = 60_000;
-
-async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// `ms` (unix) as a local time in `zone`, `YYYY-MM-DDTHH:MM`.
 fn local(ms: i64, zone: &str) -> String {

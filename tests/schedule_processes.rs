@@ -3,6 +3,8 @@
 //! due agent is dispatched exactly once (one claimed attempt, one log entry), whichever
 //! process wins. Needs `CONCLAVE_TEST_POSTGRES_URL` (CI sets it).
 
+mod common;
+
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -108,37 +110,24 @@ async fn up(n: &Node) {
     panic!("{} did not start", n.addr);
 }
 
-async fn fresh_schema(base: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("race_{}", conclave::ids::random_id(10).to_lowercase());
-    let mut conn = sqlx::PgConnection::connect(base)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_dispatch_each_agent_once() {
     let Ok(base) = std::env::var("CONCLAVE_TEST_POSTGRES_URL") else {
         eprintln!("skipped: needs CONCLAVE_TEST_POSTGRES_URL (CI sets it)");
         return;
     };
-    let db = fresh_schema(&base).await;
+    let db = common::fresh_pg_schema(&base).await;
     let a = spawn(&db);
     up(&a).await;
     // The second starts once the first has migrated the schema.
     let b = spawn(&db);
     up(&b).await;
-    // Meetings starting in a minute: ready at once (15 min lead), agent due at once (1 min
-    // buffer). No Whisper model here, so each attempt fails with model_missing and is not
+    // Meetings starting in under a minute: ready at once (15 min lead), agent due at once
+    // (1 min buffer). No Whisper model here, so each attempt fails with model_missing and is not
     // retried: exactly one attempt per meeting is the only right count.
     let now = conclave::clock::now_ms();
-    let start = (now / 60_000 + 1) * 60_000 + 30_000;
+    // 45 s ahead: the agent's time (start minus 1 min) has come, the start has not.
+    let start = (now / 1_000 + 45) * 1_000;
     let local = chrono::DateTime::from_timestamp_millis(start)
         .unwrap()
         .format("%Y-%m-%dT%H:%M:%S")

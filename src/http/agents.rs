@@ -3,7 +3,7 @@
 //! Agents are dispatched, stopped and read with the API key, or with a token that administers
 //! the room (a meeting's host token). Question sets and leads need the API key.
 
-use super::error::{ApiJson, AppError, ErrorBody};
+use super::error::{ApiJson, AppError, ErrorBody, service_only, store_err};
 use crate::agents::{AgentError, AgentStatus, parse_category};
 use crate::clock::rfc3339;
 use crate::meetings::Caller;
@@ -53,22 +53,6 @@ impl From<AgentError> for AppError {
             }
             AgentError::Store(e) => AppError::internal(e),
         }
-    }
-}
-
-fn store_err(e: crate::store::StoreError) -> AppError {
-    AppError::internal(e)
-}
-
-fn service_only(caller: &Caller) -> Result<(), AppError> {
-    match caller {
-        Caller::Service { .. } => Ok(()),
-        Caller::Anonymous => Err(AppError::unauthorized("this endpoint needs the API key")),
-        Caller::Token(_) => Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this endpoint needs the API key, not an access token",
-        )),
     }
 }
 

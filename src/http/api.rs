@@ -63,31 +63,7 @@ pub async fn metrics(
     crate::metrics::render_agents(&mut text, s.agents.running(), s.agents.stats());
     crate::metrics::render_schedule(&mut text, s.scheduler.stats(), s.notifier.stats());
     if let Some(m) = &s.mailer {
-        let st = m.stats();
-        for (name, help, v) in [
-            (
-                "conclave_emails_sent_total",
-                "Meeting emails the SMTP server accepted.",
-                &st.sent,
-            ),
-            (
-                "conclave_email_failed_attempts_total",
-                "Email attempts that failed (retried).",
-                &st.failed_attempts,
-            ),
-            (
-                "conclave_emails_failed_total",
-                "Emails given up after their retries (logged).",
-                &st.failed,
-            ),
-        ] {
-            use std::fmt::Write as _;
-            let v = v.load(std::sync::atomic::Ordering::Relaxed);
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        }
+        crate::metrics::render_mail(&mut text, m.stats());
     }
     if let Some(turn) = &s.turn {
         crate::metrics::render_turn(&mut text, &turn.server.stats());

@@ -190,3 +190,22 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     }
     error
 }
+
+/// The failure of a store call, as a 500 (logged by [`AppError::internal`]).
+pub(super) fn store_err(e: crate::store::StoreError) -> AppError {
+    AppError::internal(e)
+}
+
+/// Refuses anything but the API key (operator endpoints).
+pub(super) fn service_only(caller: &crate::meetings::Caller) -> Result<(), AppError> {
+    use crate::meetings::Caller;
+    match caller {
+        Caller::Service { .. } => Ok(()),
+        Caller::Anonymous => Err(AppError::unauthorized("this endpoint needs the API key")),
+        Caller::Token(_) => Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs the API key, not an access token",
+        )),
+    }
+}

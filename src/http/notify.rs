@@ -1,11 +1,10 @@
 //! `/api/users/{identity}/notifications`, `/api/hosts/{identity}/webhooks`, `/api/webhooks/{id}`.
 //! API key only.
 
-use super::error::{ApiJson, AppError, ErrorBody};
+use super::error::{ApiJson, AppError, ErrorBody, service_only, store_err};
 use crate::meetings::Caller;
 use crate::notify::KINDS;
 use crate::state::AppState;
-use crate::store::StoreError;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,22 +14,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
-
-fn service_only(caller: &Caller) -> Result<(), AppError> {
-    match caller {
-        Caller::Service { .. } => Ok(()),
-        Caller::Anonymous => Err(AppError::unauthorized("this endpoint needs the API key")),
-        Caller::Token(_) => Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this endpoint needs the API key, not an access token",
-        )),
-    }
-}
-
-fn store_err(e: StoreError) -> AppError {
-    AppError::internal(e)
-}
 
 /// `?unread=true`.
 #[derive(Debug, Deserialize)]

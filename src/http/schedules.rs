@@ -1,7 +1,7 @@
 //! `/api/schedules`, `/api/occurrences/{id}`, `/api/hosts/{identity}/preferences`: meetings
 //! that run themselves. API key only (operators and calendar integrations script these).
 
-use super::error::{ApiJson, AppError, ErrorBody};
+use super::error::{ApiJson, AppError, ErrorBody, service_only, store_err};
 use crate::meetings::Caller;
 use crate::meetings::model::MeetingCode;
 use crate::schedule::recurrence::{self, Rule, Series};
@@ -27,22 +27,6 @@ const MAX_DURATION_MS: i64 = 24 * 3_600_000;
 const CONFLICT_WINDOW_MS: i64 = 90 * 86_400_000;
 /// Most invitees and exceptions of one series.
 const MAX_LIST: usize = 100;
-
-fn service_only(caller: &Caller) -> Result<(), AppError> {
-    match caller {
-        Caller::Service { .. } => Ok(()),
-        Caller::Anonymous => Err(AppError::unauthorized("this endpoint needs the API key")),
-        Caller::Token(_) => Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this endpoint needs the API key, not an access token",
-        )),
-    }
-}
-
-fn store_err(e: StoreError) -> AppError {
-    AppError::internal(e)
-}
 
 /// A meeting to schedule (or its new values).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -383,6 +367,25 @@ pub async fn create(
     };
     let store = s.meetings.store();
     // The code and link are fixed now, so invitations can carry them.
+    let r = insert_series(store, &spec, &created_by, now).await?;
+    tracing::info!(schedule = r.id, code = %r.meeting_code, host = %spec.host_identity, "meeting scheduled");
+    if let Some(m) = &s.mailer {
+        m.invite(&r, &base_url(&s), now).await.map_err(store_err)?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(schedule_json(&s, &r, now, 10).await?),
+    ))
+}
+
+/// Stores a series under a fresh meeting code, with the meeting row that makes the code and
+/// link work from now on (codes that collide are drawn again).
+async fn insert_series(
+    store: &crate::store::Store,
+    spec: &ScheduleSpec,
+    created_by: &str,
+    now: i64,
+) -> Result<ScheduleRecord, AppError> {
     for _ in 0..8 {
         let code = MeetingCode::random();
         let meeting = NewMeeting {
@@ -391,7 +394,7 @@ pub async fn create(
             password_hash: None,
             host_identity: spec.host_identity.clone(),
             host_name: None,
-            created_by: created_by.clone(),
+            created_by: created_by.to_owned(),
             created_at: now,
         };
         match store.insert_meeting(&meeting).await {
@@ -399,18 +402,10 @@ pub async fn create(
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(store_err(e)),
         }
-        let r = store
-            .insert_schedule(&spec, code.as_str(), now)
+        return store
+            .insert_schedule(spec, code.as_str(), now)
             .await
-            .map_err(store_err)?;
-        tracing::info!(schedule = r.id, code = %code, host = %spec.host_identity, "meeting scheduled");
-        if let Some(m) = &s.mailer {
-            m.invite(&r, &base_url(&s), now).await.map_err(store_err)?;
-        }
-        return Ok((
-            StatusCode::CREATED,
-            Json(schedule_json(&s, &r, now, 10).await?),
-        ));
+            .map_err(store_err);
     }
     Err(AppError::internal("no free meeting code"))
 }
@@ -879,32 +874,7 @@ pub async fn import_calendar(
             }
             Some(_) => refused.push((e.uid.clone(), "cancelled here; schedule it anew".into())),
             None => {
-                let mut inserted = None;
-                for _ in 0..8 {
-                    let code = MeetingCode::random();
-                    let m = NewMeeting {
-                        code: code.clone(),
-                        name: spec.title.clone(),
-                        password_hash: None,
-                        host_identity: identity.clone(),
-                        host_name: None,
-                        created_by: "calendar".into(),
-                        created_at: now,
-                    };
-                    match store.insert_meeting(&m).await {
-                        Ok(_) => {}
-                        Err(StoreError::Conflict) => continue,
-                        Err(e) => return Err(store_err(e)),
-                    }
-                    inserted = Some(
-                        store
-                            .insert_schedule(&spec, code.as_str(), now)
-                            .await
-                            .map_err(store_err)?,
-                    );
-                    break;
-                }
-                let r = inserted.ok_or_else(|| AppError::internal("no free meeting code"))?;
+                let r = insert_series(store, &spec, "calendar", now).await?;
                 match store.set_ical_key(r.id, &e.uid, &e.recurrence_id).await {
                     Ok(()) => created += 1,
                     // A concurrent import of the same file made it first.

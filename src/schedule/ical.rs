@@ -112,6 +112,21 @@ fn date_time(
     Ok((t, zone))
 }
 
+/// Local time `t` of zone `from` as the wall-clock time of zone `to` (EXDATEs and
+/// RECURRENCE-IDs may name another zone than their event's DTSTART).
+fn in_zone(t: NaiveDateTime, from: &str, to: &str) -> Result<NaiveDateTime, String> {
+    if from == to {
+        return Ok(t);
+    }
+    let zone = |z: &str| {
+        z.parse::<chrono_tz::Tz>()
+            .map_err(|_| format!("unknown time zone {z:?}"))
+    };
+    Ok(super::recurrence::to_utc(zone(from)?, t)
+        .with_timezone(&zone(to)?)
+        .naive_local())
+}
+
 /// `PT1H30M`, `P1D`, `PT45M` ... as ms.
 fn duration_ms(v: &str) -> Option<i64> {
     let v = v.trim().strip_prefix('P')?;
@@ -196,32 +211,15 @@ pub fn parse(text: &str) -> Result<(Vec<Imported>, Vec<(String, String)>), Strin
             for p in c.properties.iter().filter(|p| p.name == "EXDATE") {
                 for v in p.val.as_str().split(',') {
                     let (t, z) = date_time(v, tzid(p).as_deref(), &zone)?;
-                    // An EXDATE in another zone than DTSTART: express it in DTSTART's.
-                    let t = if z == zone {
-                        t
-                    } else {
-                        let from: chrono_tz::Tz = z.parse().map_err(|_| "zone")?;
-                        let to: chrono_tz::Tz = zone.parse().map_err(|_| "zone")?;
-                        super::recurrence::to_utc(from, t)
-                            .with_timezone(&to)
-                            .naive_local()
-                    };
-                    exdates.push(t);
+                    exdates.push(in_zone(t, &z, &zone)?);
                 }
             }
             let recurrence_id = match prop("RECURRENCE-ID") {
                 Some(r) => {
                     let (t, z) = date_time(r.val.as_str(), tzid(r).as_deref(), &zone)?;
-                    let t = if z == zone {
-                        t
-                    } else {
-                        let from: chrono_tz::Tz = z.parse().map_err(|_| "zone")?;
-                        let to: chrono_tz::Tz = zone.parse().map_err(|_| "zone")?;
-                        super::recurrence::to_utc(from, t)
-                            .with_timezone(&to)
-                            .naive_local()
-                    };
-                    t.format(super::LOCAL_FORMAT).to_string()
+                    in_zone(t, &z, &zone)?
+                        .format(super::LOCAL_FORMAT)
+                        .to_string()
                 }
                 None => String::new(),
             };

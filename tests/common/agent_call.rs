@@ -39,7 +39,13 @@ pub async fn api(
     path: &str,
     body: Value,
 ) -> (u16, Value) {
-    let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body.to_string()).await;
+    // `Null`: no body at all (GET, DELETE, and POSTs that take none).
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, text) = http(addr, method, path, Some(&api_key_auth()), &body).await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 

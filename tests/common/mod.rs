@@ -26,7 +26,8 @@ pub async fn databases() -> Vec<(&'static str, String)> {
     out
 }
 
-async fn fresh_pg_schema(base: &str) -> String {
+/// A new, empty schema in the PostgreSQL at `base`, and the URL that uses it.
+pub async fn fresh_pg_schema(base: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", conclave::ids::random_id(10).to_lowercase());
     let mut conn = sqlx::PgConnection::connect(base).await.unwrap_or_else(|e| {
