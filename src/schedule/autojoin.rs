@@ -13,33 +13,27 @@ use crate::store::HostPreferences;
 /// Why an agent did not make it (stored as `bot_reason`, shown in the API and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailReason {
-    /// The occurrence's room is not ready (cancelled, over, or not open yet).
-    RoomNotReady,
     /// The agent service refused or failed to start it.
     AgentStartFailed,
     /// No Whisper model or voice: agents cannot run on this server.
     ModelMissing,
     /// Started, but not in the room within the join timeout.
     JoinTimeout,
-    /// It left or failed before the meeting was over.
-    Dropped,
 }
 
 impl FailReason {
     /// The stored code.
     pub fn code(self) -> &'static str {
         match self {
-            FailReason::RoomNotReady => "room_not_ready",
             FailReason::AgentStartFailed => "agent_start_failed",
             FailReason::ModelMissing => "model_missing",
             FailReason::JoinTimeout => "join_timeout",
-            FailReason::Dropped => "dropped",
         }
     }
 
     /// Whether trying again can help.
     pub fn retryable(self) -> bool {
-        !matches!(self, FailReason::ModelMissing | FailReason::RoomNotReady)
+        !matches!(self, FailReason::ModelMissing)
     }
 }
 
