@@ -1,0 +1,239 @@
+//! Conclave as a load target: started as its own process (pinned to a core), joined over its
+//! signaling WebSocket.
+
+use crate::peer::{self, Peer};
+use crate::{Join, Role};
+use anyhow::{Context, bail};
+use conclave::auth::{Grants, TokenAuthority, TokenRequest};
+use conclave_signaling::{
+    ClientMessage, IceCandidate, RoomName, ServerMessage, decode_server, encode,
+};
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::peer_connection::{RTCIceCandidateInit, RTCSessionDescription};
+
+const API_KEY: &str = "loadtest";
+const API_SECRET: &str = "loadtest-secret-loadtest-secret-0123";
+
+/// A running Conclave server.
+pub struct Server {
+    /// Its signaling address.
+    pub http: SocketAddr,
+    /// Its process id (for CPU and memory).
+    pub pid: u32,
+    child: Option<tokio::process::Child>,
+    tokens: TokenAuthority,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    /// Starts `bin serve` on loopback, transcription off, limits opened for load, pinned to
+    /// `cpu` if given.
+    pub async fn start(bin: &Path, cpu: Option<usize>, log: &Path) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("conclave-loadtest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let http: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut cmd = match cpu {
+            Some(c) => {
+                let mut t = tokio::process::Command::new("taskset");
+                t.args(["-c", &c.to_string()]).arg(bin);
+                t
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        cmd.arg("serve")
+            .args(["--http-addr", &http.to_string()])
+            .args(["--udp-ip", "127.0.0.1"])
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
+            .args(["--transcription", "false"])
+            .args(["--auto-create-rooms", "true"])
+            .args(["--max-participants", "1000"])
+            .args(["--max-connections", "5000"])
+            .args(["--max-connections-per-address", "5000"])
+            .args(["--rate-limit-per-minute", "100000"])
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id().context("server exited at once")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(http).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("conclave did not listen on {http} within 30 s; see {}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server {
+            http,
+            pid,
+            child: Some(child),
+            tokens: TokenAuthority::new(API_KEY, API_SECRET),
+            _dir: TempDir(dir),
+        })
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+
+    fn token(&self, room: &str, identity: &str, role: &Role) -> String {
+        self.tokens.issue(
+            &TokenRequest {
+                room: room.into(),
+                identity: identity.into(),
+                grants: Grants {
+                    can_publish: matches!(role, Role::Publisher { .. }),
+                    can_subscribe: matches!(role, Role::Subscriber { .. }),
+                    ..Default::default()
+                },
+                ttl: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            SystemTime::now(),
+        )
+    }
+
+    /// Joins one client: signaling, offer, trickled candidates, the server's later offers.
+    pub async fn join(&self, j: Join) -> anyhow::Result<Peer> {
+        let opened = Instant::now();
+        if let Role::Subscriber { stats, .. } = &j.role {
+            stats.opened(opened);
+        }
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(format!("ws://{}/ws", self.http)),
+        )
+        .await
+        .context("signaling connect timed out")??;
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if ws_tx.send(Message::Text(encode(&m).into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        out_tx.send(ClientMessage::Join {
+            room: RoomName::validate(&j.room).context("invalid room name")?,
+            name: Some(j.identity.clone()),
+            token: self.token(&j.room, &j.identity, &j.role),
+        })?;
+        let first = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
+            .await
+            .context("no joined message within 10 s")?
+            .context("socket closed")??;
+        match decode_server(first.to_text()?)? {
+            ServerMessage::Joined { .. } => {}
+            other => bail!("expected joined, got {other:?}"),
+        }
+        let mut peer = match &j.role {
+            Role::Subscriber { stats, window, video } => {
+                let p = peer::build(Some((stats.clone(), window.clone()))).await?;
+                peer::add_receivers(&p, *video).await?;
+                p
+            }
+            Role::Publisher { traffic, streams, sent, window } => {
+                let mut p = peer::build(None).await?;
+                peer::add_senders(&mut p, &j.identity, *traffic, *streams, sent.clone(), window.clone())
+                    .await?;
+                p
+            }
+        };
+        let offer = peer.pc.create_offer(None).await?;
+        peer.pc.set_local_description(offer).await?;
+        let sdp = peer.pc.local_description().await.context("no local description")?.sdp;
+        out_tx.send(ClientMessage::Offer { sdp })?;
+        // Candidates go after the offer, as a browser sends them.
+        let mut candidates = std::mem::replace(&mut peer.candidates, mpsc::unbounded_channel().1);
+        let out = out_tx.clone();
+        let trickle = tokio::spawn(async move {
+            while let Some(c) = candidates.recv().await {
+                let _ = out.send(candidate_message(c));
+            }
+        });
+        let pc = peer.pc.clone();
+        let reader = tokio::spawn(async move {
+            let _keep = out_tx;
+            while let Some(Ok(frame)) = ws_rx.next().await {
+                let Ok(text) = frame.to_text() else { continue };
+                let Ok(msg) = decode_server(text) else { continue };
+                let r: anyhow::Result<()> = async {
+                    match msg {
+                        ServerMessage::Answer { sdp } => {
+                            pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+                        }
+                        ServerMessage::Offer { sdp } => {
+                            pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                            let answer = pc.create_answer(None).await?;
+                            pc.set_local_description(answer).await?;
+                            let sdp = pc.local_description().await.context("no answer")?.sdp;
+                            _keep.send(ClientMessage::Answer { sdp })?;
+                        }
+                        ServerMessage::Candidate { candidate } if !candidate.candidate.is_empty() => {
+                            pc.add_ice_candidate(RTCIceCandidateInit {
+                                candidate: candidate.candidate,
+                                sdp_mid: candidate.sdp_mid,
+                                sdp_mline_index: candidate.sdp_m_line_index,
+                                username_fragment: candidate.username_fragment,
+                                ..Default::default()
+                            })
+                            .await?;
+                        }
+                        ServerMessage::Error { code, message, .. } => {
+                            eprintln!("server error: {code:?}: {message}");
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = r {
+                    eprintln!("signaling: {e:#}");
+                }
+            }
+        });
+        peer.tasks.extend([writer, trickle, reader]);
+        Ok(peer)
+    }
+}
+
+fn candidate_message(c: RTCIceCandidateInit) -> ClientMessage {
+    ClientMessage::Candidate {
+        candidate: IceCandidate {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_m_line_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+        },
+    }
+}
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
