@@ -85,7 +85,10 @@ impl PeerFactory {
         let mut settings = SettingEngineBuilder::new()
             // The default mode opens a multicast socket, which fails on hosts without a
             // multicast interface before any answer is made.
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            // Connectivity checks every 50 ms rather than 200 (browsers pace theirs at about
+            // 50 ms too), for as long in all (28 x 50 ms = 1.4 s per candidate pair).
+            .with_ice_connection_attempts(Some(std::time::Duration::from_millis(50)), Some(28));
         if let Some(ip) = self.public_ip {
             settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
         }

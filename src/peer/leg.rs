@@ -44,6 +44,7 @@ impl Leg {
         let mut payload_type: Option<u8> = None;
         let mut started = false;
         let mut feedback_open = false;
+        let mut watching_connection = video;
         loop {
             tokio::select! {
                 biased;
@@ -51,7 +52,7 @@ impl Leg {
                     let Some(mut pkt) = pkt else { break };
                     if !*self.connected.borrow() {
                         // Dropped, as a late joiner would miss it anyway; video then resumes
-                        // at a keyframe rather than mid-picture.
+                        // at a keyframe rather than mid-picture (asked for on connecting).
                         self.sink.wait_for_keyframe(self.producer.now_ms());
                         continue;
                     }
@@ -63,15 +64,31 @@ impl Leg {
                     if !started {
                         started = true;
                         feedback_open = true;
-                        if video {
-                            // A new video subscriber can show nothing until a keyframe.
+                        // A new video subscriber can show nothing until a keyframe: unless
+                        // this packet starts one (the gate just opened on it), wait for one.
+                        if video && !self.producer.starts_keyframe(&pkt.payload) {
                             self.sink.wait_for_keyframe(self.producer.now_ms());
                             self.producer.request_keyframe();
+                            continue;
                         }
                     }
                     rewrite_for_leg(&mut pkt, self.ssrc, pt);
                     if self.track.write_rtp(pkt).await.is_ok() {
                         self.sink.written(1);
+                    }
+                }
+                changed = self.connected.changed(), if watching_connection => {
+                    // The moment media can flow, ask for the keyframe a gated video leg
+                    // waits for, instead of waiting for the publisher's next periodic one.
+                    match changed {
+                        Ok(()) if *self.connected.borrow() => {
+                            if self.sink.is_waiting_for_keyframe() {
+                                self.producer.request_keyframe();
+                            }
+                            watching_connection = false;
+                        }
+                        Ok(()) => {}
+                        Err(_) => watching_connection = false,
                     }
                 }
                 event = self.track.poll(), if feedback_open => {

@@ -81,6 +81,8 @@ pub struct Producer {
     fanout: Fanout,
     muted: AtomicBool,
     throttle: KeyframeThrottle,
+    /// A request the throttle held back, sent when its interval is over.
+    keyframe_deferred: AtomicBool,
     keyframe_wanted: Notify,
     keyframe_requests: AtomicU64,
     packets_in: AtomicU64,
@@ -118,6 +120,7 @@ impl Producer {
             fanout: Fanout::new(),
             muted: AtomicBool::new(false),
             throttle: KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL),
+            keyframe_deferred: AtomicBool::new(false),
             keyframe_wanted: Notify::new(),
             keyframe_requests: AtomicU64::new(0),
             packets_in: AtomicU64::new(0),
@@ -165,6 +168,11 @@ impl Producer {
         self.fanout.add(options)
     }
 
+    /// Whether `payload` starts a keyframe of this track's codec.
+    pub fn starts_keyframe(&self, payload: &[u8]) -> bool {
+        self.video.starts_keyframe(payload)
+    }
+
     /// Number of sinks.
     pub fn sink_count(&self) -> usize {
         self.fanout.len()
@@ -175,19 +183,28 @@ impl Producer {
     pub fn deliver(&self, packet: rtp::Packet) -> FanoutResult {
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         let r = self.fanout.forward(packet, self.video, || self.now_ms());
-        if r.want_keyframe {
+        if r.want_keyframe || self.keyframe_deferred.load(Ordering::Relaxed) {
             self.request_keyframe();
         }
         r
     }
 
-    /// Asks the publisher for a keyframe, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+    /// Asks the publisher for a keyframe, at most once per [`KEYFRAME_REQUEST_INTERVAL`]; a
+    /// request inside the interval is deferred to its end (trailing edge).
     /// Never waits: the request is left for the source's owner (see
     /// [`Producer::keyframe_requested`]). Returns whether it went through the throttle.
     pub fn request_keyframe(&self) -> bool {
-        if self.kind != TrackKind::Video || !self.throttle.try_acquire(self.now_ms()) {
+        if self.kind != TrackKind::Video {
             return false;
         }
+        if !self.throttle.try_acquire(self.now_ms()) {
+            // Held back, not lost: the next packet after the interval sends it, so a
+            // subscriber that joins just after another waits one interval, not for the
+            // publisher's next periodic keyframe.
+            self.keyframe_deferred.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.keyframe_deferred.store(false, Ordering::Relaxed);
         self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         self.keyframe_wanted.notify_one();
         true
@@ -211,5 +228,52 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.retire();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video() -> Producer {
+        Producer::new(
+            ProducerSpec {
+                id: TrackId("TR_v".into()),
+                publisher: ParticipantId("PA_v".into()),
+                kind: TrackKind::Video,
+                codec: RTCRtpCodec {
+                    mime_type: "video/VP8".into(),
+                    clock_rate: 90_000,
+                    ..Default::default()
+                },
+                transcribe: false,
+            },
+            Instant::now(),
+            Arc::new(RetiredCounts::default()),
+        )
+    }
+
+    fn packet() -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0x10, 0x01, 0, 0]),
+        }
+    }
+
+    #[test]
+    fn a_keyframe_request_inside_the_interval_is_sent_when_it_ends() {
+        let p = video();
+        assert!(p.request_keyframe(), "the first goes through");
+        assert!(!p.request_keyframe(), "the second is held back");
+        p.deliver(packet());
+        assert_eq!(p.counts().keyframe_requests, 1, "still inside the interval");
+        std::thread::sleep(KEYFRAME_REQUEST_INTERVAL + std::time::Duration::from_millis(20));
+        p.deliver(packet());
+        assert_eq!(p.counts().keyframe_requests, 2, "sent by the first packet after it");
+        p.deliver(packet());
+        assert_eq!(p.counts().keyframe_requests, 2, "and only once");
     }
 }

@@ -65,10 +65,10 @@ impl Server {
             .args(["--max-connections", "5000"])
             .args(["--max-connections-per-address", "5000"])
             .args(["--rate-limit-per-minute", "100000"])
-            .args(["--log-level", "warn"])
+            .args(["--log-level", &std::env::var("LOADTEST_SERVER_LOG").unwrap_or("warn".into())])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
+            .stdout(std::fs::File::create(log)?)
+            .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
             .kill_on_drop(true);
         let child = cmd
             .spawn()
@@ -98,6 +98,29 @@ impl Server {
                 let _ = c.kill().await;
             }
         }
+    }
+
+    /// The server's packet counters (what it received, wrote, dropped and skipped).
+    pub async fn counters(&self) -> serde_json::Value {
+        let Ok((200, text)) =
+            crate::http::request(self.http, "GET", "/metrics", None, Duration::from_secs(5)).await
+        else {
+            return serde_json::Value::Null;
+        };
+        let mut m = serde_json::Map::new();
+        for name in [
+            "conclave_rtp_packets_in_total",
+            "conclave_rtp_packets_out_total",
+            "conclave_rtp_packets_dropped_total",
+            "conclave_rtp_packets_skipped_total",
+            "conclave_keyframe_requests_total",
+            "conclave_foreign_packets_total",
+        ] {
+            if let Some(v) = crate::http::prometheus_value(&text, name) {
+                m.insert(name.trim_start_matches("conclave_").into(), v.into());
+            }
+        }
+        m.into()
     }
 
     fn token(&self, room: &str, identity: &str, role: &Role) -> String {
@@ -167,6 +190,13 @@ impl Server {
         let offer = peer.pc.create_offer(None).await?;
         peer.pc.set_local_description(offer).await?;
         let sdp = peer.pc.local_description().await.context("no local description")?.sdp;
+        if j.candidates_first {
+            // Some clients trickle what they have gathered before the offer goes out.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            while let Ok(c) = peer.candidates.try_recv() {
+                out_tx.send(candidate_message(c))?;
+            }
+        }
         out_tx.send(ClientMessage::Offer { sdp })?;
         // Candidates go after the offer, as a browser sends them.
         let mut candidates = std::mem::replace(&mut peer.candidates, mpsc::unbounded_channel().1);

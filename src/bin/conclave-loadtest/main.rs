@@ -3,6 +3,7 @@
 //! added latency, loss and the server's CPU, memory and threads. See docs/performance.md.
 
 mod conclave;
+mod http;
 mod janus;
 mod peer;
 mod procstat;
@@ -93,6 +94,9 @@ struct Args {
     /// Fail (exit 1) if loss exceeds this fraction (for CI).
     #[arg(long)]
     max_loss: Option<f64>,
+    /// Clients send their ICE candidates before their offer (some clients race them).
+    #[arg(long)]
+    candidates_first: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -157,6 +161,8 @@ pub struct Join {
     pub role: Role,
     /// For Janus subscribers: the publishers' feed ids in this room.
     pub feeds: Vec<u64>,
+    /// Send gathered ICE candidates before the offer (as some clients do).
+    pub candidates_first: bool,
 }
 
 /// A server under test.
@@ -183,6 +189,12 @@ impl Server {
         match self {
             Server::Conclave(s) => Ok((s.join(j).await?, None)),
             Server::Janus(s) => s.join(j).await,
+        }
+    }
+    async fn counters(&self) -> serde_json::Value {
+        match self {
+            Server::Conclave(s) => s.counters().await,
+            Server::Janus(_) => serde_json::Value::Null,
         }
     }
     async fn stop(self) {
@@ -347,6 +359,7 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
                         window: window.clone(),
                     },
                     feeds: Vec::new(),
+                    candidates_first: args.candidates_first,
                 })
                 .await
                 .with_context(|| format!("publisher {p} of room {room}"))?;
@@ -388,6 +401,7 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
                     video: s.traffic.video_bps > 0,
                 },
                 feeds: feeds[room].clone(),
+                candidates_first: args.candidates_first,
             };
             let server = server.clone();
             let pb = pb.clone();
@@ -403,11 +417,12 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
         peers.push(peer);
     }
     pb.set_message("waiting for first media");
+    let video = s.traffic.video_bps > 0;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline && !subs.iter().all(|x| x.has_media()) {
+    while Instant::now() < deadline && !subs.iter().all(|x| x.has_media(video)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let without_media = subs.iter().filter(|x| !x.has_media()).count();
+    let without_media = subs.iter().filter(|x| !x.has_media(video)).count();
     tokio::time::sleep(Duration::from_secs(1)).await;
     pb.set_message(format!("measuring {} s", args.duration));
     let before = procstat::read(server.pid())?;
@@ -427,24 +442,34 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
     let cpu = after.cpu_secs - before.cpu_secs;
     let mut latency = Histogram::default();
     let mut received = 0u64;
+    let mut received_video = 0u64;
     let mut foreign = 0u64;
     for x in &subs {
-        let (r, f, h) = x.take();
+        let (r, v, f, h) = x.take();
         received += r;
+        received_video += v;
         foreign += f;
         latency.merge(&h);
     }
     // Expected: every packet its room's publishers sent inside the window, once per subscriber.
     let mut expected = 0u64;
+    let mut expected_video = 0u64;
     for room in &sub_room {
         for p in 0..s.publishers {
             let idx = room * s.publishers + p;
             expected += sent[idx * 2].in_window.load(Ordering::Relaxed);
-            expected += sent[idx * 2 + 1].in_window.load(Ordering::Relaxed);
+            let v = sent[idx * 2 + 1].in_window.load(Ordering::Relaxed);
+            expected += v;
+            expected_video += v;
         }
     }
+    let loss = |got: u64, want: u64| {
+        if want > 0 { 1.0 - (got as f64 / want as f64).min(1.0) } else { 0.0 }
+    };
     let mut joins: Vec<Duration> = subs.iter().filter_map(|x| x.join_time()).collect();
     joins.sort();
+    let mut video_joins: Vec<Duration> = subs.iter().filter_map(|x| x.video_join_time()).collect();
+    video_joins.sort();
     let participants = s.rooms * (s.publishers + s.subscribers);
     let result = json!({
         "scenario": {
@@ -457,9 +482,15 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
             "p99": stats::quantile_ms(&joins, 0.99), "max": stats::quantile_ms(&joins, 1.0),
             "without_media": without_media,
         },
+        "video_join_ms": {
+            "p50": stats::quantile_ms(&video_joins, 0.50), "p95": stats::quantile_ms(&video_joins, 0.95),
+            "max": stats::quantile_ms(&video_joins, 1.0),
+        },
         "delivered_per_second": received as f64 / secs,
         "expected": expected, "received": received, "foreign": foreign,
-        "loss": if expected > 0 { 1.0 - (received as f64 / expected as f64).min(1.0) } else { 0.0 },
+        "loss": loss(received, expected),
+        "loss_audio": loss(received - received_video, expected - expected_video),
+        "loss_video": loss(received_video, expected_video),
         "latency_ms": {
             "p50": latency.quantile_ms(0.50), "p99": latency.quantile_ms(0.99), "max": latency.max_ms(),
         },
@@ -471,6 +502,8 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
             "rss_per_participant_kb": (after.rss_bytes.saturating_sub(idle.rss_bytes)) as f64 / 1e3 / participants as f64,
         },
     });
+    let mut result = result;
+    result["server_counters"] = server.counters().await;
     // Leave as clients do, so the server's cleanup is not measured into the next run.
     let closing = peers.iter().map(|p| {
         let pc = p.pc.clone();

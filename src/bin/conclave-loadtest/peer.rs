@@ -199,10 +199,25 @@ pub async fn add_senders(
             }],
         )));
         let sender = peer.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        let asked = Arc::new(AtomicU64::new(0));
+        if kind == RtpCodecKind::Video {
+            // Keyframe requests (PLI/FIR) from the server, answered as an encoder would.
+            let (track, asked) = (track.clone(), asked.clone());
+            peer.tasks.push(tokio::spawn(async move {
+                loop {
+                    match track.poll().await {
+                        Some(_) => {
+                            asked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
         let state = peer.state.clone();
         let window = window.clone();
         peer.tasks.push(tokio::spawn(async move {
-            send(kind, track, sender, ssrc, stream, traffic, state, sent, window).await
+            send(kind, track, sender, ssrc, stream, traffic, state, sent, window, asked).await
         }));
     }
     Ok(())
@@ -219,6 +234,7 @@ async fn send(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     sent: Arc<Sent>,
     window: Arc<Window>,
+    asked: Arc<AtomicU64>,
 ) {
     // Wait to be connected, then for the negotiated payload type.
     if state
@@ -266,13 +282,19 @@ async fn send(
             }
         }
         _ => {
-            // 30 frames a second; a keyframe every 3 s, 5x a delta frame; ~1100-byte packets.
+            // 30 frames a second; keyframes 5x a delta frame; ~1100-byte packets.
             let frame_bytes = (traffic.video_bps / 8 / 30) as usize;
             let mut tick = tokio::time::interval(Duration::from_micros(33_333));
             let mut frame = 0u64;
+            let mut answered = 0u64;
             loop {
                 tick.tick().await;
-                let key = frame.is_multiple_of(90);
+                let now_asked = asked.load(Ordering::Relaxed);
+                // A keyframe every 3 s, and (at most every 10 frames) when asked for one.
+                let key = frame.is_multiple_of(90) || (now_asked != answered && frame % 10 == 0);
+                if key {
+                    answered = now_asked;
+                }
                 frame += 1;
                 let bytes = if key { frame_bytes * 5 } else { frame_bytes };
                 let packets = bytes.div_ceil(1100).max(1);

@@ -154,8 +154,12 @@ struct SubscriberInner {
     opened: Option<Instant>,
     /// When the first media packet arrived.
     first_media: Option<Instant>,
+    /// When the first video packet arrived (streams with odd indexes are video).
+    first_video: Option<Instant>,
     /// Packets sent within the window that arrived.
     received: u64,
+    /// Of those, video.
+    received_video: u64,
     /// Packets of other kinds or without the tool's header.
     foreign: u64,
     latency: Histogram,
@@ -173,9 +177,14 @@ impl Subscriber {
         if g.first_media.is_none() {
             g.first_media = Some(Instant::now());
         }
-        match read_stamp(payload) {
-            Some((_, sent)) if window.contains(sent) => {
+        let stamp = read_stamp(payload);
+        if g.first_video.is_none() && matches!(stamp, Some((s, _)) if s % 2 == 1) {
+            g.first_video = Some(Instant::now());
+        }
+        match stamp {
+            Some((stream, sent)) if window.contains(sent) => {
                 g.received += 1;
+                g.received_video += u64::from(stream % 2 == 1);
                 g.latency.record(arrived.saturating_sub(sent) / 1000);
             }
             Some(_) => {}
@@ -187,14 +196,20 @@ impl Subscriber {
         let g = self.inner.lock().unwrap();
         Some(g.first_media?.duration_since(g.opened?))
     }
-    /// Whether media has arrived.
-    pub fn has_media(&self) -> bool {
-        self.inner.lock().unwrap().first_media.is_some()
-    }
-    /// Received in the window, foreign packets, and the latency histogram.
-    pub fn take(&self) -> (u64, u64, Histogram) {
+    /// Join time to the first video packet, if any came.
+    pub fn video_join_time(&self) -> Option<Duration> {
         let g = self.inner.lock().unwrap();
-        (g.received, g.foreign, g.latency.clone())
+        Some(g.first_video?.duration_since(g.opened?))
+    }
+    /// Whether media has arrived (video too, if `video`).
+    pub fn has_media(&self, video: bool) -> bool {
+        let g = self.inner.lock().unwrap();
+        g.first_media.is_some() && (!video || g.first_video.is_some())
+    }
+    /// Received in the window (all, video), foreign packets, and the latency histogram.
+    pub fn take(&self) -> (u64, u64, u64, Histogram) {
+        let g = self.inner.lock().unwrap();
+        (g.received, g.received_video, g.foreign, g.latency.clone())
     }
 }
 
