@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in cmake clang libclang-dev pkg-config chromium espeak-ng flite sox; do
+# janus: the peer the load tool compares against (spawned, never linked).
+for p in cmake clang libclang-dev pkg-config chromium espeak-ng flite sox janus; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCSessionDescription};
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const API_KEY: &str = "loadtest";
 const API_SECRET: &str = "loadtest-secret-loadtest-secret-0123";
 
@@ -176,12 +177,12 @@ impl Server {
         }
         let mut peer = match &j.role {
             Role::Subscriber { stats, window, video } => {
-                let p = peer::build(Some((stats.clone(), window.clone()))).await?;
+                let p = peer::build(Some((stats.clone(), window.clone())), LOOPBACK).await?;
                 peer::add_receivers(&p, *video).await?;
                 p
             }
             Role::Publisher { traffic, streams, sent, window } => {
-                let mut p = peer::build(None).await?;
+                let mut p = peer::build(None, LOOPBACK).await?;
                 peer::add_senders(&mut p, &j.identity, *traffic, *streams, sent.clone(), window.clone())
                     .await?;
                 p

@@ -114,9 +114,12 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
     }
 }
 
-/// A peer connection on its own loopback UDP socket, default codecs and interceptors (what a
+/// A peer connection on its own UDP socket on `ip` (loopback, or the address Janus uses), default codecs and interceptors (what a
 /// browser negotiates: NACK, reports, TWCC).
-pub async fn build(subscriber: Option<(Arc<Subscriber>, Arc<Window>)>) -> anyhow::Result<Peer> {
+pub async fn build(
+    subscriber: Option<(Arc<Subscriber>, Arc<Window>)>,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<Peer> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -136,7 +139,7 @@ pub async fn build(subscriber: Option<(Arc<Subscriber>, Arc<Window>)>) -> anyhow
             state: state_tx,
             subscriber,
         }))
-        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .with_udp_addrs(vec![std::net::SocketAddr::new(ip, 0)])
         .build()
         .await?;
     Ok(Peer {
