@@ -8,19 +8,27 @@
 #   scripts/janus/start.sh --dir DIR --http-port PORT [--rtp-ports MIN-MAX] [--cpu N]
 #                          [--ice-address ADDR] [--debug-level 0-7]
 #
+# The log level defaults to 2 (errors only): at 3 an overloaded Janus writes one warning per
+# dropped packet ("Discarding too old outgoing packet", ~800k lines in one run), which costs it
+# CPU exactly when it is the bottleneck. Use --debug-level 3 or 4 to diagnose.
+#
 # Running it again while that Janus is up does nothing (exit 0). Stop with scripts/janus/stop.sh.
 #
-# ICE address: Janus 1.1.x never gathers on a loopback interface (src/ice.c skips every
-# IFF_LOOPBACK interface before it looks at ice_enforce_list), so it cannot offer a 127.0.0.1
-# candidate. We restrict gathering to this machine's own IPv4 address instead (the one of the
-# default route, or --ice-address / JANUS_ICE_ADDRESS): packets between two local addresses
-# still go through the kernel's loopback device, and the client may keep offering 127.0.0.1
-# (Janus' checks from that address to 127.0.0.1 are delivered). See API-NOTES.md.
+# ICE address: Janus 1.1.x cannot offer a 127.0.0.1 candidate. Its src/ice.c skips every
+# IFF_LOOPBACK interface before it even looks at ice_enforce_list, so ice_enforce_list = "lo" or
+# "127.0.0.1" leaves it with no address of its own, and libnice then falls back to gathering on
+# every non-loopback address (IPv6 and link-local included, whatever ipv6 = false says). And
+# libnice 0.1.21 (Debian 12) ties each UDP socket to its interface (IP_UNICAST_IF), so
+# Janus' packets to a client's 127.0.0.1 candidate leave by eth0 and are lost: ICE fails.
+# So we restrict gathering to this machine's own IPv4 address (the default route's source, or
+# --ice-address / JANUS_ICE_ADDRESS), write it to DIR/ice-address, and the client must offer a
+# host candidate on that same address. Traffic between two local addresses still only goes
+# through the kernel's loopback path. See API-NOTES.md.
 set -euo pipefail
 
 die() { echo "janus/start.sh: $*" >&2; exit 1; }
 
-dir="" port="" rtp="20000-40000" cpu="" ice="${JANUS_ICE_ADDRESS:-}" level=3
+dir="" port="" rtp="20000-40000" cpu="" ice="${JANUS_ICE_ADDRESS:-}" level=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
@@ -35,7 +43,7 @@ while [ $# -gt 0 ]; do
     --ice-address=*) ice="${1#*=}"; shift ;;
     --debug-level) level="${2:?--debug-level needs a value}"; shift 2 ;;
     --debug-level=*) level="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -91,10 +99,15 @@ others() { # others FOLDER KEEP: comma-separated list of the module files in FOL
 
 # The address Janus gathers its (only) host candidate on; see the note at the top.
 if [ -z "$ice" ]; then
-  ice="$(ip -4 route get 192.0.2.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)"
+  # Only asks the kernel which source address it would use; nothing is sent.
+  ice="$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)"
   [ -n "$ice" ] || ice="$(ip -4 -o addr show scope global 2>/dev/null | awk '{split($4,a,"/"); print a[1]; exit}')"
   [ -n "$ice" ] || die "this machine has no non-loopback IPv4 address, and Janus will not gather on loopback; give one with --ice-address"
 fi
+case "$ice" in
+  lo|lo:*|127.*|::1|localhost)
+    die "--ice-address $ice: Janus never gathers on loopback (libnice would fall back to every other address); give this machine's own address" ;;
+esac
 
 cat >"$dir/janus.jcfg" <<EOF
 # Written by scripts/janus/start.sh: a Janus core set up as a benchmark peer on this machine.
@@ -183,15 +196,19 @@ general: {
 }
 EOF
 
+echo "$ice" >"$dir/ice-address"
 rm -f "$log"
 cmd=(janus -F "$dir" -C "$dir/janus.jcfg")
 [ -z "$cpu" ] || cmd=(taskset -c "$cpu" "${cmd[@]}")
-# taskset execs janus, so $! is Janus' own pid.
-nohup "${cmd[@]}" >"$dir/janus.out" 2>&1 </dev/null &
+# Run from DIR with core dumps off: Janus 1.1.2 can crash in the HTTP transport while it shuts
+# down with sessions still open, and a core of several GB must not land in the caller's folder.
+# The subshell execs nohup, which execs taskset, which execs janus: $! is Janus' own pid.
+( cd "$dir" && ulimit -c 0 && exec nohup "${cmd[@]}" ) >"$dir/janus.out" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$pidfile"
 
-for _ in $(seq 1 100); do
+deadline=$((SECONDS + 10))
+while [ "$SECONDS" -lt "$deadline" ]; do
   if curl -fsS -m 1 "$info_url" >/dev/null 2>&1; then
     echo "janus running (pid $pid) on http://127.0.0.1:$port/janus, ICE on $ice, RTP ports $rtp${cpu:+, cpu $cpu}, dir $dir"
     exit 0
@@ -204,6 +221,8 @@ done
 if kill -0 "$pid" 2>/dev/null; then
   echo "janus/start.sh: janus (pid $pid) did not answer on $info_url within 10 s; stopping it" >&2
   kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
 else
   echo "janus/start.sh: janus exited during start-up" >&2
 fi

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 enum Preset {
     /// One audio publisher, 200 subscribers.
     AudioFanout,
-    /// 10 rooms of 10 publishers (audio + video) and 10 subscribers.
+    /// One room of 10 publishers (audio + 500 kbit/s video) and 10 subscribers.
     Meeting,
     /// 50 rooms of one audio publisher and 3 subscribers.
     Rooms,
@@ -116,7 +116,7 @@ impl Scenario {
     fn of(a: &Args) -> Scenario {
         let (rooms, publishers, subscribers, video_kbps, join_ms) = match a.preset {
             Preset::AudioFanout => (1, 1, 200, 0, 100),
-            Preset::Meeting => (10, 10, 10, 800, 50),
+            Preset::Meeting => (1, 10, 10, 500, 100),
             Preset::Rooms => (50, 1, 3, 0, 20),
             Preset::Webinar => (1, 1, 100, 1200, 100),
         };
@@ -289,10 +289,11 @@ async fn start(t: Target, args: &Args, i: usize) -> anyhow::Result<Server> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return 0.0;
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        n => v[n / 2],
     }
-    v[v.len() / 2]
 }
 
 /// Medians per target and the ratio Conclave / Janus.

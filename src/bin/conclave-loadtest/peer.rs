@@ -122,7 +122,11 @@ pub async fn build(
 ) -> anyhow::Result<Peer> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    // The keyframe tap makes PLI/FIR from the server reach the publishing track's poll().
+    let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
+        rtc::interceptor::Slot::from(conclave::peer::rtcp::KEYFRAME_SLOT),
+        conclave::peer::rtcp::KeyframeRequestTap::default(),
+    );
     let (cand_tx, cand_rx) = mpsc::unbounded_channel();
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
     let pc = PeerConnectionBuilder::new()
