@@ -60,6 +60,14 @@ enum PcEvent {
     ),
     /// One of this participant's tracks ended.
     PublishedEnded(TrackId),
+    /// Packets of an SSRC no track was announced for arrived on another track (webrtc-rs can
+    /// route a bundle's second stream to the first one's track when media starts before it
+    /// has mapped the SSRCs): publish them as their own track, described by the payload type.
+    Stray {
+        ssrc: u32,
+        payload_type: u8,
+        reply: tokio::sync::oneshot::Sender<Option<Arc<Producer>>>,
+    },
     /// The peer connection changed state.
     State(RTCPeerConnectionState),
 }
@@ -185,6 +193,7 @@ pub async fn start(
         negotiated: negotiated_tx,
         subscriptions: HashMap::new(),
         published: HashMap::new(),
+        published_ssrcs: Default::default(),
         first_exchange_done: false,
         awaiting_answer: false,
         needs_offer: false,
@@ -216,6 +225,8 @@ struct Actor {
     negotiated: watch::Sender<u64>,
     subscriptions: HashMap<TrackId, Subscription>,
     published: HashMap<TrackId, JoinHandle<()>>,
+    /// SSRCs published so far (announced tracks and adopted strays).
+    published_ssrcs: HashMap<u32, Arc<Producer>>,
     first_exchange_done: bool,
     awaiting_answer: bool,
     needs_offer: bool,
@@ -442,6 +453,13 @@ impl Actor {
         match ev {
             PcEvent::RemoteTrack(t) => self.resolve(t).await,
             PcEvent::TrackReady(t, kind, ssrc, codec) => self.publish(t, kind, ssrc, codec).await,
+            PcEvent::Stray {
+                ssrc,
+                payload_type,
+                reply,
+            } => {
+                let _ = reply.send(self.adopt(ssrc, payload_type).await);
+            }
             PcEvent::PublishedEnded(track) => {
                 if let Some(reader) = self.published.remove(&track) {
                     reader.abort();
@@ -517,18 +535,30 @@ impl Actor {
         ssrc: u32,
         codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
     ) {
-        let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
-        tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
-        let producer = match self.room.publish(ProducerSpec {
-            id: id.clone(),
-            publisher: self.spec.id.clone(),
-            kind,
-            codec,
-            // An agent's voice is not a person's words: never transcribed.
-            transcribe: self.spec.role != Some(Role::Agent),
-        }) {
-            Ok(p) => p,
-            Err(e) => return tracing::warn!(error = %e, "track not published"),
+        let (id, producer) = match self.published_ssrcs.get(&ssrc) {
+            // Already published from packets that came on another track: this track now
+            // carries them (too), into the same producer.
+            Some(p) => {
+                tracing::debug!(track = %p.id, ssrc, "announced track joins its adopted producer");
+                (TrackId(format!("{}_late", p.id)), p.clone())
+            }
+            None => {
+                let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
+                tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
+                let producer = match self.room.publish(ProducerSpec {
+                    id: id.clone(),
+                    publisher: self.spec.id.clone(),
+                    kind,
+                    codec,
+                    // An agent's voice is not a person's words: never transcribed.
+                    transcribe: self.spec.role != Some(Role::Agent),
+                }) {
+                    Ok(p) => p,
+                    Err(e) => return tracing::warn!(error = %e, "track not published"),
+                };
+                self.published_ssrcs.insert(ssrc, producer.clone());
+                (id, producer)
+            }
         };
         let reader = {
             let events = self.pc_tx.clone();
@@ -536,13 +566,42 @@ impl Actor {
             tokio::spawn(
                 async move {
                     let id = producer.id.clone();
-                    read_remote(remote, ssrc, producer, &metrics).await;
+                    read_remote(remote, ssrc, producer, &metrics, &events).await;
                     let _ = events.send(PcEvent::PublishedEnded(id)).await;
                 }
                 .in_current_span(),
             )
         };
         self.published.insert(id, reader);
+    }
+
+    /// Publishes a stray SSRC (see [`PcEvent::Stray`]) if its payload type is a negotiated
+    /// codec and no track of this participant has that SSRC yet.
+    async fn adopt(&mut self, ssrc: u32, pt: u8) -> Option<Arc<Producer>> {
+        if self.published_ssrcs.contains_key(&ssrc) || !self.spec.can_publish {
+            return None;
+        }
+        let (kind, codec) = match negotiated_codec(&self.pc, "audio/", pt).await {
+            Some(c) => (TrackKind::Audio, c),
+            None => (TrackKind::Video, negotiated_codec(&self.pc, "video/", pt).await?),
+        };
+        let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
+        tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published from packets that came on another track");
+        let producer = self
+            .room
+            .publish(ProducerSpec {
+                id: id.clone(),
+                publisher: self.spec.id.clone(),
+                kind,
+                codec,
+                transcribe: self.spec.role != Some(Role::Agent),
+            })
+            .map_err(|e| tracing::warn!(error = %e, "stray track not published"))
+            .ok()?;
+        self.published_ssrcs.insert(ssrc, producer.clone());
+        // Fed by the carrying track's reader, which ends it with its own.
+        self.published.insert(id, tokio::spawn(async {}));
+        Some(producer)
     }
 
     async fn subscribe(&mut self, producer: Arc<Producer>) {
@@ -706,21 +765,49 @@ async fn read_remote(
     ssrc: u32,
     producer: Arc<Producer>,
     metrics: &Metrics,
+    events: &mpsc::Sender<PcEvent>,
 ) {
     let mut foreign = 0u64;
+    // Streams of other SSRCs that arrive on this track: each is asked about once; those the
+    // participant's task publishes (see `PcEvent::Stray`) are fed from here. At most a few.
+    let mut strays: Vec<(u32, Option<Arc<Producer>>)> = Vec::new();
+    const MAX_STRAYS: usize = 4;
     loop {
         tokio::select! {
             event = remote.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
                     if packet.header.ssrc == ssrc {
                         producer.deliver(packet);
-                    } else {
-                        foreign += 1;
-                        Metrics::add(&metrics.foreign_packets, 1);
-                        if foreign == 1 {
-                            tracing::debug!(track = %producer.id, ssrc, other = packet.header.ssrc, "packets of another SSRC on this track ignored");
-                        }
+                        continue;
                     }
+                    let other = packet.header.ssrc;
+                    if let Some((_, adopted)) = strays.iter().find(|(s, _)| *s == other) {
+                        match adopted {
+                            Some(p) => {
+                                p.deliver(packet);
+                            }
+                            None => Metrics::add(&metrics.foreign_packets, 1),
+                        }
+                        continue;
+                    }
+                    foreign += 1;
+                    Metrics::add(&metrics.foreign_packets, 1);
+                    if strays.len() >= MAX_STRAYS {
+                        continue;
+                    }
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    let asked = events
+                        .send(PcEvent::Stray { ssrc: other, payload_type: packet.header.payload_type, reply })
+                        .await
+                        .is_ok();
+                    let adopted = if asked { answer.await.ok().flatten() } else { None };
+                    if adopted.is_none() && foreign == 1 {
+                        tracing::debug!(track = %producer.id, ssrc, other, "packets of another SSRC on this track ignored");
+                    }
+                    if let Some(p) = &adopted {
+                        p.deliver(packet);
+                    }
+                    strays.push((other, adopted));
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
@@ -734,6 +821,11 @@ async fn read_remote(
                     tracing::debug!(track = %producer.id, error = %e, "keyframe request not sent");
                 }
             }
+        }
+    }
+    for (_, adopted) in strays {
+        if let Some(p) = adopted {
+            let _ = events.send(PcEvent::PublishedEnded(p.id.clone())).await;
         }
     }
 }
