@@ -56,8 +56,17 @@ fn forwarding_a_packet_to_ten_subscribers_allocates_nothing_once_warm() {
                 publisher: ParticipantId("PA_alloc".into()),
                 kind,
                 codec: RTCRtpCodec {
-                    mime_type: if kind == TrackKind::Audio { "audio/opus" } else { "video/VP8" }.into(),
-                    clock_rate: if kind == TrackKind::Audio { 48_000 } else { 90_000 },
+                    mime_type: if kind == TrackKind::Audio {
+                        "audio/opus"
+                    } else {
+                        "video/VP8"
+                    }
+                    .into(),
+                    clock_rate: if kind == TrackKind::Audio {
+                        48_000
+                    } else {
+                        90_000
+                    },
                     ..Default::default()
                 },
                 transcribe: false,

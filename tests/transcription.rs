@@ -47,7 +47,8 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
     let http = server.http_addr;
     let mut listener =
         TestClient::join(http, "standup", "lena", &token("standup", "lena"), false).await;
-    let (speaker, mic) = TestClient::join_live(http, "standup", "sam", &token("standup", "sam")).await;
+    let (speaker, mic) =
+        TestClient::join_live(http, "standup", "sam", &token("standup", "sam")).await;
     // Speech starts once the server hears the microphone (see the leaving test below).
     let room = conclave_signaling::RoomName::validate("standup").unwrap();
     assert!(

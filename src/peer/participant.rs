@@ -583,7 +583,10 @@ impl Actor {
         }
         let (kind, codec) = match negotiated_codec(&self.pc, "audio/", pt).await {
             Some(c) => (TrackKind::Audio, c),
-            None => (TrackKind::Video, negotiated_codec(&self.pc, "video/", pt).await?),
+            None => (
+                TrackKind::Video,
+                negotiated_codec(&self.pc, "video/", pt).await?,
+            ),
         };
         let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
         tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published from packets that came on another track");

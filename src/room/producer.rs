@@ -272,7 +272,11 @@ mod tests {
         assert_eq!(p.counts().keyframe_requests, 1, "still inside the interval");
         std::thread::sleep(KEYFRAME_REQUEST_INTERVAL + std::time::Duration::from_millis(20));
         p.deliver(packet());
-        assert_eq!(p.counts().keyframe_requests, 2, "sent by the first packet after it");
+        assert_eq!(
+            p.counts().keyframe_requests,
+            2,
+            "sent by the first packet after it"
+        );
         p.deliver(packet());
         assert_eq!(p.counts().keyframe_requests, 2, "and only once");
     }

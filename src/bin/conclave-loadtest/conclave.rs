@@ -66,7 +66,10 @@ impl Server {
             .args(["--max-connections", "5000"])
             .args(["--max-connections-per-address", "5000"])
             .args(["--rate-limit-per-minute", "100000"])
-            .args(["--log-level", &std::env::var("LOADTEST_SERVER_LOG").unwrap_or("warn".into())])
+            .args([
+                "--log-level",
+                &std::env::var("LOADTEST_SERVER_LOG").unwrap_or("warn".into()),
+            ])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(log)?)
             .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
@@ -78,7 +81,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(http).await.is_err() {
             if Instant::now() > deadline {
-                bail!("conclave did not listen on {http} within 30 s; see {}", log.display());
+                bail!(
+                    "conclave did not listen on {http} within 30 s; see {}",
+                    log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -95,7 +101,10 @@ impl Server {
     pub async fn stop(mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }
@@ -176,21 +185,42 @@ impl Server {
             other => bail!("expected joined, got {other:?}"),
         }
         let mut peer = match &j.role {
-            Role::Subscriber { stats, window, video } => {
+            Role::Subscriber {
+                stats,
+                window,
+                video,
+            } => {
                 let p = peer::build(Some((stats.clone(), window.clone())), LOOPBACK).await?;
                 peer::add_receivers(&p, *video).await?;
                 p
             }
-            Role::Publisher { traffic, streams, sent, window } => {
+            Role::Publisher {
+                traffic,
+                streams,
+                sent,
+                window,
+            } => {
                 let mut p = peer::build(None, LOOPBACK).await?;
-                peer::add_senders(&mut p, &j.identity, *traffic, *streams, sent.clone(), window.clone())
-                    .await?;
+                peer::add_senders(
+                    &mut p,
+                    &j.identity,
+                    *traffic,
+                    *streams,
+                    sent.clone(),
+                    window.clone(),
+                )
+                .await?;
                 p
             }
         };
         let offer = peer.pc.create_offer(None).await?;
         peer.pc.set_local_description(offer).await?;
-        let sdp = peer.pc.local_description().await.context("no local description")?.sdp;
+        let sdp = peer
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp;
         if j.candidates_first {
             // Some clients trickle what they have gathered before the offer goes out.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -212,20 +242,26 @@ impl Server {
             let _keep = out_tx;
             while let Some(Ok(frame)) = ws_rx.next().await {
                 let Ok(text) = frame.to_text() else { continue };
-                let Ok(msg) = decode_server(text) else { continue };
+                let Ok(msg) = decode_server(text) else {
+                    continue;
+                };
                 let r: anyhow::Result<()> = async {
                     match msg {
                         ServerMessage::Answer { sdp } => {
-                            pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+                            pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                                .await?;
                         }
                         ServerMessage::Offer { sdp } => {
-                            pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                            pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+                                .await?;
                             let answer = pc.create_answer(None).await?;
                             pc.set_local_description(answer).await?;
                             let sdp = pc.local_description().await.context("no answer")?.sdp;
                             _keep.send(ClientMessage::Answer { sdp })?;
                         }
-                        ServerMessage::Candidate { candidate } if !candidate.candidate.is_empty() => {
+                        ServerMessage::Candidate { candidate }
+                            if !candidate.candidate.is_empty() =>
+                        {
                             pc.add_ice_candidate(RTCIceCandidateInit {
                                 candidate: candidate.candidate,
                                 sdp_mid: candidate.sdp_mid,
@@ -266,5 +302,7 @@ fn candidate_message(c: RTCIceCandidateInit) -> ClientMessage {
 
 /// A TCP port free on loopback now.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -40,7 +40,9 @@ impl Server {
         let port = crate::conclave::free_port()?;
         let _ = std::fs::remove_dir_all(dir);
         let mut cmd = tokio::process::Command::new(&script);
-        cmd.arg("--dir").arg(dir).args(["--http-port", &port.to_string()]);
+        cmd.arg("--dir")
+            .arg(dir)
+            .args(["--http-port", &port.to_string()]);
         if let Some(c) = cpu {
             cmd.args(["--cpu", &c.to_string()]);
         }
@@ -55,7 +57,9 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let pid: u32 = std::fs::read_to_string(dir.join("janus.pid"))?.trim().parse()?;
+        let pid: u32 = std::fs::read_to_string(dir.join("janus.pid"))?
+            .trim()
+            .parse()?;
         let cfg = std::fs::read_to_string(dir.join("janus.jcfg"))?;
         let ice_ip = cfg
             .lines()
@@ -82,20 +86,33 @@ impl Server {
             let stop = start.with_file_name("stop.sh");
             let _ = tokio::time::timeout(
                 Duration::from_secs(15),
-                tokio::process::Command::new(stop).arg("--dir").arg(&self.dir).output(),
+                tokio::process::Command::new(stop)
+                    .arg("--dir")
+                    .arg(&self.dir)
+                    .output(),
             )
             .await;
         }
     }
 
     async fn post(&self, path: &str, mut body: Value) -> anyhow::Result<Value> {
-        body["transaction"] = json!(format!("t{}", self.transaction.fetch_add(1, Ordering::Relaxed)));
-        let (status, text) =
-            crate::http::request(self.http, "POST", path, Some(&body.to_string()), REQUEST_TIMEOUT).await?;
+        body["transaction"] = json!(format!(
+            "t{}",
+            self.transaction.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (status, text) = crate::http::request(
+            self.http,
+            "POST",
+            path,
+            Some(&body.to_string()),
+            REQUEST_TIMEOUT,
+        )
+        .await?;
         if status != 200 {
             bail!("janus {path}: HTTP {status}: {text}");
         }
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("janus reply {text}"))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("janus reply {text}"))?;
         if v["janus"] == "error" {
             bail!("janus {path}: {}", v["error"]);
         }
@@ -159,7 +176,12 @@ impl Server {
         let events = self.poll_events(session);
         let path = format!("/janus/{session}/{handle}");
         match j.role {
-            Role::Publisher { traffic, streams, sent, window } => {
+            Role::Publisher {
+                traffic,
+                streams,
+                sent,
+                window,
+            } => {
                 let mut p = peer::build(None, self.ice_ip).await?;
                 peer::add_senders(&mut p, &j.identity, traffic, streams, sent, window).await?;
                 let offer = p.pc.create_offer(None).await?;
@@ -175,9 +197,15 @@ impl Server {
                 .await?;
                 let mut events = events;
                 let ev = wait_event(&mut events, |e| e["jsep"]["type"] == "answer").await?;
-                let feed = ev["plugindata"]["data"]["id"].as_u64().context("no publisher id")?;
-                let sdp = ev["jsep"]["sdp"].as_str().context("no answer sdp")?.to_string();
-                p.pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+                let feed = ev["plugindata"]["data"]["id"]
+                    .as_u64()
+                    .context("no publisher id")?;
+                let sdp = ev["jsep"]["sdp"]
+                    .as_str()
+                    .context("no answer sdp")?
+                    .to_string();
+                p.pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                    .await?;
                 self.finish(&mut p, path, events).await;
                 Ok((p, Some(feed)))
             }
@@ -193,8 +221,12 @@ impl Server {
                 .await?;
                 let mut events = events;
                 let ev = wait_event(&mut events, |e| e["jsep"]["type"] == "offer").await?;
-                let sdp = ev["jsep"]["sdp"].as_str().context("no offer sdp")?.to_string();
-                p.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                let sdp = ev["jsep"]["sdp"]
+                    .as_str()
+                    .context("no offer sdp")?
+                    .to_string();
+                p.pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+                    .await?;
                 let answer = p.pc.create_answer(None).await?;
                 p.pc.set_local_description(answer).await?;
                 let sdp = p.pc.local_description().await.context("no answer")?.sdp;
@@ -263,7 +295,9 @@ impl Server {
                 )
                 .await;
                 let Ok((200, text)) = r else { break };
-                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 let list = match v {
                     Value::Array(a) => a,
                     one => vec![one],
@@ -290,10 +324,18 @@ struct Trickler {
 
 impl Trickler {
     async fn post(&self, mut body: Value) -> anyhow::Result<()> {
-        body["transaction"] = json!(format!("c{}", self.transaction.fetch_add(1, Ordering::Relaxed)));
-        let (status, text) =
-            crate::http::request(self.http, "POST", &self.path, Some(&body.to_string()), REQUEST_TIMEOUT)
-                .await?;
+        body["transaction"] = json!(format!(
+            "c{}",
+            self.transaction.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (status, text) = crate::http::request(
+            self.http,
+            "POST",
+            &self.path,
+            Some(&body.to_string()),
+            REQUEST_TIMEOUT,
+        )
+        .await?;
         if status != 200 || text.contains("\"error\"") {
             bail!("HTTP {status}: {text}");
         }

@@ -41,7 +41,10 @@ enum Target {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "conclave-loadtest", about = "Load a Conclave (and a Janus) server with webrtc-rs clients")]
+#[command(
+    name = "conclave-loadtest",
+    about = "Load a Conclave (and a Janus) server with webrtc-rs clients"
+)]
 struct Args {
     /// Scenario.
     #[arg(long, value_enum, default_value = "audio-fanout")]
@@ -208,7 +211,9 @@ impl Server {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.no_pin {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         if cores > args.client_cpu.max(args.server_cpu) {
             procstat::pin_self(args.client_cpu).context("pinning the client")?;
         } else {
@@ -225,7 +230,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::of(&args);
     let targets: Vec<Target> = match args.target {
-        Target::Both => (0..args.rounds).flat_map(|_| [Target::Conclave, Target::Janus]).collect(),
+        Target::Both => (0..args.rounds)
+            .flat_map(|_| [Target::Conclave, Target::Janus])
+            .collect(),
         t => (0..args.rounds).map(|_| t).collect(),
     };
     let mut results: Vec<serde_json::Value> = Vec::new();
@@ -245,7 +252,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(max) = args.max_join_p95_ms
             && r["join_ms"]["p95"].as_f64().unwrap_or(f64::MAX) > max
         {
-            eprintln!("{name}: join p95 {} ms is over {max} ms", r["join_ms"]["p95"]);
+            eprintln!(
+                "{name}: join p95 {} ms is over {max} ms",
+                r["join_ms"]["p95"]
+            );
             failed |= *t == Target::Conclave;
         }
         if let Some(max) = args.max_loss
@@ -277,7 +287,9 @@ async fn start(t: Target, args: &Args, i: usize) -> anyhow::Result<Server> {
                 None => std::env::current_exe()?.with_file_name("conclave"),
             };
             let log = args.log_dir.join(format!("loadtest-conclave-{i}.log"));
-            Ok(Server::Conclave(conclave::Server::start(&bin, cpu, &log).await?))
+            Ok(Server::Conclave(
+                conclave::Server::start(&bin, cpu, &log).await?,
+            ))
         }
         Target::Janus => {
             let dir = args.log_dir.join(format!("loadtest-janus-{i}"));
@@ -308,7 +320,9 @@ fn compare(results: &[serde_json::Value]) -> serde_json::Value {
         )
     };
     let metrics: [(&str, &dyn Fn(&serde_json::Value) -> Option<f64>); 5] = [
-        ("packets_per_cpu_second", &|r| r["packets_per_cpu_second"].as_f64()),
+        ("packets_per_cpu_second", &|r| {
+            r["packets_per_cpu_second"].as_f64()
+        }),
         ("latency_p50_ms", &|r| r["latency_ms"]["p50"].as_f64()),
         ("latency_p99_ms", &|r| r["latency_ms"]["p99"].as_f64()),
         ("join_p95_ms", &|r| r["join_ms"]["p95"].as_f64()),
@@ -326,7 +340,11 @@ fn compare(results: &[serde_json::Value]) -> serde_json::Value {
     json!({"comparison": out})
 }
 
-async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Result<serde_json::Value> {
+async fn run_once(
+    server: &Arc<Server>,
+    s: Scenario,
+    args: &Args,
+) -> anyhow::Result<serde_json::Value> {
     let window = Arc::new(Window::default());
     let pb = if args.quiet {
         ProgressBar::hidden()
@@ -465,7 +483,11 @@ async fn run_once(server: &Arc<Server>, s: Scenario, args: &Args) -> anyhow::Res
         }
     }
     let loss = |got: u64, want: u64| {
-        if want > 0 { 1.0 - (got as f64 / want as f64).min(1.0) } else { 0.0 }
+        if want > 0 {
+            1.0 - (got as f64 / want as f64).min(1.0)
+        } else {
+            0.0
+        }
     };
     let mut joins: Vec<Duration> = subs.iter().filter_map(|x| x.join_time()).collect();
     joins.sort();

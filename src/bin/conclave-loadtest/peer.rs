@@ -205,7 +205,10 @@ pub async fn add_senders(
                 ..Default::default()
             }],
         )));
-        let sender = peer.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        let sender = peer
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await?;
         let asked = Arc::new(AtomicU64::new(0));
         if kind == RtpCodecKind::Video {
             // Keyframe requests (PLI/FIR) from the server, answered as an encoder would.
@@ -224,7 +227,10 @@ pub async fn add_senders(
         let state = peer.state.clone();
         let window = window.clone();
         peer.tasks.push(tokio::spawn(async move {
-            send(kind, track, sender, ssrc, stream, traffic, state, sent, window, asked).await
+            send(
+                kind, track, sender, ssrc, stream, traffic, state, sent, window, asked,
+            )
+            .await
         }));
     }
     Ok(())
@@ -256,7 +262,11 @@ async fn send(
             p.rtp_parameters
                 .codecs
                 .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec(kind).mime_type))
+                .find(|c| {
+                    c.rtp_codec
+                        .mime_type
+                        .eq_ignore_ascii_case(&codec(kind).mime_type)
+                })
                 .map(|c| c.payload_type)
         });
         if let Some(pt) = pt {
@@ -279,7 +289,14 @@ async fn send(
                 let now = stats::now_ns();
                 // 0x78: an Opus TOC (SILK wideband, 20 ms, one frame).
                 stats::stamp(&mut buf, &[0x78, 0, 0, 0, 0, 0, 0, 0], stream, now);
-                let pkt = packet(pt, seq, ts, ssrc, false, Bytes::copy_from_slice(&buf[..size]));
+                let pkt = packet(
+                    pt,
+                    seq,
+                    ts,
+                    ssrc,
+                    false,
+                    Bytes::copy_from_slice(&buf[..size]),
+                );
                 seq = seq.wrapping_add(1);
                 ts = ts.wrapping_add(ts_step);
                 if track.write_rtp(pkt).await.is_err() {

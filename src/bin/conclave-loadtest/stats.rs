@@ -241,7 +241,11 @@ mod tests {
         for us in 1..=1000u64 {
             h.record(us); // 1 µs .. 1 ms
         }
-        assert!((h.quantile_ms(0.5) - 0.5).abs() <= 0.011, "{}", h.quantile_ms(0.5));
+        assert!(
+            (h.quantile_ms(0.5) - 0.5).abs() <= 0.011,
+            "{}",
+            h.quantile_ms(0.5)
+        );
         assert!((h.quantile_ms(0.99) - 0.99).abs() <= 0.011);
         h.record(900_000);
         assert_eq!(h.max_ms(), 900.0);
