@@ -49,17 +49,7 @@ async fn spoken_sentences_become_captions_for_others_and_a_searchable_transcript
         TestClient::join(http, "standup", "lena", &token("standup", "lena"), false).await;
     let (speaker, mic) =
         TestClient::join_live(http, "standup", "sam", &token("standup", "sam")).await;
-    // Speech starts once the server hears the microphone (see the leaving test below).
-    let room = conclave_signaling::RoomName::validate("standup").unwrap();
-    assert!(
-        common::eventually(Duration::from_secs(30), || server
-            .state
-            .rooms
-            .get(&room)
-            .is_some_and(|r| r.counts().packets_in > 0))
-        .await,
-        "the speaker's audio never reached the server"
-    );
+    microphone_heard(&server, "standup").await;
     mic.say(&speech);
 
     let mut finals: Vec<String> = Vec::new();
@@ -203,19 +193,7 @@ async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_n
     let http = server.http_addr;
     let (speaker, mic) =
         TestClient::join_live(http, "goodbye", "Sam Okafor", &token("goodbye", "sam")).await;
-    // Speech starts once the server hears the microphone (as a person talks once connected):
-    // on a busy machine the track can take a while to be published, and what is sent before
-    // that is not this test's subject.
-    let room = conclave_signaling::RoomName::validate("goodbye").unwrap();
-    assert!(
-        common::eventually(Duration::from_secs(30), || server
-            .state
-            .rooms
-            .get(&room)
-            .is_some_and(|r| r.counts().packets_in > 0))
-        .await,
-        "the speaker's audio never reached the server"
-    );
+    microphone_heard(&server, "goodbye").await;
     mic.say(&speech);
     assert!(
         common::eventually(Duration::from_secs(30), || mic.idle()).await,
@@ -253,6 +231,22 @@ async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_n
         "heard {heard:?} for {sentence:?} (WER {wer:.2})"
     );
     server.shutdown().await.unwrap();
+}
+
+/// Waits until the server receives the room's published media: speech starts once the server
+/// hears the microphone, as a person talks once connected (on a busy machine the track can
+/// take a while to be published, and what is sent before that is not these tests' subject).
+async fn microphone_heard(server: &conclave::server::RunningServer, room: &str) {
+    let room = conclave_signaling::RoomName::validate(room).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(30), || server
+            .state
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.counts().packets_in > 0))
+        .await,
+        "the speaker's audio never reached the server"
+    );
 }
 
 async fn get_json_text(addr: std::net::SocketAddr, path: &str) -> String {
