@@ -223,6 +223,31 @@ pub struct ServeArgs {
     /// model install`); its config is the same path with `.json` added.
     #[arg(long, env = "CONCLAVE_PIPER_MODEL")]
     pub piper_model: Option<PathBuf>,
+    /// Redis URL (`redis://host:6379`): this node joins the cluster of nodes sharing it; rooms
+    /// are pinned to nodes and signaling is relayed (docs/cluster.md). Absent: one node.
+    #[arg(long, env = "CONCLAVE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (default: a fresh random one at each start).
+    #[arg(long, env = "CONCLAVE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// URL of this node's HTTP/WebSocket as other nodes and operators reach it (default
+    /// `http://<http_addr>`).
+    #[arg(long, env = "CONCLAVE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels (clusters can share one Redis).
+    #[arg(long, env = "CONCLAVE_CLUSTER_PREFIX")]
+    pub cluster_prefix: Option<String>,
+    /// A node whose registration is this old is dead and loses its rooms, ms (default 5000;
+    /// it heartbeats every fifth of it).
+    #[arg(long, env = "CONCLAVE_NODE_TTL_MS")]
+    pub node_ttl_ms: Option<u64>,
+    /// Start draining: no new rooms are placed here; rooms already here run to their end.
+    #[arg(long, env = "CONCLAVE_DRAIN")]
+    pub drain: bool,
+    /// Shared secret of the TURN credentials (every node of a cluster needs the same one;
+    /// default: a random one per process, enough for one node).
+    #[arg(long, env = "CONCLAVE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
 }
 
 /// The `[...]` tables of the TOML file; field names match the flags with `_`.
@@ -257,6 +282,11 @@ struct FileConfig {
     empty_room_ttl_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    redis_url: Option<String>,
+    node_id: Option<String>,
+    advertise_url: Option<String>,
+    cluster_prefix: Option<String>,
+    node_ttl_ms: Option<u64>,
     #[serde(default)]
     turn: FileTurn,
     #[serde(default)]
@@ -329,6 +359,7 @@ struct FileTurn {
     relay_port_max: Option<u16>,
     allocations_per_user: Option<usize>,
     allocations_per_address: Option<usize>,
+    secret: Option<String>,
 }
 
 /// TURN settings.
@@ -348,6 +379,23 @@ pub struct TurnSettings {
     pub allocations_per_user: usize,
     /// Allocations one client address may hold at once.
     pub allocations_per_address: usize,
+    /// Shared secret of the credentials, when configured (else one per process).
+    pub secret: Option<String>,
+}
+
+/// Cluster settings (`--redis-url` given).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Redis URL.
+    pub redis_url: String,
+    /// This node's id.
+    pub node_id: String,
+    /// This node's HTTP URL as others reach it.
+    pub advertise_url: Option<String>,
+    /// Prefix of keys and channels.
+    pub prefix: String,
+    /// Age at which a node's registration counts as dead.
+    pub node_ttl: std::time::Duration,
 }
 
 /// Fully resolved settings of a running server.
@@ -423,6 +471,10 @@ pub struct Config {
     pub smtp: Option<crate::notify::email::MailConfig>,
     /// Piper voice model and its JSON config.
     pub piper: (PathBuf, PathBuf),
+    /// Several nodes on one Redis, when configured.
+    pub cluster: Option<ClusterSettings>,
+    /// Start draining (no new rooms here).
+    pub drain: bool,
 }
 
 impl Config {
@@ -501,7 +553,62 @@ impl Config {
                 (f.model, f.config)
             }
         };
+        let turn_secret = args
+            .turn_secret
+            .clone()
+            .or(file.turn.secret.clone())
+            .filter(|s| !s.is_empty());
+        let redis_url = args
+            .redis_url
+            .clone()
+            .or(file.redis_url.clone())
+            .filter(|u| !u.is_empty());
+        let cluster = match redis_url {
+            None => None,
+            Some(redis_url) => {
+                let node_id = args
+                    .node_id
+                    .clone()
+                    .or(file.node_id.clone())
+                    .unwrap_or_else(|| format!("ND_{}", crate::ids::random_id(8)));
+                if node_id.is_empty()
+                    || node_id.len() > 64
+                    || !node_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    bail!("node_id must be 1-64 letters, digits, '-', '_' or '.'");
+                }
+                let ttl_ms = args.node_ttl_ms.or(file.node_ttl_ms).unwrap_or(5_000);
+                if !(500..=600_000).contains(&ttl_ms) {
+                    bail!("node_ttl_ms must be 500-600000");
+                }
+                let turn_on = args.turn_enabled.or(file.turn.enabled).unwrap_or(true);
+                if turn_on && turn_secret.is_none() {
+                    bail!(
+                        "a cluster needs a shared TURN secret (--turn-secret or turn.secret) so that credentials one node hands out are valid on the others, or TURN off (--turn-enabled false)"
+                    );
+                }
+                Some(ClusterSettings {
+                    redis_url,
+                    node_id,
+                    advertise_url: args
+                        .advertise_url
+                        .clone()
+                        .or(file.advertise_url.clone())
+                        .map(|u| u.trim_end_matches('/').to_owned()),
+                    prefix: args
+                        .cluster_prefix
+                        .clone()
+                        .or(file.cluster_prefix.clone())
+                        .unwrap_or_else(|| "conclave".into()),
+                    node_ttl: std::time::Duration::from_millis(ttl_ms),
+                })
+            }
+        };
         Ok(Config {
+            cluster,
+            drain: args.drain,
             piper,
             voice,
             max_agents,
@@ -545,6 +652,7 @@ impl Config {
                     .turn_allocations_per_address
                     .or(file.turn.allocations_per_address)
                     .unwrap_or(32),
+                secret: turn_secret,
             },
             data_dir: args
                 .data_dir

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod agents;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;

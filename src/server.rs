@@ -99,15 +99,27 @@ fn return_large_allocations() {
     }
 }
 
+/// A Redis URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Starts TURN and the HTTP/WebSocket server, returning once both listen.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     return_large_allocations();
     let tokens = token_authority(&config)?;
     let metrics = Arc::new(Metrics::default());
     let turn = if config.turn.enabled {
-        // The TURN secret is derived from nothing public: a fresh one per process is enough,
-        // because credentials live no longer than the process that issued them.
-        let secret = crate::ids::random_id(32);
+        // A configured secret is shared by every node of a cluster; without one, a fresh one
+        // per process is enough for a single node, whose credentials die with it.
+        let secret = config
+            .turn
+            .secret
+            .clone()
+            .unwrap_or_else(|| crate::ids::random_id(32));
         let server = conclave_turn::TurnServer::start(conclave_turn::TurnConfig {
             bind: SocketAddr::new(config.udp_ip, config.turn.port),
             public_ip: config.advertised_ip(),
@@ -155,11 +167,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if let Some(t) = &transcription {
         t.follow(&rooms);
     }
-    let router: Arc<dyn RoomRouter> = Arc::new(LocalRouter::new(
+    let mut local = LocalRouter::new(
         rooms.clone(),
         PeerFactory::new(config.udp_ip, config.udp_ports, config.public_ip),
         metrics.clone(),
-    ));
+    );
+    if let Some(c) = &config.cluster {
+        local = local.with_node_id(c.node_id.clone());
+    }
+    let local = Arc::new(local);
+    local.set_draining(config.drain);
+    let (router, cluster): (Arc<dyn RoomRouter>, _) = match &config.cluster {
+        Some(c) => {
+            let mut settings = c.clone();
+            if settings.advertise_url.is_none() {
+                let scheme = if config.tls.is_some() { "https" } else { "http" };
+                settings.advertise_url = Some(format!("{scheme}://{http_addr}"));
+            }
+            let r = Arc::new(
+                crate::cluster::RedisRouter::start(settings, local.clone(), Default::default())
+                    .await
+                    .with_context(|| format!("cannot join the cluster at {}", redacted(&c.redis_url)))?,
+            );
+            (r.clone() as Arc<dyn RoomRouter>, Some(r))
+        }
+        None => (local.clone() as Arc<dyn RoomRouter>, None),
+    };
     let rate_limit = config.rate_limit_per_minute;
     match store.fail_stale_agent_runs(crate::clock::now_ms()).await {
         Ok(0) => {}
@@ -254,6 +287,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let state = Arc::new(AppState {
         router,
+        cluster,
         rooms,
         transcription,
         meetings,

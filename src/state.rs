@@ -41,6 +41,8 @@ pub struct AppState {
     pub config: Config,
     /// Where rooms are reached: every join, broadcast and lookup goes through it.
     pub router: Arc<dyn RoomRouter>,
+    /// The cluster router itself, when this node is part of one (for its metrics).
+    pub cluster: Option<Arc<crate::cluster::RedisRouter>>,
     /// This node's rooms, for node-local concerns only (metrics, shutdown, tests).
     pub rooms: Arc<RoomManager>,
     /// Live transcription, when a model is loaded.

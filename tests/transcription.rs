@@ -233,8 +233,8 @@ async fn the_last_words_of_a_speaker_who_leaves_at_once_are_stored_under_their_n
     server.shutdown().await.unwrap();
 }
 
-/// Waits until the server receives the room's published media: speech starts once the server
-/// hears the microphone, as a person talks once connected (on a busy machine the track can
+/// Waits until the server receives the room's published audio (an audio track with packets:
+/// the video track alone is not the microphone): speech starts once the server hears it, as a person talks once connected (on a busy machine the track can
 /// take a while to be published, and what is sent before that is not these tests' subject).
 async fn microphone_heard(server: &conclave::server::RunningServer, room: &str) {
     let room = conclave_signaling::RoomName::validate(room).unwrap();
@@ -243,7 +243,9 @@ async fn microphone_heard(server: &conclave::server::RunningServer, room: &str) 
             .state
             .rooms
             .get(&room)
-            .is_some_and(|r| r.counts().packets_in > 0))
+            .is_some_and(|r| r.subscribe().0.producers.iter().any(|p| {
+                p.kind == conclave_signaling::TrackKind::Audio && p.counts().packets_in > 0
+            })))
         .await,
         "the speaker's audio never reached the server"
     );

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     MeetingEnded,
     /// The server is shutting down.
     ShuttingDown,
+    /// The room's node cannot be reached now (a cluster whose Redis is down, or whose node
+    /// hosting the room stopped); the room may come back on another node: join again.
+    Unavailable,
     /// No `join` came within the server's deadline after the socket opened.
     JoinTimeout,
     /// The WebSocket itself broke its protocol (bad framing, bad UTF-8, a bad close); the

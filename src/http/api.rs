@@ -68,6 +68,9 @@ pub async fn metrics(
     if let Some(turn) = &s.turn {
         crate::metrics::render_turn(&mut text, &turn.server.stats());
     }
+    if let Some(c) = &s.cluster {
+        c.render_metrics(&mut text);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
@@ -78,6 +81,10 @@ pub struct Stats {
     pub rooms: usize,
     /// Participants connected.
     pub participants: usize,
+    /// This node's id (its cluster id with `--redis-url`).
+    pub node_id: String,
+    /// Whether it takes no new rooms.
+    pub draining: bool,
 }
 
 /// `GET /api/stats`: rooms and participants on this node.
@@ -91,10 +98,60 @@ pub async fn stats(
         rooms,
         participants,
     } = s.router.stats().await;
+    let node_id = match &s.cluster {
+        Some(c) => c.node_id().to_owned(),
+        None => s.router.nodes().await.map(|v| v.node_id).unwrap_or_default(),
+    };
     Ok(Json(Stats {
         rooms,
         participants,
+        node_id,
+        draining: s.router.draining(),
     }))
+}
+
+/// `GET /api/nodes`: the cluster as this node sees it (just this node without one).
+#[utoipa::path(get, path = "/api/nodes", tag = "rooms",
+    responses((status = 200, body = crate::routing::ClusterView), (status = 503, body = ErrorBody)))]
+pub async fn nodes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<crate::routing::ClusterView>, AppError> {
+    metrics_allowed(&s, &headers)?;
+    s.router.nodes().await.map(Json).map_err(|e| {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            format!("the cluster cannot be read: {e}"),
+        )
+    })
+}
+
+/// Body of `POST /api/nodes/self/drain`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Drain {
+    /// `true` to stop taking new rooms, `false` to take them again.
+    pub draining: bool,
+}
+
+#[utoipa::path(post, path = "/api/nodes/self/drain", tag = "rooms", request_body = Drain,
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+/// `POST /api/nodes/self/drain`: this node stops (or resumes) taking new rooms; rooms here
+/// run to their end. Needs the API key.
+pub async fn drain(
+    State(s): State<Arc<AppState>>,
+    caller: crate::meetings::Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Drain>,
+) -> Result<Json<Stats>, AppError> {
+    if !matches!(caller, crate::meetings::Caller::Service { .. }) {
+        return Err(AppError::unauthorized(
+            "draining a node needs Authorization: Basic <api_key:api_secret>",
+        ));
+    }
+    s.router.set_draining(body.draining);
+    stats(State(s), headers).await
 }
 
 /// Unknown paths get the API's error body.

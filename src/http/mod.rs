@@ -48,6 +48,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/stats", get(api::stats))
+        .route("/api/nodes", get(api::nodes))
+        .route("/api/nodes/self/drain", post(api::drain))
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/rooms", post(api::create_room))
         .route("/api/rooms/{room}/guest-token", post(api::guest_token))

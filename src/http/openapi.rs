@@ -38,6 +38,7 @@ impl Modify for Security {
     paths(
         meetings::create, meetings::list, meetings::get, meetings::join, meetings::start, meetings::end,
         meetings::leave, meetings::participants, api::create_room, api::guest_token, api::stats,
+        api::nodes, api::drain,
         transcripts::room, transcripts::meeting, transcripts::search,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::cancel,
         schedules::occurrence, schedules::override_occurrence, schedules::get_preferences,

@@ -169,6 +169,11 @@ impl MeetingService {
         &self.store
     }
 
+    /// The router rooms are reached through.
+    pub fn router(&self) -> &Arc<dyn RoomRouter> {
+        &self.router
+    }
+
     /// Creates a meeting with a fresh unique code, returning it and a host token.
     pub async fn create(
         &self,

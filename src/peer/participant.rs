@@ -535,6 +535,21 @@ impl Actor {
         ssrc: u32,
         codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
     ) {
+        // The codec says what the stream is: a track announced as one kind can carry the
+        // other's stream when webrtc-rs matched an SSRC to the wrong transceiver, and an
+        // Opus stream published as video would be neither heard nor transcribed.
+        let mime = codec.mime_type.to_ascii_lowercase();
+        let kind = match kind {
+            TrackKind::Video if mime.starts_with("audio/") => {
+                tracing::warn!(ssrc, codec = %codec.mime_type, "a video track carries audio: published as audio");
+                TrackKind::Audio
+            }
+            TrackKind::Audio if mime.starts_with("video/") => {
+                tracing::warn!(ssrc, codec = %codec.mime_type, "an audio track carries video: published as video");
+                TrackKind::Video
+            }
+            k => k,
+        };
         let (id, producer) = match self.published_ssrcs.get(&ssrc) {
             // Already published from packets that came on another track: this track now
             // carries them (too), into the same producer.

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// How a room is looked up for a join.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Open {
     /// An ordinary room: created on first join if the server auto-creates rooms.
     Join,
@@ -140,6 +141,11 @@ impl RoomManager {
     /// Looks a room up.
     pub fn get(&self, name: &RoomName) -> Option<Arc<Room>> {
         self.rooms.get(name).map(|r| r.clone())
+    }
+
+    /// Names of the rooms open here.
+    pub fn names(&self) -> Vec<RoomName> {
+        self.rooms.iter().map(|r| r.key().clone()).collect()
     }
 
     fn all(&self) -> Vec<Arc<Room>> {

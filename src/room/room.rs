@@ -40,6 +40,12 @@ pub enum JoinError {
     /// The media side could not take the member.
     #[error("{0}")]
     Media(String),
+    /// The room's node cannot be reached, or this node takes no new rooms (cluster routing).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Refused by the room's node on another machine, as it said.
+    #[error("{1}")]
+    Remote(ErrorCode, String),
 }
 
 impl JoinError {
@@ -50,6 +56,8 @@ impl JoinError {
             JoinError::RoomFull(..) => ErrorCode::RoomFull,
             JoinError::ShuttingDown => ErrorCode::ShuttingDown,
             JoinError::Media(_) => ErrorCode::Internal,
+            JoinError::Unavailable(_) => ErrorCode::Unavailable,
+            JoinError::Remote(code, _) => *code,
         }
     }
 }

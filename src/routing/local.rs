@@ -1,13 +1,14 @@
 //! The single-node router: rooms live in this process's [`RoomManager`], members are
 //! WebRTC sessions started here.
 
-use super::{JoinRequest, NodeStats, RoomRouter, Session};
+use super::{ClusterView, JoinRequest, NodeInfo, NodeStats, RoomRouter, Session};
 use crate::metrics::Metrics;
 use crate::peer::PeerFactory;
 use crate::peer::participant::{self, ParticipantSpec};
 use crate::room::{JoinError, Open, RoomManager};
 use conclave_signaling::{ParticipantId, RoomName, ServerMessage};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 /// Rooms of this node.
@@ -15,6 +16,9 @@ pub struct LocalRouter {
     rooms: Arc<RoomManager>,
     peers: PeerFactory,
     metrics: Arc<Metrics>,
+    node_id: String,
+    started_unix_ms: i64,
+    draining: AtomicBool,
 }
 
 impl LocalRouter {
@@ -24,6 +28,36 @@ impl LocalRouter {
             rooms,
             peers,
             metrics,
+            node_id: format!("ND_{}", crate::ids::random_id(8)),
+            started_unix_ms: crate::clock::now_ms(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Names this node `id` (a cluster's node id).
+    pub fn with_node_id(mut self, id: String) -> Self {
+        self.node_id = id;
+        self
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// This node's registration as of now (CPU use is the cluster's to measure).
+    pub fn node_info(&self, url: Option<String>, cpu_percent: f64) -> NodeInfo {
+        let (rooms, participants) = self.rooms.counts();
+        NodeInfo {
+            id: self.node_id.clone(),
+            url,
+            rooms,
+            participants,
+            cpu_percent,
+            draining: self.draining.load(Ordering::Relaxed),
+            started_unix_ms: self.started_unix_ms,
+            heartbeat_unix_ms: crate::clock::now_ms(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 
@@ -40,6 +74,12 @@ impl RoomRouter for LocalRouter {
         req: JoinRequest,
         signal: mpsc::Sender<ServerMessage>,
     ) -> Result<Session, JoinError> {
+        if self.draining.load(Ordering::Relaxed) && self.rooms.get(&req.room).is_none() {
+            return Err(JoinError::Unavailable(format!(
+                "this node is draining and opens no new rooms (room {})",
+                req.room
+            )));
+        }
         // A room can close between lookup and join when its last member leaves; retry once.
         for attempt in 0..2 {
             let room = self.rooms.open(&req.room, &req.open)?;
@@ -117,5 +157,27 @@ impl RoomRouter for LocalRouter {
 
     fn shutdown(&self) {
         self.rooms.shutdown();
+    }
+
+    async fn nodes(&self) -> Result<ClusterView, String> {
+        Ok(ClusterView {
+            cluster: false,
+            node_id: self.node_id.clone(),
+            nodes: vec![self.node_info(None, 0.0)],
+        })
+    }
+
+    fn set_draining(&self, draining: bool) {
+        if self.draining.swap(draining, Ordering::Relaxed) != draining {
+            tracing::info!(draining, "drain mode changed");
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    async fn hosts(&self, _room: &RoomName) -> Result<bool, String> {
+        Ok(true)
     }
 }

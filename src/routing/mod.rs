@@ -17,8 +17,9 @@ use conclave_signaling::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Who wants to enter which room, as the admission policy decided it.
-#[derive(Debug, Clone)]
+/// Who wants to enter which room, as the admission policy decided it. Serializable: in a
+/// cluster it travels to the room's node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JoinRequest {
     /// The room.
     pub room: RoomName,
@@ -61,6 +62,40 @@ pub struct NodeStats {
     pub participants: usize,
 }
 
+/// One node as the cluster sees it (the registration it refreshes in Redis).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// Its HTTP/WebSocket URL as others reach it, when advertised.
+    pub url: Option<String>,
+    /// Rooms open on it.
+    pub rooms: usize,
+    /// Members connected to its rooms.
+    pub participants: usize,
+    /// Its process's CPU use since its previous heartbeat, percent of one core.
+    pub cpu_percent: f64,
+    /// Takes no new rooms (rolling upgrade); its rooms run to their end.
+    pub draining: bool,
+    /// When it started, Unix ms.
+    pub started_unix_ms: i64,
+    /// When it last registered, Unix ms.
+    pub heartbeat_unix_ms: i64,
+    /// Conclave version.
+    pub version: String,
+}
+
+/// The nodes this node knows of.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// Whether this node is part of a cluster (`--redis-url`).
+    pub cluster: bool,
+    /// This node's id.
+    pub node_id: String,
+    /// Every live node, this one included, by id.
+    pub nodes: Vec<NodeInfo>,
+}
+
 /// Where rooms are found and how signaling reaches their members.
 #[async_trait::async_trait]
 pub trait RoomRouter: Send + Sync + 'static {
@@ -95,4 +130,18 @@ pub trait RoomRouter: Send + Sync + 'static {
 
     /// Refuses new joins and disconnects everyone.
     fn shutdown(&self);
+
+    /// The live nodes (just this one without a cluster); an error when Redis cannot be read.
+    async fn nodes(&self) -> Result<ClusterView, String>;
+
+    /// Starts (or ends) draining: no new rooms are placed on this node; its rooms go on.
+    fn set_draining(&self, draining: bool);
+
+    /// Whether this node is draining.
+    fn draining(&self) -> bool;
+
+    /// Whether room-bound work for `room` (its agent) runs on this node: the room is here, or
+    /// nowhere yet and placed here now. In a cluster the placement is atomic, so exactly one
+    /// node answers yes; an error when the placement cannot be read.
+    async fn hosts(&self, room: &RoomName) -> Result<bool, String>;
 }

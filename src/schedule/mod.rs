@@ -481,6 +481,21 @@ impl Scheduler {
             return Ok(0);
         };
         let bot = occ.bot_status.as_deref();
+        let wanted = autojoin::wanted(s.spec.auto_join, occ.skip_agent, &s.spec.title, prefs).is_ok();
+        let at = autojoin::dispatch_at(occ.starts_at, prefs.join_buffer_minutes);
+        let due = wanted && autojoin::due(status, at, occ.ends_at, now);
+        if bot.is_some() || due {
+            // The agent runs on the room's node, which alone tends it (in a cluster, every
+            // node ticks over the same occurrences; the room's placement picks one).
+            match self.meetings.router().hosts(&room).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(e) => {
+                    tracing::debug!(occurrence = occ.id, error = %e, "agent not tended: the room's node is unknown");
+                    return Ok(0);
+                }
+            }
+        }
         match bot {
             Some("joining") => {
                 let (_, agent_in) = self.present(s);
@@ -540,11 +555,7 @@ impl Scheduler {
             }
             _ => {}
         }
-        if autojoin::wanted(s.spec.auto_join, occ.skip_agent, &s.spec.title, prefs).is_err() {
-            return Ok(0);
-        }
-        let at = autojoin::dispatch_at(occ.starts_at, prefs.join_buffer_minutes);
-        if !autojoin::due(status, at, occ.ends_at, now) {
+        if !due {
             return Ok(0);
         }
         if !self
