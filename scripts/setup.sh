@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # janus: the peer the load tool compares against (spawned, never linked).
-for p in cmake clang libclang-dev pkg-config chromium espeak-ng flite sox janus; do
+# redis-server: the cluster tests' Redis (started below when nothing answers on 6379).
+for p in cmake clang libclang-dev pkg-config chromium espeak-ng flite sox janus redis-server; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,4 +31,12 @@ if [ -f tests/browser/package.json ]; then
     echo "setup: installing browser-test npm packages"
     (cd tests/browser && npm ci --no-audit --no-fund)
   fi
+fi
+
+# The cluster tests need a Redis on 127.0.0.1:6379 (CONCLAVE_TEST_REDIS_URL for another).
+# Machines of this kind run one; start one that keeps nothing on disk if none answers.
+if [ -z "${CONCLAVE_TEST_REDIS_URL:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "setup: starting redis-server on 127.0.0.1:6379"
+  redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi

@@ -29,11 +29,16 @@ const HOSTED_QUEUE: usize = 256;
 const SIGNAL_QUEUE: usize = 256;
 
 /// Places a room: the owner if its node is alive (and not the one to avoid), else `ARGV[1]`.
-/// Returns the owner and whether this call placed it.
+/// Returns the owner and 0 (it was placed), 1 (placed now), 2 (taken over from a dead
+/// node) or 3 (its node looks dead, but taking over is not allowed yet).
+/// A dead owner's room is taken over only when `ARGV[5]` is `1` (see `Inner::steady`).
 const PLACE: &str = r#"
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[4] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
   return {owner, 0}
+end
+if owner and owner ~= ARGV[4] and ARGV[5] ~= '1' then
+  return {owner, 3}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if owner then return {ARGV[1], 2} end
@@ -102,6 +107,8 @@ struct Inner {
     stopping: AtomicBool,
     /// The last CPU sample (when, process CPU seconds) and the use it gave, percent.
     cpu: Mutex<(Option<(std::time::Instant, f64)>, f64)>,
+    /// Since when every heartbeat has succeeded (none: the last one failed).
+    healthy_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// The cluster's router: rooms this node hosts go to the local router; the others are
@@ -147,6 +154,7 @@ impl RedisRouter {
             next_call: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             cpu: Mutex::new((None, 0.0)),
+            healthy_since: Mutex::new(None),
         });
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let bus = tokio::spawn(
@@ -212,6 +220,16 @@ impl Inner {
 
     fn room_ttl(&self) -> Duration {
         self.settings.node_ttl * 3
+    }
+
+    /// Whether this node has reached Redis for a whole node TTL. Only then may it take over a
+    /// room whose node's registration is gone: right after an outage every registration has
+    /// lapsed, and the others need one heartbeat to come back before they count as dead.
+    fn steady(&self) -> bool {
+        self.healthy_since
+            .lock()
+            .expect("healthy")
+            .is_some_and(|t| t.elapsed() >= self.settings.node_ttl)
     }
 
     async fn redis<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> Result<T, String> {
@@ -321,9 +339,15 @@ impl Inner {
                     self.room_ttl().as_millis().to_string(),
                     format!("{}:node:", self.settings.prefix),
                     avoid,
+                    if self.steady() { "1" } else { "0" }.to_owned(),
                 ],
             )
             .await?;
+        if placed == 3 {
+            return Err(format!(
+                "room {room}'s node {owner} is not registered, and this node reconnected to Redis too recently to tell whether it is dead"
+            ));
+        }
         if owner == self.id() {
             match placed {
                 1 => ClusterStats::add(&self.stats.rooms_placed_here, 1),
@@ -434,6 +458,10 @@ impl Inner {
         });
         *self.nodes.lock().expect("nodes") = live;
         ClusterStats::add(&self.stats.heartbeats, 1);
+        self.healthy_since
+            .lock()
+            .expect("healthy")
+            .get_or_insert_with(std::time::Instant::now);
         Ok(())
     }
 
@@ -457,6 +485,7 @@ impl Inner {
                 }
                 Ok(()) => {}
                 Err(e) => {
+                    *inner.healthy_since.lock().expect("healthy") = None;
                     ClusterStats::add(&inner.stats.heartbeat_failures, 1);
                     if !failing {
                         tracing::warn!(error = %e, "heartbeat failed: rooms here go on; joins that need the cluster fail until Redis is back");

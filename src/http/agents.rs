@@ -122,6 +122,26 @@ async fn dispatch_into(
     how: Open,
     body: DispatchBody,
 ) -> Result<AgentStatus, AppError> {
+    // An agent runs beside its room's media: in a cluster, on the room's node.
+    match s.router.hosts(room).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "room_elsewhere",
+                format!(
+                    "room {room} runs on another node of the cluster; send this request to that node (GET /api/nodes lists them)"
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("the room's node cannot be found: {e}"),
+            ));
+        }
+    }
     let lead_name = body
         .lead_name
         .map(|n| n.chars().take(MAX_FIELD).collect::<String>());

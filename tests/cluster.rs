@@ -1,0 +1,518 @@
+//! Several real `conclave serve` processes on one machine, one Redis (127.0.0.1:6379, or
+//! `CONCLAVE_TEST_REDIS_URL`) and one database (a fresh PostgreSQL schema when
+//! `CONCLAVE_TEST_POSTGRES_URL` is set, as in CI; a shared SQLite file otherwise): a member
+//! whose socket is on one node and a member on the room's node hear each other; nodes racing
+//! to place the same rooms agree on one owner each; killing the room's node with SIGKILL
+//! moves the room to a live node when its members rejoin; a Redis outage (a proxy in front
+//! of the real Redis, cut) leaves running rooms forwarding and refuses joins that need the
+//! cluster with a clear error, until Redis is back.
+
+mod common;
+
+use common::client::TestClient;
+use common::{API_KEY, API_SECRET, token};
+use conclave_signaling::{ErrorCode, ServerMessage};
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Short, so that a killed node is noticed within a test's patience (default 5 s).
+const NODE_TTL_MS: u64 = 1500;
+
+fn redis_url() -> String {
+    std::env::var("CONCLAVE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One cluster's shared pieces: a key prefix of its own in the shared Redis, one database.
+struct Cluster {
+    prefix: String,
+    db: String,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let tag = conclave::ids::random_id(8).to_lowercase();
+        let dir = std::env::temp_dir().join(format!("conclave-cluster-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = match std::env::var("CONCLAVE_TEST_POSTGRES_URL") {
+            Ok(base) => common::fresh_pg_schema(&base).await,
+            Err(_) => format!("sqlite://{}/shared.db?mode=rwc", dir.display()),
+        };
+        Cluster {
+            prefix: format!("conclave-test-{tag}"),
+            db,
+            dir,
+        }
+    }
+
+    fn node(&self, id: &str) -> Node {
+        self.node_with(id, &redis_url(), &[])
+    }
+
+    fn node_with(&self, id: &str, redis: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let log = self.dir.join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+            .arg("serve")
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--udp-ip", "127.0.0.1", "--udp-port-min", "0", "--udp-port-max", "0"])
+            .args(["--turn-enabled", "false", "--transcription", "false"])
+            .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
+            .args(["--database-url", &self.db])
+            .args(["--redis-url", redis, "--cluster-prefix", &self.prefix])
+            .args(["--node-id", id, "--node-ttl-ms", &NODE_TTL_MS.to_string()])
+            .args(["--scheduler-tick-ms", "0", "--log-level", "info"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(self.dir.join(id))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("conclave runs");
+        Node {
+            child,
+            http: format!("127.0.0.1:{port}").parse().unwrap(),
+            id: id.to_owned(),
+            log,
+        }
+    }
+}
+
+struct Node {
+    child: Child,
+    http: SocketAddr,
+    id: String,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    /// Waits until the node answers and sees `nodes` live nodes (itself included).
+    async fn ready(&self, nodes: usize) {
+        let ok = common::eventually(Duration::from_secs(30), || {
+            // Polled from a blocking closure: a quick synchronous HTTP check.
+            std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(200)).is_ok()
+        })
+        .await;
+        assert!(ok, "node {} never listened:\n{}", self.id, self.log_tail());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, body) = get(self.http, "/api/nodes").await;
+            let seen = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["nodes"].as_array().map(|n| n.len()))
+                .unwrap_or(0);
+            if status == 200 && seen == nodes {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} sees {seen} nodes, not {nodes} ({status} {body})\n{}",
+                self.id,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL: no goodbye, no cleanup
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    async fn stats(&self) -> serde_json::Value {
+        let (_, body) = get(self.http, "/api/stats").await;
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let (_, body) = get(self.http, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    common::http(addr, "GET", path, Some(&common::api_key_auth()), "").await
+}
+
+/// Which node Redis says the room is on.
+async fn owner_of(prefix: &str, room: &str) -> Option<String> {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(format!("{prefix}:room:{room}"))
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+/// Joins over a bare WebSocket and returns the first server message (a join's answer).
+async fn first_answer(http: SocketAddr, room: &str, identity: &str) -> ServerMessage {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        .await
+        .expect("ws connect");
+    let (mut tx, mut rx) = ws.split();
+    let join = conclave_signaling::ClientMessage::Join {
+        room: conclave_signaling::RoomName::validate(room).unwrap(),
+        name: Some(identity.into()),
+        token: token(room, identity),
+    };
+    tx.send(Message::Text(conclave_signaling::encode(&join).into()))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(15), rx.next())
+        .await
+        .expect("an answer in time")
+        .expect("socket open")
+        .expect("frame");
+    conclave_signaling::decode_server(frame.to_text().unwrap()).unwrap()
+}
+
+/// Waits until `listener` has received audio and video from `publisher`, and more of it
+/// over half a second (media flows, not a burst that stopped).
+async fn hears(listener: &TestClient, publisher: &TestClient, what: &str) {
+    let from = &publisher.participant_id;
+    let ok = common::eventually(Duration::from_secs(20), || {
+        let r = listener.received_from(from);
+        r.audio_packets > 10 && r.video_packets > 10
+    })
+    .await;
+    assert!(ok, "{what}: no media ({:?})", listener.received_from(from));
+    let before = listener.received_from(from).audio_packets;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = listener.received_from(from).audio_packets;
+    assert!(after > before + 10, "{what}: media stopped ({before} then {after})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_socket_is_on_another_node_hears_and_is_heard() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node("node-a");
+    let b = cluster.node("node-b");
+    a.ready(2).await;
+    b.ready(2).await;
+
+    // Ada joins through B: the room is placed on B (least loaded, B on a tie).
+    let ada = TestClient::join(b.http, "crossing", "ada", &token("crossing", "ada"), true).await;
+    assert_eq!(owner_of(&cluster.prefix, "crossing").await.as_deref(), Some("node-b"));
+    // Bo's socket lands on A: A relays Bo's signaling to B; the media goes to B directly.
+    let bo = TestClient::join(a.http, "crossing", "bo", &token("crossing", "bo"), true).await;
+    hears(&ada, &bo, "ada (room's node) hearing bo (socket on the other node)").await;
+    hears(&bo, &ada, "bo hearing ada").await;
+
+    assert_eq!(b.stats().await["participants"], 2, "both members are B's");
+    assert_eq!(a.stats().await["participants"], 0, "A holds only Bo's socket");
+    assert_eq!(a.metric("conclave_cluster_relayed_sessions_total").await, 1);
+    assert_eq!(b.metric("conclave_cluster_hosted_sessions_total").await, 1);
+    let (_, nodes) = get(a.http, "/api/nodes").await;
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    let ids: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node-a", "node-b"], "{nodes}");
+    assert_eq!(nodes["cluster"], true);
+
+    // Bo leaves through A: the session on B ends and B says so to Ada.
+    let mut ada = ada;
+    bo.leave().await;
+    let left = ada
+        .wait_for(Duration::from_secs(10), |m| {
+            matches!(m, ServerMessage::ParticipantLeft { .. })
+        })
+        .await;
+    assert!(left.is_some(), "ada never heard that bo left");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.stats().await["participants"] != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "bo's session stayed on B");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_to_place_the_same_rooms_agree_on_one_owner_each() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node("race-a");
+    let b = cluster.node("race-b");
+    let c = cluster.node("race-c");
+    for n in [&a, &b, &c] {
+        n.ready(3).await;
+    }
+    // Every node is equally loaded and prefers itself on a tie: each one tries to place
+    // every room on itself, at the same moment as the other two.
+    let rooms: Vec<String> = (0..8).map(|i| format!("contested-{i}")).collect();
+    let mut creates = Vec::new();
+    for room in &rooms {
+        for n in [&a, &b, &c] {
+            let (http, room) = (n.http, room.clone());
+            creates.push(tokio::spawn(async move {
+                let admin = common::token_with(
+                    &room,
+                    "admin",
+                    conclave::auth::Grants {
+                        room_admin: true,
+                        ..Default::default()
+                    },
+                    Duration::from_secs(60),
+                    std::time::SystemTime::now(),
+                );
+                let body = serde_json::json!({ "name": room }).to_string();
+                common::http(http, "POST", "/api/rooms", Some(&format!("Bearer {admin}")), &body)
+                    .await
+            }));
+        }
+    }
+    for c in creates {
+        let (status, body) = c.await.unwrap();
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+    let mut placed = std::collections::HashMap::<String, usize>::new();
+    for room in &rooms {
+        let owner = owner_of(&cluster.prefix, room).await.expect("placed");
+        *placed.entry(owner).or_default() += 1;
+    }
+    // Each node runs exactly the rooms Redis names it for: no room opened twice.
+    let mut total = 0;
+    for n in [&a, &b, &c] {
+        let here = n.stats().await["rooms"].as_u64().unwrap() as usize;
+        assert_eq!(here, placed.get(&n.id).copied().unwrap_or(0), "{placed:?} vs {} on {}", here, n.id);
+        total += here;
+    }
+    assert_eq!(total, rooms.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_rooms_node_moves_the_room_to_a_live_node() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node("kill-a");
+    let mut b = cluster.node("kill-b");
+    let c = cluster.node("kill-c");
+    for n in [&a, &b, &c] {
+        n.ready(3).await;
+    }
+    let ada = TestClient::join(b.http, "sturdy", "ada", &token("sturdy", "ada"), true).await;
+    assert_eq!(owner_of(&cluster.prefix, "sturdy").await.as_deref(), Some("kill-b"));
+    let mut bo = TestClient::join(a.http, "sturdy", "bo", &token("sturdy", "bo"), true).await;
+    hears(&bo, &ada, "bo through A hearing ada on B").await;
+
+    b.kill9();
+    // Bo's socket is on A, which notices B's registration lapse and ends the relayed session
+    // with a reason; Ada's socket died with B.
+    let cut = bo
+        .wait_for(Duration::from_millis(NODE_TTL_MS * 4), |m| {
+            matches!(m, ServerMessage::Error { code: ErrorCode::Unavailable, .. })
+        })
+        .await;
+    assert!(cut.is_some(), "bo was not told that the room's node died");
+    drop(ada);
+    drop(bo);
+
+    // Both rejoin, through C and A: the room comes back on a live node.
+    let ada = TestClient::join(c.http, "sturdy", "ada", &token("sturdy", "ada"), true).await;
+    let bo = TestClient::join(a.http, "sturdy", "bo", &token("sturdy", "bo"), true).await;
+    let owner = owner_of(&cluster.prefix, "sturdy").await;
+    assert!(
+        matches!(owner.as_deref(), Some("kill-a" | "kill-c")),
+        "room placed on {owner:?}"
+    );
+    hears(&ada, &bo, "ada hearing bo after the move").await;
+    hears(&bo, &ada, "bo hearing ada after the move").await;
+    let took = a.metric("conclave_cluster_rooms_taken_over_total").await
+        + c.metric("conclave_cluster_rooms_taken_over_total").await;
+    assert_eq!(took, 1, "one node took the room over");
+    a.ready(2).await;
+}
+
+/// A TCP proxy in front of the real Redis that can be cut (every connection reset, new ones
+/// refused) and restored.
+struct RedisProxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisProxy {
+    async fn start() -> RedisProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (up, conns) = (up.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else { return };
+                    if !up.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let target = target.clone();
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    }));
+                }
+            })
+        };
+        RedisProxy {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_cluster() {
+    let cluster = Cluster::new().await;
+    let proxy = RedisProxy::start().await;
+    let a = cluster.node_with("out-a", &proxy.url(), &[]);
+    let b = cluster.node_with("out-b", &proxy.url(), &[]);
+    a.ready(2).await;
+    b.ready(2).await;
+    let ada = TestClient::join(a.http, "steady", "ada", &token("steady", "ada"), true).await;
+    let cy = TestClient::join(a.http, "steady", "cy", &token("steady", "cy"), true).await;
+    let mut bo = TestClient::join(b.http, "steady", "bo", &token("steady", "bo"), true).await;
+    hears(&ada, &cy, "before the outage").await;
+    hears(&bo, &ada, "bo (relayed) before the outage").await;
+
+    proxy.cut();
+    // The relayed session rode on the bus, which is gone: Bo is told to join again.
+    let cut = bo
+        .wait_for(Duration::from_secs(10), |m| {
+            matches!(m, ServerMessage::Error { code: ErrorCode::Unavailable, .. })
+        })
+        .await;
+    assert!(cut.is_some(), "bo's relayed session did not end when the bus went");
+    // The room on A keeps forwarding between its members on A.
+    hears(&ada, &cy, "ada hearing cy during the outage").await;
+    hears(&cy, &ada, "cy hearing ada during the outage").await;
+    // A new join to A's room through B cannot be routed: a clear error, not a hang.
+    match first_answer(b.http, "steady", "dee").await {
+        ServerMessage::Error { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Unavailable, "{message}");
+            assert!(message.contains("cluster"), "{message}");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    // A still admits members to the room it runs.
+    let dee = TestClient::join(a.http, "steady", "dee", &token("steady", "dee"), true).await;
+    hears(&dee, &ada, "a member joining the running room during the outage").await;
+
+    proxy.restore();
+    // Once Redis is back and both nodes have registered again, B routes to A's room again.
+    a.ready(2).await;
+    b.ready(2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match first_answer(b.http, "steady", "eve").await {
+            ServerMessage::Joined { .. } => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "joins through B still fail after Redis came back: {other:?}\n{}",
+                b.log_tail()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(a.metric("conclave_cluster_heartbeat_failures_total").await > 0);
+    drop((ada, cy, dee));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node("drain-a");
+    let b = cluster.node_with("drain-b", &redis_url(), &["--drain"]);
+    a.ready(2).await;
+    b.ready(2).await;
+    // B drains from the start: a room opened through B goes to A.
+    let ada = TestClient::join(b.http, "fresh", "ada", &token("fresh", "ada"), true).await;
+    assert_eq!(owner_of(&cluster.prefix, "fresh").await.as_deref(), Some("drain-a"));
+    assert_eq!(b.stats().await["draining"], true);
+    // Undrain B, open a room on it, drain it again: the room goes on, new ones go to A.
+    let undrain = serde_json::json!({ "draining": false }).to_string();
+    let auth = common::api_key_auth();
+    let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", Some(&auth), &undrain).await;
+    assert_eq!(status, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(a.http, "/api/nodes").await;
+        if body.contains("\"draining\":false") && !body.contains("\"draining\":true") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "A never saw B undrained: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A now has a member, B none: B is the least loaded for a new room.
+    let bo = TestClient::join(b.http, "kept", "bo", &token("kept", "bo"), true).await;
+    assert_eq!(owner_of(&cluster.prefix, "kept").await.as_deref(), Some("drain-b"));
+    let drain = serde_json::json!({ "draining": true }).to_string();
+    let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", Some(&auth), &drain).await;
+    assert_eq!(status, 200);
+    let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", None, &drain).await;
+    assert_eq!(status, 401, "draining needs the API key");
+    let cy = TestClient::join(a.http, "kept", "cy", &token("kept", "cy"), true).await;
+    hears(&cy, &bo, "a member joining a draining node's running room").await;
+    assert_eq!(b.stats().await["participants"], 2);
+    drop((ada, bo, cy));
+}
