@@ -181,13 +181,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(c) => {
             let mut settings = c.clone();
             if settings.advertise_url.is_none() {
-                let scheme = if config.tls.is_some() { "https" } else { "http" };
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 settings.advertise_url = Some(format!("{scheme}://{http_addr}"));
             }
             let r = Arc::new(
                 crate::cluster::RedisRouter::start(settings, local.clone(), Default::default())
                     .await
-                    .with_context(|| format!("cannot join the cluster at {}", redacted(&c.redis_url)))?,
+                    .with_context(|| {
+                        format!("cannot join the cluster at {}", redacted(&c.redis_url))
+                    })?,
             );
             (r.clone() as Arc<dyn RoomRouter>, Some(r))
         }

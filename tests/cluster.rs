@@ -60,7 +60,14 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
             .arg("serve")
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--udp-ip", "127.0.0.1", "--udp-port-min", "0", "--udp-port-max", "0"])
+            .args([
+                "--udp-ip",
+                "127.0.0.1",
+                "--udp-port-min",
+                "0",
+                "--udp-port-max",
+                "0",
+            ])
             .args(["--turn-enabled", "false", "--transcription", "false"])
             .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
             .args(["--database-url", &self.db])
@@ -92,14 +99,19 @@ struct Node {
 }
 
 impl Node {
-    /// Waits until the node answers and sees `nodes` live nodes (itself included).
-    async fn ready(&self, nodes: usize) {
+    /// Waits until the node listens (it has migrated the shared database by then: nodes are
+    /// started one after the other, as SQLite migrations must not race).
+    async fn listening(self) -> Node {
         let ok = common::eventually(Duration::from_secs(30), || {
-            // Polled from a blocking closure: a quick synchronous HTTP check.
             std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(200)).is_ok()
         })
         .await;
         assert!(ok, "node {} never listened:\n{}", self.id, self.log_tail());
+        self
+    }
+
+    /// Waits until the node answers and sees `nodes` live nodes (itself included).
+    async fn ready(&self, nodes: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let (status, body) = get(self.http, "/api/nodes").await;
@@ -209,27 +221,42 @@ async fn hears(listener: &TestClient, publisher: &TestClient, what: &str) {
     let before = listener.received_from(from).audio_packets;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = listener.received_from(from).audio_packets;
-    assert!(after > before + 10, "{what}: media stopped ({before} then {after})");
+    assert!(
+        after > before + 10,
+        "{what}: media stopped ({before} then {after})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_socket_is_on_another_node_hears_and_is_heard() {
     let cluster = Cluster::new().await;
-    let a = cluster.node("node-a");
-    let b = cluster.node("node-b");
+    let a = cluster.node("node-a").listening().await;
+    let b = cluster.node("node-b").listening().await;
     a.ready(2).await;
     b.ready(2).await;
 
     // Ada joins through B: the room is placed on B (least loaded, B on a tie).
     let ada = TestClient::join(b.http, "crossing", "ada", &token("crossing", "ada"), true).await;
-    assert_eq!(owner_of(&cluster.prefix, "crossing").await.as_deref(), Some("node-b"));
+    assert_eq!(
+        owner_of(&cluster.prefix, "crossing").await.as_deref(),
+        Some("node-b")
+    );
     // Bo's socket lands on A: A relays Bo's signaling to B; the media goes to B directly.
     let bo = TestClient::join(a.http, "crossing", "bo", &token("crossing", "bo"), true).await;
-    hears(&ada, &bo, "ada (room's node) hearing bo (socket on the other node)").await;
+    hears(
+        &ada,
+        &bo,
+        "ada (room's node) hearing bo (socket on the other node)",
+    )
+    .await;
     hears(&bo, &ada, "bo hearing ada").await;
 
     assert_eq!(b.stats().await["participants"], 2, "both members are B's");
-    assert_eq!(a.stats().await["participants"], 0, "A holds only Bo's socket");
+    assert_eq!(
+        a.stats().await["participants"],
+        0,
+        "A holds only Bo's socket"
+    );
     assert_eq!(a.metric("conclave_cluster_relayed_sessions_total").await, 1);
     assert_eq!(b.metric("conclave_cluster_hosted_sessions_total").await, 1);
     let (_, nodes) = get(a.http, "/api/nodes").await;
@@ -254,7 +281,10 @@ async fn a_member_whose_socket_is_on_another_node_hears_and_is_heard() {
     assert!(left.is_some(), "ada never heard that bo left");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while b.stats().await["participants"] != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "bo's session stayed on B");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bo's session stayed on B"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -262,9 +292,9 @@ async fn a_member_whose_socket_is_on_another_node_hears_and_is_heard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_racing_to_place_the_same_rooms_agree_on_one_owner_each() {
     let cluster = Cluster::new().await;
-    let a = cluster.node("race-a");
-    let b = cluster.node("race-b");
-    let c = cluster.node("race-c");
+    let a = cluster.node("race-a").listening().await;
+    let b = cluster.node("race-b").listening().await;
+    let c = cluster.node("race-c").listening().await;
     for n in [&a, &b, &c] {
         n.ready(3).await;
     }
@@ -287,8 +317,14 @@ async fn nodes_racing_to_place_the_same_rooms_agree_on_one_owner_each() {
                     std::time::SystemTime::now(),
                 );
                 let body = serde_json::json!({ "name": room }).to_string();
-                common::http(http, "POST", "/api/rooms", Some(&format!("Bearer {admin}")), &body)
-                    .await
+                common::http(
+                    http,
+                    "POST",
+                    "/api/rooms",
+                    Some(&format!("Bearer {admin}")),
+                    &body,
+                )
+                .await
             }));
         }
     }
@@ -305,7 +341,13 @@ async fn nodes_racing_to_place_the_same_rooms_agree_on_one_owner_each() {
     let mut total = 0;
     for n in [&a, &b, &c] {
         let here = n.stats().await["rooms"].as_u64().unwrap() as usize;
-        assert_eq!(here, placed.get(&n.id).copied().unwrap_or(0), "{placed:?} vs {} on {}", here, n.id);
+        assert_eq!(
+            here,
+            placed.get(&n.id).copied().unwrap_or(0),
+            "{placed:?} vs {} on {}",
+            here,
+            n.id
+        );
         total += here;
     }
     assert_eq!(total, rooms.len());
@@ -314,14 +356,17 @@ async fn nodes_racing_to_place_the_same_rooms_agree_on_one_owner_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_rooms_node_moves_the_room_to_a_live_node() {
     let cluster = Cluster::new().await;
-    let a = cluster.node("kill-a");
-    let mut b = cluster.node("kill-b");
-    let c = cluster.node("kill-c");
+    let a = cluster.node("kill-a").listening().await;
+    let mut b = cluster.node("kill-b").listening().await;
+    let c = cluster.node("kill-c").listening().await;
     for n in [&a, &b, &c] {
         n.ready(3).await;
     }
     let ada = TestClient::join(b.http, "sturdy", "ada", &token("sturdy", "ada"), true).await;
-    assert_eq!(owner_of(&cluster.prefix, "sturdy").await.as_deref(), Some("kill-b"));
+    assert_eq!(
+        owner_of(&cluster.prefix, "sturdy").await.as_deref(),
+        Some("kill-b")
+    );
     let mut bo = TestClient::join(a.http, "sturdy", "bo", &token("sturdy", "bo"), true).await;
     hears(&bo, &ada, "bo through A hearing ada on B").await;
 
@@ -330,7 +375,13 @@ async fn killing_the_rooms_node_moves_the_room_to_a_live_node() {
     // with a reason; Ada's socket died with B.
     let cut = bo
         .wait_for(Duration::from_millis(NODE_TTL_MS * 4), |m| {
-            matches!(m, ServerMessage::Error { code: ErrorCode::Unavailable, .. })
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            )
         })
         .await;
     assert!(cut.is_some(), "bo was not told that the room's node died");
@@ -376,7 +427,9 @@ impl RedisProxy {
             let (up, conns) = (up.clone(), conns.clone());
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else { return };
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
                     if !up.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
@@ -425,8 +478,14 @@ impl Drop for RedisProxy {
 async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_cluster() {
     let cluster = Cluster::new().await;
     let proxy = RedisProxy::start().await;
-    let a = cluster.node_with("out-a", &proxy.url(), &[]);
-    let b = cluster.node_with("out-b", &proxy.url(), &[]);
+    let a = cluster
+        .node_with("out-a", &proxy.url(), &[])
+        .listening()
+        .await;
+    let b = cluster
+        .node_with("out-b", &proxy.url(), &[])
+        .listening()
+        .await;
     a.ready(2).await;
     b.ready(2).await;
     let ada = TestClient::join(a.http, "steady", "ada", &token("steady", "ada"), true).await;
@@ -439,10 +498,19 @@ async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_c
     // The relayed session rode on the bus, which is gone: Bo is told to join again.
     let cut = bo
         .wait_for(Duration::from_secs(10), |m| {
-            matches!(m, ServerMessage::Error { code: ErrorCode::Unavailable, .. })
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            )
         })
         .await;
-    assert!(cut.is_some(), "bo's relayed session did not end when the bus went");
+    assert!(
+        cut.is_some(),
+        "bo's relayed session did not end when the bus went"
+    );
     // The room on A keeps forwarding between its members on A.
     hears(&ada, &cy, "ada hearing cy during the outage").await;
     hears(&cy, &ada, "cy hearing ada during the outage").await;
@@ -456,7 +524,12 @@ async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_c
     }
     // A still admits members to the room it runs.
     let dee = TestClient::join(a.http, "steady", "dee", &token("steady", "dee"), true).await;
-    hears(&dee, &ada, "a member joining the running room during the outage").await;
+    hears(
+        &dee,
+        &ada,
+        "a member joining the running room during the outage",
+    )
+    .await;
 
     proxy.restore();
     // Once Redis is back and both nodes have registered again, B routes to A's room again.
@@ -481,18 +554,31 @@ async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
     let cluster = Cluster::new().await;
-    let a = cluster.node("drain-a");
-    let b = cluster.node_with("drain-b", &redis_url(), &["--drain"]);
+    let a = cluster.node("drain-a").listening().await;
+    let b = cluster
+        .node_with("drain-b", &redis_url(), &["--drain"])
+        .listening()
+        .await;
     a.ready(2).await;
     b.ready(2).await;
     // B drains from the start: a room opened through B goes to A.
     let ada = TestClient::join(b.http, "fresh", "ada", &token("fresh", "ada"), true).await;
-    assert_eq!(owner_of(&cluster.prefix, "fresh").await.as_deref(), Some("drain-a"));
+    assert_eq!(
+        owner_of(&cluster.prefix, "fresh").await.as_deref(),
+        Some("drain-a")
+    );
     assert_eq!(b.stats().await["draining"], true);
     // Undrain B, open a room on it, drain it again: the room goes on, new ones go to A.
     let undrain = serde_json::json!({ "draining": false }).to_string();
     let auth = common::api_key_auth();
-    let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", Some(&auth), &undrain).await;
+    let (status, _) = common::http(
+        b.http,
+        "POST",
+        "/api/nodes/self/drain",
+        Some(&auth),
+        &undrain,
+    )
+    .await;
     assert_eq!(status, 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -500,14 +586,21 @@ async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
         if body.contains("\"draining\":false") && !body.contains("\"draining\":true") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "A never saw B undrained: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never saw B undrained: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A now has a member, B none: B is the least loaded for a new room.
     let bo = TestClient::join(b.http, "kept", "bo", &token("kept", "bo"), true).await;
-    assert_eq!(owner_of(&cluster.prefix, "kept").await.as_deref(), Some("drain-b"));
+    assert_eq!(
+        owner_of(&cluster.prefix, "kept").await.as_deref(),
+        Some("drain-b")
+    );
     let drain = serde_json::json!({ "draining": true }).to_string();
-    let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", Some(&auth), &drain).await;
+    let (status, _) =
+        common::http(b.http, "POST", "/api/nodes/self/drain", Some(&auth), &drain).await;
     assert_eq!(status, 200);
     let (status, _) = common::http(b.http, "POST", "/api/nodes/self/drain", None, &drain).await;
     assert_eq!(status, 401, "draining needs the API key");

@@ -48,9 +48,15 @@ pub(crate) enum Bus {
         message: String,
     },
     /// Room node → socket node: a server message for the member.
-    Server { sid: String, msg: Box<ServerMessage> },
+    Server {
+        sid: String,
+        msg: Box<ServerMessage>,
+    },
     /// Socket node → room node: a client message of the member.
-    Client { sid: String, msg: Box<ClientMessage> },
+    Client {
+        sid: String,
+        msg: Box<ClientMessage>,
+    },
     /// Socket node → room node: the socket closed.
     Leave { sid: String },
     /// Room node → socket node: the session ended (after its last server message).
@@ -137,28 +143,96 @@ impl ClusterStats {
             "# HELP conclave_cluster_node_info This node's id in the cluster.\n# TYPE conclave_cluster_node_info gauge\nconclave_cluster_node_info{{node=\"{node_id}\"}} 1"
         );
         let gauges = [
-            ("conclave_cluster_live_nodes", "Live nodes this node saw at its last heartbeat.", live_nodes as u64),
-            ("conclave_cluster_draining", "1 while this node takes no new rooms.", u64::from(draining)),
+            (
+                "conclave_cluster_live_nodes",
+                "Live nodes this node saw at its last heartbeat.",
+                live_nodes as u64,
+            ),
+            (
+                "conclave_cluster_draining",
+                "1 while this node takes no new rooms.",
+                u64::from(draining),
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         let counters = [
-            ("conclave_cluster_heartbeats_total", "Registrations written to Redis.", &self.heartbeats),
-            ("conclave_cluster_heartbeat_failures_total", "Registrations that failed (Redis unreachable or slow).", &self.heartbeat_failures),
-            ("conclave_cluster_rooms_placed_here_total", "Rooms placed on this node.", &self.rooms_placed_here),
-            ("conclave_cluster_rooms_taken_over_total", "Rooms of a dead node placed anew by this node.", &self.rooms_taken_over),
-            ("conclave_cluster_rooms_lost_total", "Rooms running here whose placement names another node.", &self.rooms_lost),
-            ("conclave_cluster_relayed_sessions_total", "Sessions relayed from sockets here to rooms elsewhere.", &self.relayed_sessions),
-            ("conclave_cluster_hosted_sessions_total", "Sessions hosted here for sockets on other nodes.", &self.hosted_sessions),
-            ("conclave_cluster_sessions_cut_total", "Relayed or hosted sessions ended because the other node or the bus was lost.", &self.sessions_cut),
-            ("conclave_cluster_bus_out_total", "Bus messages published.", &self.bus_out),
-            ("conclave_cluster_bus_in_total", "Bus messages received.", &self.bus_in),
-            ("conclave_cluster_bus_publish_failures_total", "Bus messages not published (Redis error or nobody listening).", &self.bus_publish_failures),
-            ("conclave_cluster_bus_dropped_total", "Bus messages received and dropped (unparsable, unknown session, full queue).", &self.bus_dropped),
-            ("conclave_cluster_call_failures_total", "Calls to another node that failed or timed out.", &self.call_failures),
-            ("conclave_cluster_joins_unavailable_total", "Joins refused because the cluster could not be reached.", &self.joins_unavailable),
-            ("conclave_cluster_bus_connects_total", "Times the bus subscription was established.", &self.bus_connects),
+            (
+                "conclave_cluster_heartbeats_total",
+                "Registrations written to Redis.",
+                &self.heartbeats,
+            ),
+            (
+                "conclave_cluster_heartbeat_failures_total",
+                "Registrations that failed (Redis unreachable or slow).",
+                &self.heartbeat_failures,
+            ),
+            (
+                "conclave_cluster_rooms_placed_here_total",
+                "Rooms placed on this node.",
+                &self.rooms_placed_here,
+            ),
+            (
+                "conclave_cluster_rooms_taken_over_total",
+                "Rooms of a dead node placed anew by this node.",
+                &self.rooms_taken_over,
+            ),
+            (
+                "conclave_cluster_rooms_lost_total",
+                "Rooms running here whose placement names another node.",
+                &self.rooms_lost,
+            ),
+            (
+                "conclave_cluster_relayed_sessions_total",
+                "Sessions relayed from sockets here to rooms elsewhere.",
+                &self.relayed_sessions,
+            ),
+            (
+                "conclave_cluster_hosted_sessions_total",
+                "Sessions hosted here for sockets on other nodes.",
+                &self.hosted_sessions,
+            ),
+            (
+                "conclave_cluster_sessions_cut_total",
+                "Relayed or hosted sessions ended because the other node or the bus was lost.",
+                &self.sessions_cut,
+            ),
+            (
+                "conclave_cluster_bus_out_total",
+                "Bus messages published.",
+                &self.bus_out,
+            ),
+            (
+                "conclave_cluster_bus_in_total",
+                "Bus messages received.",
+                &self.bus_in,
+            ),
+            (
+                "conclave_cluster_bus_publish_failures_total",
+                "Bus messages not published (Redis error or nobody listening).",
+                &self.bus_publish_failures,
+            ),
+            (
+                "conclave_cluster_bus_dropped_total",
+                "Bus messages received and dropped (unparsable, unknown session, full queue).",
+                &self.bus_dropped,
+            ),
+            (
+                "conclave_cluster_call_failures_total",
+                "Calls to another node that failed or timed out.",
+                &self.call_failures,
+            ),
+            (
+                "conclave_cluster_joins_unavailable_total",
+                "Joins refused because the cluster could not be reached.",
+                &self.joins_unavailable,
+            ),
+            (
+                "conclave_cluster_bus_connects_total",
+                "Times the bus subscription was established.",
+                &self.bus_connects,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(

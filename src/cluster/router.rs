@@ -189,9 +189,12 @@ impl RedisRouter {
 
     /// Appends the cluster's metrics in Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
-        self.inner
-            .stats
-            .render(out, self.inner.id(), self.live_nodes(), self.inner.local.draining());
+        self.inner.stats.render(
+            out,
+            self.inner.id(),
+            self.live_nodes(),
+            self.inner.local.draining(),
+        );
     }
 }
 
@@ -291,7 +294,10 @@ impl Inner {
         let nodes = self.nodes.lock().expect("nodes");
         let alive = self.alive.borrow();
         let mut best: Option<(&NodeInfo, (usize, usize, bool))> = None;
-        for n in nodes.iter().filter(|n| !n.draining && alive.contains(&n.id)) {
+        for n in nodes
+            .iter()
+            .filter(|n| !n.draining && alive.contains(&n.id))
+        {
             let load = (n.participants, n.rooms, n.id != me);
             if best.as_ref().is_none_or(|(_, b)| load < *b) {
                 best = Some((n, load));
@@ -412,15 +418,15 @@ impl Inner {
             };
         let rooms = self.local.rooms().names();
         if !rooms.is_empty() {
-            let keys: Vec<String> = rooms
-                .iter()
-                .map(|r| self.key("room", r.as_str()))
-                .collect();
+            let keys: Vec<String> = rooms.iter().map(|r| self.key("room", r.as_str())).collect();
             let lost: Vec<String> = self
                 .script(
                     &redis::Script::new(REFRESH),
                     &keys,
-                    &[self.id().to_owned(), self.room_ttl().as_millis().to_string()],
+                    &[
+                        self.id().to_owned(),
+                        self.room_ttl().as_millis().to_string(),
+                    ],
                 )
                 .await?;
             for key in lost {
@@ -443,7 +449,9 @@ impl Inner {
             }
         }
         if !dead.is_empty() {
-            let _: Result<i64, String> = self.redis(redis::cmd("SREM").arg(&nodes_key).arg(&dead)).await;
+            let _: Result<i64, String> = self
+                .redis(redis::cmd("SREM").arg(&nodes_key).arg(&dead))
+                .await;
         }
         live.sort_by(|a, b| a.id.cmp(&b.id));
         let ids: HashSet<String> = live.iter().map(|n| n.id.clone()).collect();
@@ -541,7 +549,11 @@ impl Inner {
             while let Some(msg) = stream.next().await {
                 let Some(inner) = this.upgrade() else { return };
                 ClusterStats::add(&inner.stats.bus_in, 1);
-                match msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<Bus>(&p).ok()) {
+                match msg
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|p| serde_json::from_str::<Bus>(&p).ok())
+                {
                     Some(m) => inner.dispatch(m),
                     None => {
                         ClusterStats::add(&inner.stats.bus_dropped, 1);
@@ -689,17 +701,23 @@ impl Inner {
         if self.publish(&from, &joined).await.is_err() {
             self.hosted.remove(&sid);
         }
-        let Session { client, mut done, .. } = session;
+        let Session {
+            client, mut done, ..
+        } = session;
         let mut alive = self.alive.subscribe();
         let mut epoch = self.bus_epoch.subscribe();
         epoch.mark_unchanged();
+        let mut finished = false;
         loop {
             tokio::select! {
                 m = queued.recv() => match m {
                     Some(m) => if client.send(m).await.is_err() { break },
                     None => break, // left, flooded, or the socket's node is gone
                 },
-                _ = &mut done => break,
+                _ = &mut done => {
+                    finished = true;
+                    break;
+                }
                 Ok(()) = alive.changed() => {
                     if !alive.borrow().contains(&from) {
                         ClusterStats::add(&self.stats.sessions_cut, 1);
@@ -715,7 +733,9 @@ impl Inner {
         }
         self.hosted.remove(&sid);
         drop(client);
-        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        if !finished {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
     }
 
     /// Starts a member's session on node `owner` for a socket here.
@@ -765,7 +785,8 @@ impl Inner {
         };
         ClusterStats::add(&self.stats.relayed_sessions, 1);
         tracing::info!(%room, participant = %participant_id, node = %owner, "relaying a member to the room's node");
-        let (client_tx, mut client_rx) = mpsc::channel::<ClientMessage>(crate::peer::participant::CLIENT_QUEUE);
+        let (client_tx, mut client_rx) =
+            mpsc::channel::<ClientMessage>(crate::peer::participant::CLIENT_QUEUE);
         let this = self.clone();
         let done = tokio::spawn(
             async move {
@@ -840,7 +861,9 @@ impl Inner {
             Err(e) => Err(e),
             Ok(()) => match tokio::time::timeout(REDIS_TIMEOUT, rx).await {
                 Ok(Ok(v)) => Ok(v),
-                _ => Err(format!("node {owner} did not answer within {REDIS_TIMEOUT:?}")),
+                _ => Err(format!(
+                    "node {owner} did not answer within {REDIS_TIMEOUT:?}"
+                )),
             },
         };
         self.calls.remove(&id);
@@ -992,7 +1015,11 @@ impl RoomRouter for RedisRouter {
             let release = redis::Script::new(RELEASE);
             for r in rooms {
                 let _: Result<i64, String> = inner
-                    .script(&release, &[inner.key("room", r.as_str())], &[inner.id().to_owned()])
+                    .script(
+                        &release,
+                        &[inner.key("room", r.as_str())],
+                        &[inner.id().to_owned()],
+                    )
                     .await;
             }
             let _: Result<i64, String> = inner

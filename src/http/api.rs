@@ -100,7 +100,12 @@ pub async fn stats(
     } = s.router.stats().await;
     let node_id = match &s.cluster {
         Some(c) => c.node_id().to_owned(),
-        None => s.router.nodes().await.map(|v| v.node_id).unwrap_or_default(),
+        None => s
+            .router
+            .nodes()
+            .await
+            .map(|v| v.node_id)
+            .unwrap_or_default(),
     };
     Ok(Json(Stats {
         rooms,

@@ -481,7 +481,8 @@ impl Scheduler {
             return Ok(0);
         };
         let bot = occ.bot_status.as_deref();
-        let wanted = autojoin::wanted(s.spec.auto_join, occ.skip_agent, &s.spec.title, prefs).is_ok();
+        let wanted =
+            autojoin::wanted(s.spec.auto_join, occ.skip_agent, &s.spec.title, prefs).is_ok();
         let at = autojoin::dispatch_at(occ.starts_at, prefs.join_buffer_minutes);
         let due = wanted && autojoin::due(status, at, occ.ends_at, now);
         if bot.is_some() || due {
