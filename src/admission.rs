@@ -206,7 +206,8 @@ pub async fn enter(
         .join(ticket.request, signal)
         .await
         .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-    let presence = match ticket.presence {
+    // A relayed session's presence is recorded by the room's node, which keeps the meeting.
+    let presence = match ticket.presence.filter(|_| !session.remote) {
         Some((code, role)) => {
             if let Err(e) = state
                 .meetings

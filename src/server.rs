@@ -246,6 +246,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Ok(n) => tracing::warn!(meetings = n, "recovered meetings left active by a crash"),
         Err(e) => tracing::error!(error = %e, "meetings left active by a crash not recovered"),
     }
+    router.follow_meetings(
+        Arc::downgrade(&meetings) as std::sync::Weak<dyn crate::routing::MeetingEvents>
+    );
     let timers = meetings.run_timers();
     meetings.set_schedule_lead(config.scheduler.lead_ms);
     let scheduler = crate::schedule::Scheduler::new(

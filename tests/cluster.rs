@@ -609,3 +609,166 @@ async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
     assert_eq!(b.stats().await["participants"], 2);
     drop((ada, bo, cy));
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn api_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let (_, body) = common::http(addr, method, path, auth.as_deref(), &body.to_string()).await;
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+async fn ws_join(addr: SocketAddr, room: &str, token: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let msg = serde_json::json!({"v": 1, "type": "join", "room": room, "token": token});
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_matching(
+    ws: &mut Ws,
+    secs: u64,
+    mut pred: impl FnMut(&ServerMessage) -> bool,
+) -> Option<ServerMessage> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
+            Ok(Message::Text(t)) => {
+                let m = conclave_signaling::decode_server(t.as_str()).unwrap();
+                if pred(&m) {
+                    return Some(m);
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle() {
+    let cluster = Cluster::new().await;
+    let grace = ["--host-grace-secs", "1"];
+    let a = cluster
+        .node_with("meet-a", &redis_url(), &grace)
+        .listening()
+        .await;
+    let b = cluster
+        .node_with("meet-b", &redis_url(), &grace)
+        .listening()
+        .await;
+    a.ready(2).await;
+    b.ready(2).await;
+    let created = api_json(
+        a.http,
+        "POST",
+        "/api/meetings",
+        None,
+        serde_json::json!({"name": "split", "host_name": "Hana"}),
+    )
+    .await;
+    let code = created["code"].as_str().expect("a meeting").to_owned();
+    let host_auth = created["host_token"].as_str().unwrap().to_owned();
+    let join = |node: SocketAddr, name: &'static str, auth: Option<String>| {
+        let code = code.clone();
+        async move {
+            let v = api_json(
+                node,
+                "POST",
+                &format!("/api/meetings/{code}/join"),
+                auth.as_deref(),
+                serde_json::json!({"name": name}),
+            )
+            .await;
+            v["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("join failed: {v}"))
+                .to_owned()
+        }
+    };
+
+    // Gus's socket is on B, where he waits: the meeting has not started.
+    let mut gus = ws_join(b.http, &code, &join(b.http, "Gus", None).await).await;
+    let waiting = next_matching(&mut gus, 10, |_| true).await;
+    assert!(
+        matches!(waiting, Some(ServerMessage::Waiting { .. })),
+        "{waiting:?}"
+    );
+    // The host arrives through A: the room is placed (on A), the meeting starts there, and B
+    // hears of it and lets Gus in, relayed to the room's node.
+    let host = TestClient::join(
+        a.http,
+        &code,
+        "Hana",
+        &join(a.http, "Hana", Some(host_auth)).await,
+        true,
+    )
+    .await;
+    let joined = next_matching(&mut gus, 10, |m| matches!(m, ServerMessage::Joined { .. })).await;
+    assert!(
+        matches!(&joined, Some(ServerMessage::Joined { participants, .. }) if participants.len() == 1),
+        "gus waiting on B was not let in when the host started the meeting on A: {joined:?}"
+    );
+    let owner = owner_of(&cluster.prefix, &code).await.expect("placed");
+    // A second guest through B, with media: both hear each other across the nodes.
+    let ivy = TestClient::join(b.http, &code, "Ivy", &join(b.http, "Ivy", None).await, true).await;
+    hears(&ivy, &host, "ivy (socket on B) hearing the host (on A)").await;
+    hears(&host, &ivy, "the host hearing ivy").await;
+    // The room's node keeps the lifecycle: the host leaves, and after the grace period the
+    // earliest guest becomes host, announced to the sockets on B.
+    host.leave().await;
+    let changed = next_matching(&mut gus, 15, |m| {
+        matches!(m, ServerMessage::HostChanged { .. })
+    })
+    .await;
+    let Some(ServerMessage::HostChanged { identity, .. }) = changed else {
+        panic!("no host hand-over reached B: {changed:?}\nroom node {owner}")
+    };
+    let info = api_json(
+        b.http,
+        "GET",
+        &format!("/api/meetings/{code}"),
+        None,
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(info["status"], "active", "{info}");
+    assert_eq!(
+        info["host_identity"].as_str(),
+        Some(identity.as_str()),
+        "{info}"
+    );
+    // Everyone leaves: the meeting ends (once, on the room's node), for every node.
+    drop(gus);
+    ivy.leave().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = api_json(
+            a.http,
+            "GET",
+            &format!("/api/meetings/{code}"),
+            None,
+            serde_json::json!({}),
+        )
+        .await;
+        if info["status"] == "ended" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the empty meeting never ended: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

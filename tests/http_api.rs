@@ -224,10 +224,27 @@ async fn stats_metrics_pages_and_unknown_paths() {
     let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
 
     let (s, b) = call(&app, get("/api/stats")).await;
+    assert_eq!(s, StatusCode::OK);
+    let stats: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(
-        (s, b.as_str()),
-        (StatusCode::OK, r#"{"rooms":0,"participants":0}"#)
+        (&stats["rooms"], &stats["participants"]),
+        (&0.into(), &0.into()),
+        "{b}"
     );
+    assert!(
+        stats["node_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("ND_")),
+        "{b}"
+    );
+    assert_eq!(stats["draining"], false, "{b}");
+    // Without a cluster, the cluster view is this node alone.
+    let (s, b) = call(&app, get("/api/nodes")).await;
+    assert_eq!(s, StatusCode::OK);
+    let view: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(view["cluster"], false, "{b}");
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(view["nodes"][0]["id"], stats["node_id"], "{b}");
     let (s, b) = call(&app, get("/api/openapi.json")).await;
     assert_eq!(s, StatusCode::OK);
     let doc: Value = serde_json::from_str(&b).unwrap();

@@ -65,6 +65,12 @@ pub(crate) enum Bus {
     Call { id: u64, from: String, op: Op },
     /// The answer to `Call` `id`.
     Reply { id: u64, value: serde_json::Value },
+    /// On the meetings channel (every node): node `from` changed meeting `code`'s status.
+    Meeting {
+        from: String,
+        code: String,
+        status: String,
+    },
 }
 
 /// Router operations run on a room's node for another node.

@@ -4,7 +4,7 @@ use super::{Bus, ClusterStats, Op, process_cpu_seconds};
 use crate::config::ClusterSettings;
 use crate::room::JoinError;
 use crate::routing::{
-    ClusterView, JoinRequest, LocalRouter, NodeInfo, NodeStats, RoomRouter, Session,
+    ClusterView, JoinRequest, LocalRouter, MeetingEvents, NodeInfo, NodeStats, RoomRouter, Session,
 };
 use anyhow::Context;
 use conclave_signaling::{ClientMessage, ErrorCode, ParticipantId, RoomName, ServerMessage};
@@ -109,6 +109,8 @@ struct Inner {
     cpu: Mutex<(Option<(std::time::Instant, f64)>, f64)>,
     /// Since when every heartbeat has succeeded (none: the last one failed).
     healthy_since: Mutex<Option<std::time::Instant>>,
+    /// The meeting service, once the server has wired it.
+    meetings: std::sync::RwLock<Option<Weak<dyn MeetingEvents>>>,
 }
 
 /// The cluster's router: rooms this node hosts go to the local router; the others are
@@ -155,6 +157,7 @@ impl RedisRouter {
             stopping: AtomicBool::new(false),
             cpu: Mutex::new((None, 0.0)),
             healthy_since: Mutex::new(None),
+            meetings: std::sync::RwLock::new(None),
         });
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let bus = tokio::spawn(
@@ -225,6 +228,19 @@ impl Inner {
         self.settings.node_ttl * 3
     }
 
+    /// The channel every node listens to for meeting status changes.
+    fn meetings_channel(&self) -> String {
+        format!("{}:meetings", self.settings.prefix)
+    }
+
+    fn meeting_events(&self) -> Option<Arc<dyn MeetingEvents>> {
+        self.meetings
+            .read()
+            .expect("meetings")
+            .as_ref()
+            .and_then(|w| w.upgrade())
+    }
+
     /// Whether this node has reached Redis for a whole node TTL. Only then may it take over a
     /// room whose node's registration is gone: right after an outage every registration has
     /// lapsed, and the others need one heartbeat to come back before they count as dead.
@@ -267,9 +283,14 @@ impl Inner {
 
     /// Publishes `msg` on node `to`'s channel; an error if Redis failed or nobody listens.
     async fn publish(&self, to: &str, msg: &Bus) -> Result<(), String> {
+        let channel = self.key("bus", to);
+        self.publish_on(&channel, to, msg).await
+    }
+
+    async fn publish_on(&self, channel: &str, to: &str, msg: &Bus) -> Result<(), String> {
         let payload = serde_json::to_string(msg).map_err(|e| e.to_string())?;
         let listeners: Result<i64, String> = self
-            .redis(redis::cmd("PUBLISH").arg(self.key("bus", to)).arg(payload))
+            .redis(redis::cmd("PUBLISH").arg(channel).arg(payload))
             .await;
         match listeners {
             Ok(n) if n > 0 => {
@@ -515,9 +536,11 @@ impl Inner {
                 return;
             }
             let channel = inner.key("bus", inner.id());
+            let everyone = inner.meetings_channel();
             let connect = async {
                 let mut ps = inner.client.get_async_pubsub().await?;
                 ps.subscribe(&channel).await?;
+                ps.subscribe(&everyone).await?;
                 Ok::<_, redis::RedisError>(ps)
             };
             let ps = match tokio::time::timeout(REDIS_TIMEOUT * 2, connect).await {
@@ -634,6 +657,13 @@ impl Inner {
                     let _ = tx.send(value);
                 }
             }
+            Bus::Meeting { from, code, status } => {
+                if from != self.id()
+                    && let Some(m) = self.meeting_events()
+                {
+                    m.status_changed_elsewhere(&code, &status);
+                }
+            }
         }
     }
 
@@ -673,6 +703,16 @@ impl Inner {
             })
         };
         let room = request.room.clone();
+        // The meeting's lifecycle is kept where its room is: this node records the presence.
+        let presence = match (&request.meeting, request.role) {
+            (Some(_), Some(role)) => Some((
+                room.to_string(),
+                request.identity.clone(),
+                request.name.clone(),
+                role,
+            )),
+            _ => None,
+        };
         let session = match self.local.join(request, signal_tx).await {
             Ok(s) => s,
             Err(e) => {
@@ -691,6 +731,9 @@ impl Inner {
             }
         };
         ClusterStats::add(&self.stats.hosted_sessions, 1);
+        if let (Some((code, identity, name, role)), Some(m)) = (&presence, self.meeting_events()) {
+            m.connected(code, identity, name, *role).await;
+        }
         tracing::info!(%room, participant = %session.participant_id, socket_node = %from, "hosting a member whose socket is on another node");
         let (queue, mut queued) = mpsc::channel(HOSTED_QUEUE);
         self.hosted.insert(sid.clone(), HostedEnd { queue });
@@ -735,6 +778,9 @@ impl Inner {
         drop(client);
         if !finished {
             let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
+        if let (Some((code, identity, ..)), Some(m)) = (&presence, self.meeting_events()) {
+            m.disconnected(code, identity).await;
         }
     }
 
@@ -839,6 +885,7 @@ impl Inner {
             participant_id,
             client: client_tx,
             done,
+            remote: true,
         })
     }
 
@@ -1054,6 +1101,25 @@ impl RoomRouter for RedisRouter {
 
     fn draining(&self) -> bool {
         self.inner.local.draining()
+    }
+
+    fn follow_meetings(&self, events: Weak<dyn MeetingEvents>) {
+        *self.inner.meetings.write().expect("meetings") = Some(events);
+    }
+
+    async fn announce_meeting_status(&self, code: &str, status: &str) {
+        let inner = &self.inner;
+        let msg = Bus::Meeting {
+            from: inner.id().to_owned(),
+            code: code.to_owned(),
+            status: status.to_owned(),
+        };
+        if let Err(e) = inner
+            .publish_on(&inner.meetings_channel(), "every node", &msg)
+            .await
+        {
+            tracing::warn!(meeting = code, status, error = %e, "meeting status not announced to the other nodes");
+        }
     }
 
     async fn hosts(&self, room: &RoomName) -> Result<bool, String> {

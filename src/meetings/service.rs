@@ -665,6 +665,9 @@ impl MeetingService {
                         .await?;
                     live.status.send_replace(MeetingStatus::Active);
                     self.router
+                        .announce_meeting_status(live.code.as_str(), MeetingStatus::Active.as_str())
+                        .await;
+                    self.router
                         .broadcast(&room, crate::signal::meeting_started())
                         .await;
                     tracing::info!(meeting = %live.code, "meeting started");
@@ -682,6 +685,9 @@ impl MeetingService {
                     }
                     self.store.close_stays(live.meeting_id, at).await?;
                     live.status.send_replace(MeetingStatus::Ended);
+                    self.router
+                        .announce_meeting_status(live.code.as_str(), MeetingStatus::Ended.as_str())
+                        .await;
                     let reason = serde_json::to_value(reason)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
@@ -706,5 +712,45 @@ impl MeetingService {
             }
         }
         Ok(())
+    }
+}
+
+/// In a cluster: presence of members relayed to this node's rooms, and status changes made on
+/// other nodes, which release (or end) the joins waiting here.
+#[async_trait::async_trait]
+impl crate::routing::MeetingEvents for MeetingService {
+    async fn connected(&self, code: &str, identity: &str, name: &str, role: Role) {
+        if let Err(e) = MeetingService::connected(self, code, identity, name, role).await {
+            tracing::error!(meeting = code, error = %e, "relayed member's meeting presence not recorded");
+        }
+    }
+
+    async fn disconnected(&self, code: &str, identity: &str) {
+        if let Err(e) = MeetingService::disconnected(self, code, identity).await {
+            tracing::error!(meeting = code, error = %e, "relayed member's departure not recorded");
+        }
+    }
+
+    fn status_changed_elsewhere(&self, code: &str, status: &str) {
+        let (Some(code), Some(status)) = (MeetingCode::parse(code), MeetingStatus::parse(status))
+        else {
+            return;
+        };
+        let Some(live) = self.live.get(&code).map(|l| l.clone()) else {
+            return;
+        };
+        tracing::info!(meeting = %code, status = status.as_str(), "meeting status changed on another node");
+        match status {
+            MeetingStatus::Active => {
+                // Started elsewhere (the room's node, or an API call to another node).
+                let _ = live.lifecycle.lock().expect("lifecycle").start();
+                live.status.send_replace(MeetingStatus::Active);
+            }
+            MeetingStatus::Ended => {
+                live.status.send_replace(MeetingStatus::Ended);
+                self.live.remove(&code);
+            }
+            MeetingStatus::Waiting => {}
+        }
     }
 }

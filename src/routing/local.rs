@@ -112,6 +112,7 @@ impl RoomRouter for LocalRouter {
                         participant_id: p.id,
                         client: p.client_tx,
                         done: p.task,
+                        remote: false,
                     });
                 }
             }

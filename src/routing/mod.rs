@@ -51,6 +51,21 @@ pub struct Session {
     pub client: mpsc::Sender<ClientMessage>,
     /// Completes when the session has ended and cleaned up.
     pub done: JoinHandle<()>,
+    /// The session runs on another node (relayed): that node records its meeting presence.
+    pub remote: bool,
+}
+
+/// What the meeting service hears from the cluster: the presence of members whose session
+/// runs here for a socket on another node (the room's node keeps each meeting's lifecycle),
+/// and meeting status changes made on other nodes (for sockets waiting here).
+#[async_trait::async_trait]
+pub trait MeetingEvents: Send + Sync + 'static {
+    /// A member of meeting `code` started a session here for a socket elsewhere.
+    async fn connected(&self, code: &str, identity: &str, name: &str, role: Role);
+    /// That member's session here ended.
+    async fn disconnected(&self, code: &str, identity: &str);
+    /// Another node changed meeting `code`'s status (`active`, `ended`).
+    fn status_changed_elsewhere(&self, code: &str, status: &str);
 }
 
 /// Load of one node.
@@ -144,4 +159,11 @@ pub trait RoomRouter: Send + Sync + 'static {
     /// nowhere yet and placed here now. In a cluster the placement is atomic, so exactly one
     /// node answers yes; an error when the placement cannot be read.
     async fn hosts(&self, room: &RoomName) -> Result<bool, String>;
+
+    /// Hands the router the meeting service's ears (a cluster reports presence and status
+    /// changes to it; a single node has nothing to report).
+    fn follow_meetings(&self, _events: std::sync::Weak<dyn MeetingEvents>) {}
+
+    /// Tells the other nodes that meeting `code` is now `status`.
+    async fn announce_meeting_status(&self, _code: &str, _status: &str) {}
 }
