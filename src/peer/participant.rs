@@ -768,7 +768,81 @@ async fn negotiated_codec(
             return Some(c.rtp_codec.clone());
         }
     }
-    None
+    // A receiver webrtc-rs never matched a stream to has no parameters (seen under load: the
+    // client's audio arrived on its video track and no audio track was ever announced); the
+    // client's own description still says what the payload type is.
+    let sdp = pc.remote_description().await?.sdp;
+    codec_in_sdp(&sdp, prefix, pt)
+}
+
+/// The codec the SDP maps payload type `pt` to, in a media section of kind `prefix`
+/// (`audio/` or `video/`).
+fn codec_in_sdp(
+    sdp: &str,
+    prefix: &str,
+    pt: u8,
+) -> Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> {
+    let kind = prefix.trim_end_matches('/');
+    let mut in_kind = false;
+    let mut found: Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if found.is_some() {
+                break;
+            }
+            in_kind = m.split_whitespace().next() == Some(kind);
+            continue;
+        }
+        if !in_kind {
+            continue;
+        }
+        if let Some(map) = line.strip_prefix(&format!("a=rtpmap:{pt} ")) {
+            let mut parts = map.split('/');
+            let name = parts.next()?.trim();
+            let clock_rate = parts.next()?.trim().parse().ok()?;
+            let channels = parts
+                .next()
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or(0);
+            found = Some(rtc::rtp_transceiver::rtp_sender::RTCRtpCodec {
+                mime_type: format!("{kind}/{name}"),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: Vec::new(),
+            });
+        } else if let (Some(c), Some(fmtp)) =
+            (found.as_mut(), line.strip_prefix(&format!("a=fmtp:{pt} ")))
+        {
+            c.sdp_fmtp_line = fmtp.trim().to_owned();
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod sdp_tests {
+    use super::codec_in_sdp;
+
+    const SDP: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+
+    #[test]
+    fn payload_types_are_read_from_the_right_media_section() {
+        let opus = codec_in_sdp(SDP, "audio/", 111).unwrap();
+        assert_eq!(
+            (opus.mime_type.as_str(), opus.clock_rate, opus.channels),
+            ("audio/opus", 48_000, 2)
+        );
+        assert_eq!(opus.sdp_fmtp_line, "minptime=10;useinbandfec=1");
+        let vp8 = codec_in_sdp(SDP, "video/", 96).unwrap();
+        assert_eq!(
+            (vp8.mime_type.as_str(), vp8.clock_rate),
+            ("video/VP8", 90_000)
+        );
+        assert!(codec_in_sdp(SDP, "video/", 111).is_none(), "111 is audio");
+        assert!(codec_in_sdp(SDP, "audio/", 96).is_none(), "96 is video");
+        assert!(codec_in_sdp(SDP, "audio/", 120).is_none());
+    }
 }
 
 /// Feeds a client's track into its producer until the track ends, and answers the
@@ -788,7 +862,8 @@ async fn read_remote(
     let mut foreign = 0u64;
     // Streams of other SSRCs that arrive on this track: each is asked about once; those the
     // participant's task publishes (see `PcEvent::Stray`) are fed from here. At most a few.
-    let mut strays: Vec<(u32, Option<Arc<Producer>>)> = Vec::new();
+    // (SSRC, its producer if adopted, packets dropped since it was refused).
+    let mut strays: Vec<(u32, Option<Arc<Producer>>, u64)> = Vec::new();
     const MAX_STRAYS: usize = 4;
     loop {
         tokio::select! {
@@ -799,14 +874,24 @@ async fn read_remote(
                         continue;
                     }
                     let other = packet.header.ssrc;
-                    if let Some((_, adopted)) = strays.iter().find(|(s, _)| *s == other) {
+                    if let Some(i) = strays.iter().position(|(s, ..)| *s == other) {
+                        let (_, adopted, refused) = &mut strays[i];
                         match adopted {
                             Some(p) => {
                                 p.deliver(packet);
+                                continue;
                             }
-                            None => Metrics::add(&metrics.foreign_packets, 1),
+                            None => {
+                                *refused += 1;
+                                // Asked again now and then: what the stream is may become
+                                // known (a description applied, parameters filled in).
+                                if *refused % 50 != 0 || *refused > 500 {
+                                    Metrics::add(&metrics.foreign_packets, 1);
+                                    continue;
+                                }
+                                strays.remove(i);
+                            }
                         }
-                        continue;
                     }
                     foreign += 1;
                     Metrics::add(&metrics.foreign_packets, 1);
@@ -825,7 +910,7 @@ async fn read_remote(
                     if let Some(p) = &adopted {
                         p.deliver(packet);
                     }
-                    strays.push((other, adopted));
+                    strays.push((other, adopted, 0));
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
@@ -841,7 +926,7 @@ async fn read_remote(
             }
         }
     }
-    for (_, adopted) in strays {
+    for (_, adopted, _) in strays {
         if let Some(p) = adopted {
             let _ = events.send(PcEvent::PublishedEnded(p.id.clone())).await;
         }
