@@ -885,6 +885,57 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_one_turn_secret_and_a_sane_node() {
+        let cluster = || ServeArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(ServeArgs::default())
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+        let e = Config::load(cluster()).unwrap_err().to_string();
+        assert!(e.contains("TURN secret"), "{e}");
+        let c = Config::load(ServeArgs {
+            turn_secret: Some("shared".into()),
+            ..cluster()
+        })
+        .unwrap();
+        let cl = c.cluster.expect("a cluster");
+        assert!(cl.node_id.starts_with("ND_"));
+        assert_eq!(cl.prefix, "conclave");
+        assert_eq!(cl.node_ttl.as_millis(), 5000);
+        assert_eq!(c.turn.secret.as_deref(), Some("shared"));
+        // TURN off: no secret needed.
+        assert!(
+            Config::load(ServeArgs {
+                turn_enabled: Some(false),
+                ..cluster()
+            })
+            .is_ok()
+        );
+        for bad in ["", "a b", "x/y", &"n".repeat(65)] {
+            let r = Config::load(ServeArgs {
+                node_id: Some(bad.into()),
+                turn_enabled: Some(false),
+                ..cluster()
+            });
+            assert!(r.is_err(), "node id {bad:?} accepted");
+        }
+        let r = Config::load(ServeArgs {
+            node_ttl_ms: Some(100),
+            turn_enabled: Some(false),
+            ..cluster()
+        });
+        assert!(
+            r.is_err(),
+            "a 100 ms TTL is below what a heartbeat can keep"
+        );
+    }
+
+    #[test]
     fn wildcard_udp_ip_and_unknown_keys_are_refused() {
         let args = ServeArgs {
             udp_ip: Some("0.0.0.0".parse().unwrap()),

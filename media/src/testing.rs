@@ -29,7 +29,11 @@ pub fn speak_i16(text: &str, rate: u32) -> Vec<i16> {
     let raw = dir.join(format!("{tag}-raw.wav"));
     let wav = dir.join(format!("{tag}-{rate}.wav"));
     run(Command::new("espeak-ng").arg("-w").arg(&raw).arg(text));
+    // No dither (`-D`): sox dithers with fresh random noise on each run by default, which made
+    // the same sentence's quiet tail differ from run to run, and a voice detector's last
+    // voiced frame with it (seen: an utterance stopping 90 ms later in one run of a few).
     run(Command::new("sox")
+        .arg("-D")
         .arg(&raw)
         .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
         .arg(&wav));

@@ -218,7 +218,7 @@ fn check_utterance(
     );
     assert!(
         near(stopped, to + 500, 80),
-        "stopped {stopped}, speech to {to}"
+        "stopped {stopped}, speech to {to}: {tags:?}"
     );
     assert!(
         near(start, from - 300, 60),

@@ -42,9 +42,15 @@ impl Drop for TempDir {
 impl Server {
     /// Starts `bin serve` on loopback, transcription off, limits opened for load, pinned to
     /// `cpu` if given.
-    pub async fn start(bin: &Path, cpu: Option<usize>, log: &Path) -> anyhow::Result<Server> {
+    pub async fn start(
+        bin: &Path,
+        cpu: Option<usize>,
+        log: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Server> {
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("conclave-loadtest-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("conclave-loadtest-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let http: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut cmd = match cpu {
@@ -66,6 +72,7 @@ impl Server {
             .args(["--max-connections", "5000"])
             .args(["--max-connections-per-address", "5000"])
             .args(["--rate-limit-per-minute", "100000"])
+            .args(extra)
             .args([
                 "--log-level",
                 &std::env::var("LOADTEST_SERVER_LOG").unwrap_or("warn".into()),

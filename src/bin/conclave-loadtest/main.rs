@@ -58,6 +58,11 @@ struct Args {
     /// Rooms (overrides the preset).
     #[arg(long)]
     rooms: Option<usize>,
+    /// Conclave as a two-node cluster on this Redis URL: publishers join the room's node,
+    /// subscribers join the other node, which relays their signaling (media still goes to the
+    /// room's node, whose CPU is the one measured).
+    #[arg(long)]
+    relay: Option<String>,
     /// Publishers per room (overrides the preset).
     #[arg(long)]
     publishers: Option<usize>,
@@ -171,19 +176,25 @@ pub struct Join {
 /// A server under test.
 enum Server {
     Conclave(conclave::Server),
+    /// Two Conclave nodes of one cluster: the room's, and the one subscribers' sockets use.
+    Relayed {
+        room: conclave::Server,
+        edge: conclave::Server,
+    },
     Janus(janus::Server),
 }
 
 impl Server {
     fn pid(&self) -> u32 {
         match self {
-            Server::Conclave(s) => s.pid,
+            Server::Conclave(s) | Server::Relayed { room: s, .. } => s.pid,
             Server::Janus(s) => s.pid,
         }
     }
     fn name(&self) -> &'static str {
         match self {
             Server::Conclave(_) => "conclave",
+            Server::Relayed { .. } => "conclave-relayed",
             Server::Janus(_) => "janus",
         }
     }
@@ -191,18 +202,34 @@ impl Server {
     async fn join(&self, j: Join) -> anyhow::Result<(Peer, Option<u64>)> {
         match self {
             Server::Conclave(s) => Ok((s.join(j).await?, None)),
+            Server::Relayed { room, edge } => match j.role {
+                Role::Publisher { .. } => Ok((room.join(j).await?, None)),
+                Role::Subscriber { .. } => Ok((edge.join(j).await?, None)),
+            },
             Server::Janus(s) => s.join(j).await,
         }
     }
     async fn counters(&self) -> serde_json::Value {
         match self {
             Server::Conclave(s) => s.counters().await,
+            Server::Relayed { room, edge } => {
+                let mut c = room.counters().await;
+                c["edge_node"] = edge.counters().await;
+                if let Ok(r) = procstat::read(edge.pid) {
+                    c["edge_node"]["cpu_seconds_since_start"] = serde_json::json!(r.cpu_secs);
+                }
+                c
+            }
             Server::Janus(_) => serde_json::Value::Null,
         }
     }
     async fn stop(self) {
         match self {
             Server::Conclave(s) => s.stop().await,
+            Server::Relayed { room, edge } => {
+                edge.stop().await;
+                room.stop().await;
+            }
             Server::Janus(s) => s.stop().await,
         }
     }
@@ -287,9 +314,33 @@ async fn start(t: Target, args: &Args, i: usize) -> anyhow::Result<Server> {
                 None => std::env::current_exe()?.with_file_name("conclave"),
             };
             let log = args.log_dir.join(format!("loadtest-conclave-{i}.log"));
-            Ok(Server::Conclave(
-                conclave::Server::start(&bin, cpu, &log).await?,
-            ))
+            let Some(redis) = &args.relay else {
+                return Ok(Server::Conclave(
+                    conclave::Server::start(&bin, cpu, &log, &[]).await?,
+                ));
+            };
+            let prefix = format!("loadtest-{}-{i}", std::process::id());
+            let node = |id: &str| {
+                [
+                    "--redis-url",
+                    redis,
+                    "--cluster-prefix",
+                    &prefix,
+                    "--node-id",
+                    id,
+                    "--turn-enabled",
+                    "false",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            };
+            let room = conclave::Server::start(&bin, cpu, &log, &node("room")).await?;
+            // The room's node is placed by the publishers' joins (it is the least loaded and
+            // prefers itself); the edge node only relays, so it may share the client's core.
+            let edge_log = args.log_dir.join(format!("loadtest-conclave-{i}-edge.log"));
+            let edge_cpu = (!args.no_pin).then_some(args.client_cpu);
+            let edge = conclave::Server::start(&bin, edge_cpu, &edge_log, &node("edge")).await?;
+            Ok(Server::Relayed { room, edge })
         }
         Target::Janus => {
             let dir = args.log_dir.join(format!("loadtest-janus-{i}"));
