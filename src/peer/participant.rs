@@ -820,30 +820,6 @@ fn codec_in_sdp(
     found
 }
 
-#[cfg(test)]
-mod sdp_tests {
-    use super::codec_in_sdp;
-
-    const SDP: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-
-    #[test]
-    fn payload_types_are_read_from_the_right_media_section() {
-        let opus = codec_in_sdp(SDP, "audio/", 111).unwrap();
-        assert_eq!(
-            (opus.mime_type.as_str(), opus.clock_rate, opus.channels),
-            ("audio/opus", 48_000, 2)
-        );
-        assert_eq!(opus.sdp_fmtp_line, "minptime=10;useinbandfec=1");
-        let vp8 = codec_in_sdp(SDP, "video/", 96).unwrap();
-        assert_eq!(
-            (vp8.mime_type.as_str(), vp8.clock_rate),
-            ("video/VP8", 90_000)
-        );
-        assert!(codec_in_sdp(SDP, "video/", 111).is_none(), "111 is audio");
-        assert!(codec_in_sdp(SDP, "audio/", 96).is_none(), "96 is video");
-        assert!(codec_in_sdp(SDP, "audio/", 120).is_none());
-    }
-}
 
 /// Feeds a client's track into its producer until the track ends, and answers the
 /// producer's keyframe requests with a PLI. The only task that awaits on the remote track.
@@ -930,5 +906,30 @@ async fn read_remote(
         if let Some(p) = adopted {
             let _ = events.send(PcEvent::PublishedEnded(p.id.clone())).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod sdp_tests {
+    use super::codec_in_sdp;
+
+    const SDP: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+
+    #[test]
+    fn payload_types_are_read_from_the_right_media_section() {
+        let opus = codec_in_sdp(SDP, "audio/", 111).unwrap();
+        assert_eq!(
+            (opus.mime_type.as_str(), opus.clock_rate, opus.channels),
+            ("audio/opus", 48_000, 2)
+        );
+        assert_eq!(opus.sdp_fmtp_line, "minptime=10;useinbandfec=1");
+        let vp8 = codec_in_sdp(SDP, "video/", 96).unwrap();
+        assert_eq!(
+            (vp8.mime_type.as_str(), vp8.clock_rate),
+            ("video/VP8", 90_000)
+        );
+        assert!(codec_in_sdp(SDP, "video/", 111).is_none(), "111 is audio");
+        assert!(codec_in_sdp(SDP, "audio/", 96).is_none(), "96 is video");
+        assert!(codec_in_sdp(SDP, "audio/", 120).is_none());
     }
 }
