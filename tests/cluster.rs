@@ -68,7 +68,12 @@ impl Cluster {
                 "--udp-port-max",
                 "0",
             ])
-            .args(["--turn-enabled", "false", "--transcription", "false"])
+            .args(["--turn-enabled", "false"])
+            .args(if extra.contains(&"--transcription") {
+                &[][..]
+            } else {
+                &["--transcription", "false"][..]
+            })
             .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
             .args(["--database-url", &self.db])
             .args(["--redis-url", redis, "--cluster-prefix", &self.prefix])
@@ -771,4 +776,107 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_transcript_lines_outlive_the_node_that_wrote_them() {
+    use common::speech::{speak_48k, vad_files, whisper_model, word_error_rate};
+    let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
+    let vad = tokio::task::spawn_blocking(vad_files).await.unwrap();
+    let cluster = Cluster::new().await;
+    let transcribing = [
+        "--transcription".to_owned(),
+        "true".to_owned(),
+        "--whisper-model".to_owned(),
+        model.display().to_string(),
+        "--silero-model".to_owned(),
+        vad.model.display().to_string(),
+        "--onnxruntime".to_owned(),
+        vad.runtime.display().to_string(),
+    ];
+    let args: Vec<&str> = transcribing.iter().map(String::as_str).collect();
+    // The room's node transcribes; the speaker's socket is on the other node.
+    let mut a = cluster
+        .node_with("words-a", &redis_url(), &args)
+        .listening()
+        .await;
+    let b = cluster.node("words-b").listening().await;
+    a.ready(2).await;
+    b.ready(2).await;
+    let host = TestClient::join(a.http, "minutes", "ana", &token("minutes", "ana"), false).await;
+    assert_eq!(
+        owner_of(&cluster.prefix, "minutes").await.as_deref(),
+        Some("words-a")
+    );
+    let (speaker, mic) =
+        TestClient::join_live(b.http, "minutes", "Sam Okafor", &token("minutes", "sam")).await;
+    // Speak once the room's node hears the microphone (its audio reaches A, not B).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.metric("conclave_rtp_packets_in_total").await < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the speaker's media never reached A"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sentence = "Please send the signed contract to our legal team today.";
+    let dir = std::env::temp_dir();
+    mic.say(&speak_48k(sentence, &dir));
+    let path = "/api/rooms/minutes/transcript";
+    let lines = |body: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["lines"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    // Stored by A into the shared database: B lists it too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let stored = loop {
+        let (_, body) = get(b.http, path).await;
+        let l = lines(&body);
+        if !l.is_empty() {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line stored: {body}\n{}",
+            a.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(stored[0]["speaker_name"], "Sam Okafor", "{stored:?}");
+    let heard = stored[0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(word_error_rate(sentence, &heard) <= 0.3, "heard {heard:?}");
+
+    // The room's node dies; the lines it stored stay, and the meeting goes on on B.
+    a.kill9();
+    drop(host);
+    drop(speaker);
+    let (_, body) = get(b.http, path).await;
+    assert_eq!(
+        lines(&body).len(),
+        stored.len(),
+        "lines lost with their node: {body}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(NODE_TTL_MS / 1000 * 4 + 10);
+    loop {
+        match first_answer(b.http, "minutes", "ana").await {
+            ServerMessage::Joined { .. } => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the room did not come back on B: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        owner_of(&cluster.prefix, "minutes").await.as_deref(),
+        Some("words-b")
+    );
+    let (_, body) = get(b.http, path).await;
+    assert_eq!(
+        lines(&body)[0]["text"].as_str(),
+        Some(heard.as_str()),
+        "{body}"
+    );
 }

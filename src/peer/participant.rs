@@ -820,7 +820,6 @@ fn codec_in_sdp(
     found
 }
 
-
 /// Feeds a client's track into its producer until the track ends, and answers the
 /// producer's keyframe requests with a PLI. The only task that awaits on the remote track.
 ///
