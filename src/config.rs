@@ -606,6 +606,10 @@ impl Config {
                 })
             }
         };
+        if let Some(c) = &cluster {
+            // The scheduler's log names the node that acted: the cluster's name for it.
+            scheduler.node = c.node_id.clone();
+        }
         Ok(Config {
             cluster,
             drain: args.drain,

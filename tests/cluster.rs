@@ -78,7 +78,12 @@ impl Cluster {
             .args(["--database-url", &self.db])
             .args(["--redis-url", redis, "--cluster-prefix", &self.prefix])
             .args(["--node-id", id, "--node-ttl-ms", &NODE_TTL_MS.to_string()])
-            .args(["--scheduler-tick-ms", "0", "--log-level", "info"])
+            .args(if extra.contains(&"--scheduler-tick-ms") {
+                &[][..]
+            } else {
+                &["--scheduler-tick-ms", "0"][..]
+            })
+            .args(["--log-level", "info"])
             .args(extra)
             .arg("--data-dir")
             .arg(self.dir.join(id))
@@ -879,4 +884,123 @@ async fn stored_transcript_lines_outlive_the_node_that_wrote_them() {
         Some(heard.as_str()),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scheduled_agent_is_tended_once_by_its_rooms_node() {
+    let cluster = Cluster::new().await;
+    let tick = ["--scheduler-tick-ms", "100"];
+    let a = cluster
+        .node_with("plan-a", &redis_url(), &tick)
+        .listening()
+        .await;
+    let b = cluster
+        .node_with("plan-b", &redis_url(), &tick)
+        .listening()
+        .await;
+    a.ready(2).await;
+    b.ready(2).await;
+    // Meetings whose agent is due now (start in 45 s, one-minute join buffer). No Whisper
+    // model here, so each attempt fails with model_missing and is not retried: one attempt per
+    // meeting, made by the node its room is placed on, is the only right outcome.
+    let now = conclave::clock::now_ms();
+    let start = chrono::DateTime::from_timestamp_millis((now / 1_000 + 45) * 1_000)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let auth = common::api_key_auth();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { a.http } else { b.http };
+        let body = serde_json::json!({"title": format!("Plan {i}"), "host_identity": format!("host-{i}"),
+            "time_zone": "UTC", "start": start, "duration_minutes": 30, "auto_join": true});
+        let (status, text) = common::http(
+            node,
+            "POST",
+            "/api/schedules",
+            Some(&auth),
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        ids.push(v["id"].as_i64().unwrap());
+    }
+    let occurrence = |id: i64, node: SocketAddr| {
+        let auth = auth.clone();
+        async move {
+            let (_, s) = common::http(
+                node,
+                "GET",
+                &format!("/api/schedules/{id}"),
+                Some(&auth),
+                "",
+            )
+            .await;
+            let s: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+            let occ = s["occurrences"][0]["id"].as_i64()?;
+            let (_, o) = common::http(
+                node,
+                "GET",
+                &format!("/api/occurrences/{occ}"),
+                Some(&auth),
+                "",
+            )
+            .await;
+            Some((
+                s["meeting"]["code"].as_str()?.to_owned(),
+                serde_json::from_str::<serde_json::Value>(&o).ok()?,
+            ))
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut failed = 0;
+        for id in &ids {
+            if let Some((_, o)) = occurrence(*id, a.http).await
+                && o["bot"]["status"] == "failed"
+            {
+                failed += 1;
+            }
+        }
+        if failed == ids.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{failed} of {} agents tended",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // More ticks of both: nothing changes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut by_node = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let (code, o) = occurrence(*id, b.http).await.expect("an occurrence");
+        let log: Vec<(String, String)> = o["auto_join_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["outcome"].as_str().unwrap_or("").to_owned(),
+                    l["node"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let owner = owner_of(&cluster.prefix, &code)
+            .await
+            .expect("the meeting's room was placed");
+        assert_eq!(
+            log,
+            [
+                ("dispatched".to_owned(), owner.clone()),
+                ("failed".to_owned(), owner.clone())
+            ],
+            "one attempt, by the room's node {owner}: {o}"
+        );
+        *by_node.entry(owner).or_default() += 1;
+    }
+    eprintln!("agents tended per node: {by_node:?}");
 }

@@ -111,6 +111,8 @@ struct Inner {
     healthy_since: Mutex<Option<std::time::Instant>>,
     /// The meeting service, once the server has wired it.
     meetings: std::sync::RwLock<Option<Weak<dyn MeetingEvents>>>,
+    /// Rooms running here that Redis places elsewhere, already reported.
+    lost: Mutex<HashSet<String>>,
 }
 
 /// The cluster's router: rooms this node hosts go to the local router; the others are
@@ -158,6 +160,7 @@ impl RedisRouter {
             cpu: Mutex::new((None, 0.0)),
             healthy_since: Mutex::new(None),
             meetings: std::sync::RwLock::new(None),
+            lost: Mutex::new(HashSet::new()),
         });
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let bus = tokio::spawn(
@@ -450,9 +453,14 @@ impl Inner {
                     ],
                 )
                 .await?;
+            let mut reported = self.lost.lock().expect("lost");
+            // Rooms no longer here are forgotten, so a later loss is reported again.
+            reported.retain(|k| keys.contains(k));
             for key in lost {
-                ClusterStats::add(&self.stats.rooms_lost, 1);
-                tracing::warn!(%key, "a room running here is placed on another node; it goes on here until it ends");
+                if reported.insert(key.clone()) {
+                    ClusterStats::add(&self.stats.rooms_lost, 1);
+                    tracing::warn!(%key, "a room running here is placed on another node; it goes on here until it ends");
+                }
             }
         }
         let keys: Vec<String> = ids.iter().map(|id| self.key("node", id)).collect();

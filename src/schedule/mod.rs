@@ -405,11 +405,21 @@ impl Scheduler {
                 if let Err(e) = self.meetings.open_scheduled(&s.meeting_code).await {
                     tracing::warn!(code = %s.meeting_code, error = %e, "meeting not reopened for its occurrence");
                 }
-                if let Err(e) = self
-                    .rooms
-                    .open(&room, &Open::Meeting(s.meeting_code.clone()))
-                {
-                    tracing::warn!(code = %s.meeting_code, error = %e, "room not opened");
+                // In a cluster the room opens on the node it is placed on (here, or there at its
+                // first join or its agent's dispatch by that node).
+                match self.meetings.router().hosts(&room).await {
+                    Ok(true) => {
+                        if let Err(e) = self
+                            .rooms
+                            .open(&room, &Open::Meeting(s.meeting_code.clone()))
+                        {
+                            tracing::warn!(code = %s.meeting_code, error = %e, "room not opened");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(code = %s.meeting_code, error = %e, "room not opened: its node is unknown");
+                    }
                 }
             }
             Completed | Missed | Cancelled => {
