@@ -10,15 +10,13 @@
 mod common;
 
 use common::client::TestClient;
-use common::{API_KEY, API_SECRET, token};
+use common::{API_KEY, API_SECRET, free_port, token, ws};
 use conclave_signaling::{ErrorCode, ServerMessage};
-use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Short, so that a killed node is noticed within a test's patience (default 5 s).
 const NODE_TTL_MS: u64 = 1500;
@@ -122,24 +120,28 @@ impl Node {
 
     /// Waits until the node answers and sees `nodes` live nodes (itself included).
     async fn ready(&self, nodes: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let (status, body) = get(self.http, "/api/nodes").await;
-            let seen = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["nodes"].as_array().map(|n| n.len()))
-                .unwrap_or(0);
-            if status == 200 && seen == nodes {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node {} sees {seen} nodes, not {nodes} ({status} {body})\n{}",
-                self.id,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("node {} to see {nodes} nodes", self.id);
+        common::poll_until(
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            &what,
+            || async {
+                let (status, body) = get(self.http, "/api/nodes").await;
+                let seen = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["nodes"].as_array().map(|n| n.len()))
+                    .unwrap_or(0);
+                if status == 200 && seen == nodes {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{seen} seen ({status} {body})\n{}",
+                        self.log_tail()
+                    ))
+                }
+            },
+        )
+        .await
     }
 
     fn kill9(&mut self) {
@@ -173,14 +175,6 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     common::http(addr, "GET", path, Some(&common::api_key_auth()), "").await
 }
@@ -198,24 +192,21 @@ async fn owner_of(prefix: &str, room: &str) -> Option<String> {
 
 /// Joins over a bare WebSocket and returns the first server message (a join's answer).
 async fn first_answer(http: SocketAddr, room: &str, identity: &str) -> ServerMessage {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
-        .await
-        .expect("ws connect");
-    let (mut tx, mut rx) = ws.split();
-    let join = conclave_signaling::ClientMessage::Join {
-        room: conclave_signaling::RoomName::validate(room).unwrap(),
-        name: Some(identity.into()),
-        token: token(room, identity),
-    };
-    tx.send(Message::Text(conclave_signaling::encode(&join).into()))
-        .await
-        .unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(15), rx.next())
+    let mut ws = ws::join(http, room, &token(room, identity)).await;
+    ws::wait_for(&mut ws, 15, |_| true)
         .await
         .expect("an answer in time")
-        .expect("socket open")
-        .expect("frame");
-    conclave_signaling::decode_server(frame.to_text().unwrap()).unwrap()
+}
+
+/// Joins through `node` until the answer is `joined` (the room may be coming back elsewhere).
+async fn joins_eventually(node: &Node, room: &str, identity: &str, timeout: Duration, what: &str) {
+    common::poll_until(timeout, Duration::from_millis(300), what, || async {
+        match first_answer(node.http, room, identity).await {
+            ServerMessage::Joined { .. } => Ok(()),
+            other => Err(format!("{other:?}\n{}", node.log_tail())),
+        }
+    })
+    .await
 }
 
 /// Waits until `listener` has received audio and video from `publisher`, and more of it
@@ -289,14 +280,20 @@ async fn a_member_whose_socket_is_on_another_node_hears_and_is_heard() {
         })
         .await;
     assert!(left.is_some(), "ada never heard that bo left");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while b.stats().await["participants"] != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bo's session stayed on B"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "bo's session on B to end",
+        || async {
+            let stats = b.stats().await;
+            if stats["participants"] == 1 {
+                Ok(())
+            } else {
+                Err(stats.to_string())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,18 +542,14 @@ async fn a_redis_outage_keeps_rooms_forwarding_and_refuses_joins_that_need_the_c
     // Once Redis is back and both nodes have registered again, B routes to A's room again.
     a.ready(2).await;
     b.ready(2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match first_answer(b.http, "steady", "eve").await {
-            ServerMessage::Joined { .. } => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "joins through B still fail after Redis came back: {other:?}\n{}",
-                b.log_tail()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    joins_eventually(
+        &b,
+        "steady",
+        "eve",
+        Duration::from_secs(20),
+        "joins through B to work after Redis came back",
+    )
+    .await;
     assert!(a.metric("conclave_cluster_heartbeat_failures_total").await > 0);
     drop((ada, cy, dee));
 }
@@ -590,18 +583,20 @@ async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
     )
     .await;
     assert_eq!(status, 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = get(a.http, "/api/nodes").await;
-        if body.contains("\"draining\":false") && !body.contains("\"draining\":true") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A never saw B undrained: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "A to see B undrained",
+        || async {
+            let (_, body) = get(a.http, "/api/nodes").await;
+            if body.contains("\"draining\":false") && !body.contains("\"draining\":true") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
     // A now has a member, B none: B is the least loaded for a new room.
     let bo = TestClient::join(b.http, "kept", "bo", &token("kept", "bo"), true).await;
     assert_eq!(
@@ -620,52 +615,6 @@ async fn a_draining_node_takes_no_new_rooms_and_keeps_its_own() {
     drop((ada, bo, cy));
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn api_json(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: serde_json::Value,
-) -> serde_json::Value {
-    let auth = bearer.map(|t| format!("Bearer {t}"));
-    let (_, body) = common::http(addr, method, path, auth.as_deref(), &body.to_string()).await;
-    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
-}
-
-async fn ws_join(addr: SocketAddr, room: &str, token: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let msg = serde_json::json!({"v": 1, "type": "join", "room": room, "token": token});
-    ws.send(Message::Text(msg.to_string().into()))
-        .await
-        .unwrap();
-    ws
-}
-
-async fn next_matching(
-    ws: &mut Ws,
-    secs: u64,
-    mut pred: impl FnMut(&ServerMessage) -> bool,
-) -> Option<ServerMessage> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
-            Ok(Message::Text(t)) => {
-                let m = conclave_signaling::decode_server(t.as_str()).unwrap();
-                if pred(&m) {
-                    return Some(m);
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle() {
     let cluster = Cluster::new().await;
@@ -680,7 +629,7 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
         .await;
     a.ready(2).await;
     b.ready(2).await;
-    let created = api_json(
+    let created = common::http_json(
         a.http,
         "POST",
         "/api/meetings",
@@ -693,7 +642,7 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
     let join = |node: SocketAddr, name: &'static str, auth: Option<String>| {
         let code = code.clone();
         async move {
-            let v = api_json(
+            let v = common::http_json(
                 node,
                 "POST",
                 &format!("/api/meetings/{code}/join"),
@@ -709,8 +658,8 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
     };
 
     // Gus's socket is on B, where he waits: the meeting has not started.
-    let mut gus = ws_join(b.http, &code, &join(b.http, "Gus", None).await).await;
-    let waiting = next_matching(&mut gus, 10, |_| true).await;
+    let mut gus = ws::join(b.http, &code, &join(b.http, "Gus", None).await).await;
+    let waiting = ws::wait_for(&mut gus, 10, |_| true).await;
     assert!(
         matches!(waiting, Some(ServerMessage::Waiting { .. })),
         "{waiting:?}"
@@ -725,7 +674,7 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
         true,
     )
     .await;
-    let joined = next_matching(&mut gus, 10, |m| matches!(m, ServerMessage::Joined { .. })).await;
+    let joined = ws::wait_for(&mut gus, 10, |m| matches!(m, ServerMessage::Joined { .. })).await;
     assert!(
         matches!(&joined, Some(ServerMessage::Joined { participants, .. }) if participants.len() == 1),
         "gus waiting on B was not let in when the host started the meeting on A: {joined:?}"
@@ -738,14 +687,14 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
     // The room's node keeps the lifecycle: the host leaves, and after the grace period the
     // earliest guest becomes host, announced to the sockets on B.
     host.leave().await;
-    let changed = next_matching(&mut gus, 15, |m| {
+    let changed = ws::wait_for(&mut gus, 15, |m| {
         matches!(m, ServerMessage::HostChanged { .. })
     })
     .await;
     let Some(ServerMessage::HostChanged { identity, .. }) = changed else {
         panic!("no host hand-over reached B: {changed:?}\nroom node {owner}")
     };
-    let info = api_json(
+    let info = common::http_json(
         b.http,
         "GET",
         &format!("/api/meetings/{code}"),
@@ -762,25 +711,27 @@ async fn a_meeting_whose_members_landed_on_different_nodes_keeps_one_lifecycle()
     // Everyone leaves: the meeting ends (once, on the room's node), for every node.
     drop(gus);
     ivy.leave().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let info = api_json(
-            a.http,
-            "GET",
-            &format!("/api/meetings/{code}"),
-            None,
-            serde_json::json!({}),
-        )
-        .await;
-        if info["status"] == "ended" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the empty meeting never ended: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        "the empty meeting to end",
+        || async {
+            let info = common::http_json(
+                a.http,
+                "GET",
+                &format!("/api/meetings/{code}"),
+                None,
+                serde_json::json!({}),
+            )
+            .await;
+            if info["status"] == "ended" {
+                Ok(())
+            } else {
+                Err(info.to_string())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -816,14 +767,20 @@ async fn stored_transcript_lines_outlive_the_node_that_wrote_them() {
     let (speaker, mic) =
         TestClient::join_live(b.http, "minutes", "Sam Okafor", &token("minutes", "sam")).await;
     // Speak once the room's node hears the microphone (its audio reaches A, not B).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.metric("conclave_rtp_packets_in_total").await < 50 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the speaker's media never reached A"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "the speaker's media to reach A",
+        || async {
+            let n = a.metric("conclave_rtp_packets_in_total").await;
+            if n >= 50 {
+                Ok(())
+            } else {
+                Err(format!("{n} packets"))
+            }
+        },
+    )
+    .await;
     let sentence = "Please send the signed contract to our legal team today.";
     let dir = std::env::temp_dir();
     mic.say(&speak_48k(sentence, &dir));
@@ -835,20 +792,21 @@ async fn stored_transcript_lines_outlive_the_node_that_wrote_them() {
             .unwrap_or_default()
     };
     // Stored by A into the shared database: B lists it too.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-    let stored = loop {
-        let (_, body) = get(b.http, path).await;
-        let l = lines(&body);
-        if !l.is_empty() {
-            break l;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no line stored: {body}\n{}",
-            a.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let stored = common::poll_until(
+        Duration::from_secs(45),
+        Duration::from_millis(250),
+        "a line to be stored",
+        || async {
+            let (_, body) = get(b.http, path).await;
+            let l = lines(&body);
+            if l.is_empty() {
+                Err(format!("{body}\n{}", a.log_tail()))
+            } else {
+                Ok(l)
+            }
+        },
+    )
+    .await;
     assert_eq!(stored[0]["speaker_name"], "Sam Okafor", "{stored:?}");
     let heard = stored[0]["text"].as_str().unwrap_or_default().to_owned();
     assert!(word_error_rate(sentence, &heard) <= 0.3, "heard {heard:?}");
@@ -863,17 +821,8 @@ async fn stored_transcript_lines_outlive_the_node_that_wrote_them() {
         stored.len(),
         "lines lost with their node: {body}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(NODE_TTL_MS / 1000 * 4 + 10);
-    loop {
-        match first_answer(b.http, "minutes", "ana").await {
-            ServerMessage::Joined { .. } => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the room did not come back on B: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let back = Duration::from_millis(NODE_TTL_MS * 4) + Duration::from_secs(10);
+    joins_eventually(&b, "minutes", "ana", back, "the room to come back on B").await;
     assert_eq!(
         owner_of(&cluster.prefix, "minutes").await.as_deref(),
         Some("words-b")
@@ -953,26 +902,27 @@ async fn each_scheduled_agent_is_tended_once_by_its_rooms_node() {
             ))
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut failed = 0;
-        for id in &ids {
-            if let Some((_, o)) = occurrence(*id, a.http).await
-                && o["bot"]["status"] == "failed"
-            {
-                failed += 1;
+    common::poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        "every agent to be tended",
+        || async {
+            let mut failed = 0;
+            for id in &ids {
+                if let Some((_, o)) = occurrence(*id, a.http).await
+                    && o["bot"]["status"] == "failed"
+                {
+                    failed += 1;
+                }
             }
-        }
-        if failed == ids.len() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{failed} of {} agents tended",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            if failed == ids.len() {
+                Ok(())
+            } else {
+                Err(format!("{failed} of {} tended", ids.len()))
+            }
+        },
+    )
+    .await;
     // More ticks of both: nothing changes.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut by_node = std::collections::BTreeMap::<String, usize>::new();

@@ -12,13 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 fn spawn_server(addr: SocketAddr, data: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_conclave"))

@@ -31,13 +31,7 @@ impl Drop for Sink {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 /// Starts the sink and waits until it accepts connections.
 fn sink() -> Sink {

@@ -4,60 +4,15 @@
 mod common;
 
 use common::start_server;
-use conclave_signaling::{ErrorCode, ServerMessage, decode_server};
-use futures::{SinkExt, StreamExt};
+use conclave_signaling::{ErrorCode, ServerMessage};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    body: Value,
-) -> Value {
-    let auth = auth.map(|t| format!("Bearer {t}"));
-    let (_, body) = common::http(addr, method, path, auth.as_deref(), &body.to_string()).await;
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-async fn ws_join(addr: SocketAddr, code: &str, token: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let msg = json!({"v": 1, "type": "join", "room": code, "token": token});
-    ws.send(Message::Text(msg.to_string().into()))
-        .await
-        .unwrap();
-    ws
-}
-
-/// Next message matching `pred`, skipping others; `None` if the socket closed or time ran out.
-async fn wait_for(
-    ws: &mut Ws,
-    secs: u64,
-    mut pred: impl FnMut(&ServerMessage) -> bool,
-) -> Option<ServerMessage> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
-        match frame {
-            Ok(Message::Text(t)) => {
-                let m = decode_server(t.as_str()).unwrap();
-                if pred(&m) {
-                    return Some(m);
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            _ => {}
-        }
-    }
-}
+use common::http_json as http;
+use common::ws::{Ws, join as ws_join, wait_for};
 
 async fn closed(ws: &mut Ws, secs: u64) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

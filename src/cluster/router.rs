@@ -113,6 +113,7 @@ struct Inner {
     meetings: std::sync::RwLock<Option<Weak<dyn MeetingEvents>>>,
     /// Rooms running here that Redis places elsewhere, already reported.
     lost: Mutex<HashSet<String>>,
+    scripts: Scripts,
 }
 
 /// The cluster's router: rooms this node hosts go to the local router; the others are
@@ -161,6 +162,11 @@ impl RedisRouter {
             healthy_since: Mutex::new(None),
             meetings: std::sync::RwLock::new(None),
             lost: Mutex::new(HashSet::new()),
+            scripts: Scripts {
+                place: redis::Script::new(PLACE),
+                refresh: redis::Script::new(REFRESH),
+                release: redis::Script::new(RELEASE),
+            },
         });
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let bus = tokio::spawn(
@@ -212,6 +218,22 @@ impl Drop for RedisRouter {
     }
 }
 
+/// A Redis reply within [`REDIS_TIMEOUT`], or why not.
+async fn answered<T>(reply: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, reply).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("Redis: {e}")),
+        Err(_) => Err(format!("Redis did not answer within {REDIS_TIMEOUT:?}")),
+    }
+}
+
+/// The Lua scripts, hashed once (`EVALSHA`, loaded on first use).
+struct Scripts {
+    place: redis::Script,
+    refresh: redis::Script,
+    release: redis::Script,
+}
+
 fn unavailable(what: impl std::fmt::Display) -> JoinError {
     JoinError::Unavailable(format!(
         "the cluster cannot be reached ({what}); try again in a moment"
@@ -256,11 +278,7 @@ impl Inner {
 
     async fn redis<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> Result<T, String> {
         let mut con = self.con.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut con)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("Redis: {e}")),
-            Err(_) => Err(format!("Redis did not answer within {REDIS_TIMEOUT:?}")),
-        }
+        answered(cmd.query_async::<T>(&mut con)).await
     }
 
     async fn script<T: redis::FromRedisValue>(
@@ -277,11 +295,7 @@ impl Inner {
         for a in args {
             inv.arg(a);
         }
-        match tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async::<T>(&mut con)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("Redis: {e}")),
-            Err(_) => Err(format!("Redis did not answer within {REDIS_TIMEOUT:?}")),
-        }
+        answered(inv.invoke_async::<T>(&mut con)).await
     }
 
     /// Publishes `msg` on node `to`'s channel; an error if Redis failed or nobody listens.
@@ -359,10 +373,9 @@ impl Inner {
         } else {
             String::new()
         };
-        let script = redis::Script::new(PLACE);
         let (owner, placed): (String, i64) = self
             .script(
-                &script,
+                &self.scripts.place,
                 &[key],
                 &[
                     candidate,
@@ -434,18 +447,13 @@ impl Inner {
             .cmd("SMEMBERS")
             .arg(&nodes_key);
         let mut con = self.con.clone();
-        let (ids,): (Vec<String>,) =
-            match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(format!("Redis: {e}")),
-                Err(_) => return Err("Redis did not answer in time".into()),
-            };
+        let (ids,): (Vec<String>,) = answered(pipe.query_async(&mut con)).await?;
         let rooms = self.local.rooms().names();
         if !rooms.is_empty() {
             let keys: Vec<String> = rooms.iter().map(|r| self.key("room", r.as_str())).collect();
             let lost: Vec<String> = self
                 .script(
-                    &redis::Script::new(REFRESH),
+                    &self.scripts.refresh,
                     &keys,
                     &[
                         self.id().to_owned(),
@@ -1067,11 +1075,10 @@ impl RoomRouter for RedisRouter {
         // Leave the cluster at once rather than after the TTL: the registration and this
         // node's placements go, so rejoining members land on a live node straight away.
         tokio::spawn(async move {
-            let release = redis::Script::new(RELEASE);
             for r in rooms {
                 let _: Result<i64, String> = inner
                     .script(
-                        &release,
+                        &inner.scripts.release,
                         &[inner.key("room", r.as_str())],
                         &[inner.id().to_owned()],
                     )

@@ -6,6 +6,7 @@
 pub mod agent_call;
 pub mod client;
 pub mod speech;
+pub mod ws;
 
 use conclave::auth::{Grants, TokenAuthority, TokenRequest};
 use conclave::config::{Config, ServeArgs};
@@ -173,4 +174,50 @@ pub fn api_key_auth() -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{API_KEY}:{API_SECRET}"))
     )
+}
+
+/// A TCP port free on loopback now (for a server process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A request with an optional bearer token and a JSON body; the JSON answer (`Null` if none).
+pub async fn http_json(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let (_, body) = http(addr, method, path, auth.as_deref(), &body.to_string()).await;
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Polls `probe` every `every` until it gives `Ok`, and returns that; panics after `timeout`
+/// with `what` and the last `Err` (the state seen, for the failure report).
+pub async fn poll_until<T, Fut>(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} (after {timeout:?}): {last}"
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
 }
