@@ -954,3 +954,55 @@ async fn each_scheduled_agent_is_tended_once_by_its_rooms_node() {
     }
     eprintln!("agents tended per node: {by_node:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_nodes_bus_is_dropped_and_counted_and_the_node_goes_on() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node("junk-a").listening().await;
+    a.ready(1).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{}:bus:junk-a", cluster.prefix);
+    let junk = [
+        "not json at all".to_owned(),
+        r#"{"t":"warp_drive","sid":"x"}"#.to_owned(),
+        // Well-formed, for sessions that do not exist.
+        r#"{"t":"client","sid":"nobody","msg":{"v":1,"type":"ping"}}"#.to_owned(),
+        r#"{"t":"joined","sid":"nobody","participant_id":"PA_x"}"#.to_owned(),
+        "x".repeat(200_000),
+    ];
+    for payload in &junk {
+        let listeners: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(listeners, 1, "the node listens on its channel");
+    }
+    common::poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "every junk message to be counted as dropped",
+        || async {
+            let n = a.metric("conclave_cluster_bus_dropped_total").await;
+            if n >= junk.len() as u64 {
+                Ok(())
+            } else {
+                Err(format!("{n} dropped"))
+            }
+        },
+    )
+    .await;
+    // The node still places and serves rooms.
+    let ada = TestClient::join(
+        a.http,
+        "after-junk",
+        "ada",
+        &token("after-junk", "ada"),
+        true,
+    )
+    .await;
+    let bo = TestClient::join(a.http, "after-junk", "bo", &token("after-junk", "bo"), true).await;
+    hears(&ada, &bo, "after junk on the bus").await;
+}
