@@ -18,6 +18,7 @@ pub mod meetings;
 pub mod metrics;
 pub mod notify;
 pub mod peer;
+pub mod plane;
 pub mod room;
 pub mod routing;
 pub mod schedule;

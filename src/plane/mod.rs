@@ -1,0 +1,14 @@
+//! The media plane that replaces the per-participant `webrtc` stack (docs/performance.md,
+//! "Choosing the media plane"): the plane owns its UDP sockets and drives every client's
+//! transport from one event loop per core, and forwarded packets are serialised and
+//! SRTP-encrypted by the plane itself, never passed through a per-connection handler chain.
+//!
+//! Built bottom-up; not yet wired into the server (which still runs `src/peer/`):
+//! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
+//! * [`sdp`]: answers for a client's offer, written by the plane.
+
+pub mod sdp;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;

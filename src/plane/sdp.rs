@@ -1,0 +1,183 @@
+//! SDP the plane writes. The first step handles what a subscriber-only client offers: media
+//! sections it wants to receive; each is answered `sendonly` with the plane's SSRC for it, one
+//! BUNDLE group, rtcp-mux, ICE-lite with one host candidate, DTLS passive.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+/// What an offer says that an answer depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The client's sha-256 fingerprint (hex pairs).
+    pub fingerprint: String,
+    /// Media sections in order.
+    pub media: Vec<OfferedMedia>,
+}
+
+/// One offered media section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedMedia {
+    /// `audio` or `video`.
+    pub kind: String,
+    /// `a=mid`.
+    pub mid: String,
+    /// Payload type and `rtpmap` value (`opus/48000/2`) of each codec, in offer order.
+    pub codecs: Vec<(u8, String)>,
+}
+
+/// Errors in an offer.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// No sha-256 fingerprint anywhere.
+    #[error("the offer has no sha-256 fingerprint")]
+    NoFingerprint,
+    /// A media section without `a=mid` (BUNDLE needs one).
+    #[error("media section {0} has no mid")]
+    NoMid(usize),
+}
+
+/// Reads what the answer needs from an offer.
+pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
+    let mut fingerprint = None;
+    let mut media: Vec<OfferedMedia> = Vec::new();
+    let mut mids: Vec<Option<String>> = Vec::new();
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            let kind = rest.split(' ').next().unwrap_or("").to_owned();
+            media.push(OfferedMedia {
+                kind,
+                mid: String::new(),
+                codecs: Vec::new(),
+            });
+            mids.push(None);
+        } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
+            let mut parts = rest.splitn(2, ' ');
+            if parts.next().is_some_and(|alg| alg.eq_ignore_ascii_case("sha-256")) {
+                fingerprint = parts.next().map(|v| v.trim().to_owned());
+            }
+        } else if let Some(rest) = line.strip_prefix("a=mid:") {
+            if let Some(m) = mids.last_mut() {
+                *m = Some(rest.to_owned());
+            }
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:")
+            && let Some(m) = media.last_mut()
+            && let Some((pt, codec)) = rest.split_once(' ')
+            && let Ok(pt) = pt.parse()
+        {
+            m.codecs.push((pt, codec.to_owned()));
+        }
+    }
+    for (i, (m, mid)) in media.iter_mut().zip(mids).enumerate() {
+        m.mid = mid.ok_or(SdpError::NoMid(i))?;
+    }
+    Ok(Offer {
+        fingerprint: fingerprint.ok_or(SdpError::NoFingerprint)?,
+        media,
+    })
+}
+
+/// What the plane sends in one answered section.
+#[derive(Debug, Clone)]
+pub struct Sending {
+    /// The codec's `rtpmap` prefix it forwards (`opus/48000`, `VP8/90000`).
+    pub codec: String,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Stream and track ids for `a=msid`.
+    pub msid: (String, String),
+}
+
+/// Writes the answer: for section `i`, `sending[i]` if the plane sends there (the codec's
+/// offered payload type is used), else the section is rejected (port 0).
+pub fn answer(
+    offer: &Offer,
+    sending: &[Option<Sending>],
+    ufrag: &str,
+    pwd: &str,
+    fingerprint: &str,
+    candidate: SocketAddr,
+) -> String {
+    let mut s = String::new();
+    let mids: Vec<&str> = offer.media.iter().map(|m| m.mid.as_str()).collect();
+    let _ = write!(
+        s,
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n",
+        mids.join(" ")
+    );
+    for (i, m) in offer.media.iter().enumerate() {
+        let chosen = sending.get(i).and_then(|s| s.as_ref()).and_then(|snd| {
+            m.codecs
+                .iter()
+                .find(|(_, c)| c.to_ascii_lowercase().starts_with(&snd.codec.to_ascii_lowercase()))
+                .map(|(pt, c)| (snd, *pt, c.clone()))
+        });
+        let Some((snd, pt, rtpmap)) = chosen else {
+            let pt = m.codecs.first().map_or(0, |c| c.0);
+            let _ = write!(
+                s,
+                "m={} 0 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\na=inactive\r\n",
+                m.kind, m.mid
+            );
+            continue;
+        };
+        let _ = write!(
+            s,
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+             a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fingerprint}\r\n\
+             a=setup:passive\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+             a=rtpmap:{pt} {rtpmap}\r\na=msid:{stream} {track}\r\n\
+             a=ssrc:{ssrc} cname:conclave\r\na=ssrc:{ssrc} msid:{stream} {track}\r\n\
+             a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+            kind = m.kind,
+            mid = m.mid,
+            stream = snd.msid.0,
+            track = snd.msid.1,
+            ssrc = snd.ssrc,
+            ip = candidate.ip(),
+            port = candidate.port(),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n";
+
+    #[test]
+    fn an_offer_is_read_section_by_section() {
+        let o = parse_offer(OFFER).unwrap();
+        assert_eq!(o.fingerprint, "AB:CD");
+        assert_eq!(o.media.len(), 2);
+        assert_eq!(o.media[0].mid, "0");
+        assert_eq!(o.media[0].codecs, vec![(111, "opus/48000/2".into()), (0, "PCMU/8000".into())]);
+        assert_eq!(o.media[1].kind, "video");
+    }
+
+    #[test]
+    fn offers_without_fingerprint_or_mid_are_refused() {
+        assert_eq!(parse_offer("v=0\r\nm=audio 9 X 111\r\na=mid:0\r\n"), Err(SdpError::NoFingerprint));
+        assert_eq!(
+            parse_offer("a=fingerprint:sha-256 AA\r\nm=audio 9 X 111\r\n"),
+            Err(SdpError::NoMid(0))
+        );
+    }
+
+    #[test]
+    fn the_answer_sends_where_asked_and_rejects_the_rest() {
+        let o = parse_offer(OFFER).unwrap();
+        let snd = Sending {
+            codec: "opus/48000".into(),
+            ssrc: 42,
+            msid: ("s".into(), "t".into()),
+        };
+        let a = answer(&o, &[Some(snd), None], "uf", "pw", "EF:01", "127.0.0.1:5000".parse().unwrap());
+        assert!(a.contains("a=group:BUNDLE 0 1\r\n"));
+        assert!(a.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        assert!(a.contains("a=ssrc:42 cname:conclave\r\n"));
+        assert!(a.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"));
+        assert!(a.contains("m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"));
+    }
+}
