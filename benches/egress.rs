@@ -119,12 +119,16 @@ fn connected(interceptors: bool) -> (RTCPeerConnection, RTCRtpSenderId, u8, u32)
     server
         .set_local_description(Instant::now(), offer.clone())
         .unwrap();
-    client.set_remote_description(Instant::now(), offer).unwrap();
+    client
+        .set_remote_description(Instant::now(), offer)
+        .unwrap();
     let answer = client.create_answer(None).unwrap();
     client
         .set_local_description(Instant::now(), answer.clone())
         .unwrap();
-    server.set_remote_description(Instant::now(), answer).unwrap();
+    server
+        .set_remote_description(Instant::now(), answer)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut up_s, mut up_c) = (false, false);
     while !(up_s && up_c) {
@@ -202,7 +206,8 @@ fn rtc_write(c: &mut Criterion) {
 /// A loopback receiver drained by its own thread, as a client's socket is.
 fn sink() -> (SocketAddr, std::thread::JoinHandle<()>, UdpSocket) {
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let addr = rx.local_addr().unwrap();
     let stop = rx.try_clone().unwrap();
     let t = std::thread::spawn(move || {
@@ -246,9 +251,7 @@ fn udp_send(c: &mut Criterion) {
             }
             use std::os::fd::AsRawFd;
             // SAFETY: every header points at live buffers for the duration of the call.
-            let n = unsafe {
-                libc::sendmmsg(tx.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0)
-            };
+            let n = unsafe { libc::sendmmsg(tx.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
             black_box(n);
         })
     });

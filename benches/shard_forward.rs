@@ -14,6 +14,9 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`), packets per CPU-second, loss and latency send → subscriber.
 
 use bytes::{Bytes, BytesMut};
+use conclave::plane::engine::{Engine, TransportId};
+use conclave::plane::sdp::{self as plane_sdp, Answered, Sending};
+use conclave::plane::transport::{Credentials, Identity, Transport, TransportEvent};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -30,11 +33,12 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -174,9 +178,7 @@ impl Outbox {
         let mut sent = 0;
         while sent < n {
             // SAFETY: every header points at buffers that live until the call returns.
-            let r = unsafe {
-                libc::sendmmsg(fd, msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0)
-            };
+            let r = unsafe { libc::sendmmsg(fd, msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0) };
             self.calls += 1;
             if r <= 0 {
                 break; // a full socket buffer: drop the rest, as UDP would
@@ -247,7 +249,8 @@ impl Shard {
             header.ssrc = *ssrc;
             header.payload_type = 111;
             self.scratch.clear();
-            self.scratch.resize(header.marshal_size() + packet.payload.len(), 0);
+            self.scratch
+                .resize(header.marshal_size() + packet.payload.len(), 0);
             let n = header.marshal_to(&mut self.scratch[..]).unwrap();
             self.scratch[n..].copy_from_slice(&packet.payload);
             if let Ok(out) = ctx.encrypt_rtp_with_header(&self.scratch, &header) {
@@ -373,6 +376,9 @@ fn main() {
     // `--own-srtp`: subscribers are raw sockets with pre-shared SRTP keys (no DTLS): what the
     // forwarding path costs when the plane owns RTP serialisation and SRTP itself.
     let own_srtp = std::env::args().any(|a| a == "--own-srtp");
+    // `--plane`: the server side is `conclave::plane` (its own ICE-lite, DTLS and SRTP per
+    // client, one engine and socket for all), the clients are `rtc` peers doing real DTLS.
+    let use_plane = std::env::args().any(|a| a == "--plane");
     let provider = rtc::crypto::default_provider().unwrap();
     let profile = ProtectionProfile::AeadAes128Gcm;
     let key = |k: usize| {
@@ -388,6 +394,7 @@ fn main() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let _ = set_buffers(&socket);
     let s_addr = socket.local_addr().unwrap();
+
     let mut shard = Shard {
         socket,
         addr: s_addr,
@@ -420,12 +427,25 @@ fn main() {
     new_client(&mut clients);
     let pub_ssrc = 0x5000_0000;
     let pub_sender = clients[0].pc.add_track(audio_track(pub_ssrc)).unwrap();
-    let mut server_pub = peer(s_addr, interceptors);
-    exchange(&mut clients[0].pc, &mut server_pub);
-    shard.by_addr.insert(clients[0].addr, 0);
-    shard.pcs.push(server_pub);
+    let mut plane = use_plane.then(PlaneServer::new);
+    if let Some(plane) = &mut plane {
+        plane.publisher(&mut clients[0].pc);
+        for k in 0..subscribers {
+            new_client(&mut clients);
+            plane.subscriber(&mut clients[k + 1].pc, 0x6000_0000 + k as u32);
+        }
+    } else {
+        let mut server_pub = peer(s_addr, interceptors);
+        exchange(&mut clients[0].pc, &mut server_pub);
+        shard.by_addr.insert(clients[0].addr, 0);
+        shard.pcs.push(server_pub);
+    }
     // Subscribers: the shard offers one audio track each.
-    for k in 0..if own_srtp { 0 } else { subscribers } {
+    for k in 0..if own_srtp || use_plane {
+        0
+    } else {
+        subscribers
+    } {
         new_client(&mut clients);
         let mut pc = peer(s_addr, interceptors);
         let ssrc = 0x6000_0000 + k as u32;
@@ -466,7 +486,10 @@ fn main() {
     let (cpu_tx, cpu_rx) = mpsc::channel();
     let shard_thread = {
         let stop = stop.clone();
-        std::thread::spawn(move || shard.run(stop, cpu_tx))
+        match plane {
+            Some(plane) => std::thread::spawn(move || plane.run(stop, cpu_tx)),
+            None => std::thread::spawn(move || shard.run(stop, cpu_tx)),
+        }
     };
 
     // Clients on this thread: connect, then publish at `pps` and count arrivals.
@@ -516,7 +539,9 @@ fn main() {
                 }
                 if let Ok(plain) = ctx.decrypt_rtp(&buf[..n]) {
                     let mut b = &plain[..];
-                    let Ok(h) = rtp::header::Header::unmarshal(&mut b) else { continue };
+                    let Ok(h) = rtp::header::Header::unmarshal(&mut b) else {
+                        continue;
+                    };
                     let body = &plain[h.marshal_size()..];
                     if body.len() >= 8 {
                         let sent_ns = u64::from_be_bytes(body[..8].try_into().unwrap());
@@ -583,10 +608,19 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = shard_thread.join();
     latencies_us.sort_unstable();
-    let q = |f: f64| latencies_us.get(((latencies_us.len() as f64 * f) as usize).min(latencies_us.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let q = |f: f64| {
+        latencies_us
+            .get(
+                ((latencies_us.len() as f64 * f) as usize)
+                    .min(latencies_us.len().saturating_sub(1)),
+            )
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let expected = sent_in_window * subscribers as u64;
     println!(
-        "{{\"subscribers\":{subscribers},\"interceptors\":{interceptors},\"own_srtp\":{own_srtp},\"pps\":{pps},\"seconds\":{:.2},\"delivered_per_second\":{:.0},\"forwarded\":{forwarded},\"shard_cpu_seconds\":{:.3},\"packets_per_cpu_second\":{:.0},\"sendmmsg_calls\":{calls},\"loss\":{:.4},\"latency_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}}}}",
+        "{{\"subscribers\":{subscribers},\"interceptors\":{interceptors},\"own_srtp\":{own_srtp},\"plane\":{use_plane},\"pps\":{pps},\"seconds\":{:.2},\"delivered_per_second\":{:.0},\"forwarded\":{forwarded},\"shard_cpu_seconds\":{:.3},\"packets_per_cpu_second\":{:.0},\"sendmmsg_calls\":{calls},\"loss\":{:.4},\"latency_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}}}}",
         elapsed.as_secs_f64(),
         received_in_window as f64 / elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
@@ -628,4 +662,165 @@ fn exchange(offerer: &mut RTCPeerConnection, answerer: &mut RTCPeerConnection) {
     offerer
         .set_remote_description(now, RTCSessionDescription::answer(answer.sdp).unwrap())
         .unwrap();
+}
+
+/// `--plane`: the server side made of `conclave::plane`.
+struct PlaneServer {
+    engine: Engine,
+    identity: Identity,
+    publisher: Option<TransportId>,
+    /// (transport, payload type the client offered for Opus, SSRC).
+    legs: Vec<(TransportId, u8, u32)>,
+}
+
+impl PlaneServer {
+    fn new() -> Self {
+        let engine = Engine::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _ = set_buffers_fd(engine_fd(&engine));
+        PlaneServer {
+            engine,
+            identity: Identity::generate().unwrap(),
+            publisher: None,
+            legs: Vec::new(),
+        }
+    }
+
+    fn transport_for(
+        &mut self,
+        client: &mut RTCPeerConnection,
+        section: Answered,
+    ) -> (TransportId, u8) {
+        let now = Instant::now();
+        let offer = client.create_offer(None).unwrap();
+        client.set_local_description(now, offer.clone()).unwrap();
+        let parsed = plane_sdp::parse_offer(&offer.sdp).unwrap();
+        let pt = parsed.media[0]
+            .codecs
+            .iter()
+            .find(|(_, c)| c.to_ascii_lowercase().starts_with("opus/48000"))
+            .map(|(pt, _)| *pt)
+            .unwrap();
+        let provider = rtc::crypto::default_provider().unwrap();
+        let creds = Credentials::generate(&*provider, parsed.fingerprint.clone());
+        let answer = plane_sdp::answer(
+            &parsed,
+            &[section],
+            &creds.local_ufrag,
+            &creds.local_pwd,
+            &self.identity.fingerprint,
+            self.engine.local_addr(),
+        );
+        let t = Transport::new(&self.identity, creds, self.engine.local_addr(), now).unwrap();
+        client
+            .set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
+        (self.engine.insert(t), pt)
+    }
+
+    fn publisher(&mut self, client: &mut RTCPeerConnection) {
+        let (id, _) = self.transport_for(client, Answered::Receive("opus/48000".into()));
+        self.publisher = Some(id);
+    }
+
+    fn subscriber(&mut self, client: &mut RTCPeerConnection, ssrc: u32) {
+        client
+            .add_transceiver_from_kind(
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .unwrap();
+        let (id, pt) = self.transport_for(
+            client,
+            Answered::Send(Sending {
+                codec: "opus/48000".into(),
+                ssrc,
+                msid: (format!("s{ssrc}"), format!("t{ssrc}")),
+            }),
+        );
+        self.legs.push((id, pt, ssrc));
+    }
+
+    fn run(mut self, stop: Arc<AtomicBool>, cpu: mpsc::Sender<(Duration, u64, u64)>) {
+        pin(0);
+        let publisher = self.publisher.unwrap();
+        let mut next_timer = Instant::now();
+        let mut pending: Vec<BytesMut> = Vec::with_capacity(64);
+        let mut forwarded = 0u64;
+        let mut marks: Option<(Duration, u64, u64)> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_timer {
+                self.engine.handle_timeouts(now, |_, _| {});
+                next_timer = now + Duration::from_millis(5);
+            }
+            let got = self.engine.receive(now, |id, ev| {
+                if id == publisher
+                    && let TransportEvent::Rtp(p) = ev
+                {
+                    pending.push(p);
+                }
+            });
+            for p in pending.drain(..) {
+                let mut b = &p[..];
+                let Ok(header) = rtp::header::Header::unmarshal(&mut b) else {
+                    continue;
+                };
+                let payload = &p[header.marshal_size()..];
+                let mut out = header.clone();
+                out.extension = false;
+                out.extensions.clear();
+                for &(id, pt, ssrc) in &self.legs {
+                    out.ssrc = ssrc;
+                    out.payload_type = pt;
+                    if self.engine.send_rtp(id, &out, payload).is_ok() {
+                        forwarded += 1;
+                    }
+                }
+            }
+            self.engine.flush();
+            if got == 0 {
+                self.engine.wait(
+                    next_timer
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                );
+            }
+            let batches = self.engine.stats().batches;
+            if marks.is_none() && MARK.load(Ordering::Relaxed) == 1 {
+                marks = Some((thread_cpu(), forwarded, batches));
+                MARK.store(2, Ordering::Relaxed);
+            }
+            if MARK.load(Ordering::Relaxed) == 3
+                && let Some((c0, f0, b0)) = marks.take()
+            {
+                let _ = cpu.send((thread_cpu() - c0, forwarded - f0, batches - b0));
+                MARK.store(4, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn engine_fd(engine: &Engine) -> i32 {
+    engine.raw_fd()
+}
+
+fn set_buffers_fd(fd: i32) -> std::io::Result<()> {
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: sets an int socket option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &size as *const _ as *const _,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+    }
+    Ok(())
 }

@@ -5,8 +5,10 @@
 //!
 //! Built bottom-up; not yet wired into the server (which still runs `src/peer/`):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
+//! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
 //! * [`sdp`]: answers for a client's offer, written by the plane.
 
+pub mod engine;
 pub mod sdp;
 pub mod transport;
 

@@ -1,6 +1,7 @@
-//! SDP the plane writes. The first step handles what a subscriber-only client offers: media
-//! sections it wants to receive; each is answered `sendonly` with the plane's SSRC for it, one
-//! BUNDLE group, rtcp-mux, ICE-lite with one host candidate, DTLS passive.
+//! SDP the plane writes, for a client's offer: each media section is answered `sendonly` (the
+//! plane forwards a track there, with its SSRC), `recvonly` (the client publishes there) or
+//! rejected; one BUNDLE group, rtcp-mux, ICE-lite with one host candidate, DTLS passive. No
+//! header extensions are answered, so clients send none.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -52,7 +53,10 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
             mids.push(None);
         } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
             let mut parts = rest.splitn(2, ' ');
-            if parts.next().is_some_and(|alg| alg.eq_ignore_ascii_case("sha-256")) {
+            if parts
+                .next()
+                .is_some_and(|alg| alg.eq_ignore_ascii_case("sha-256"))
+            {
                 fingerprint = parts.next().map(|v| v.trim().to_owned());
             }
         } else if let Some(rest) = line.strip_prefix("a=mid:") {
@@ -87,11 +91,22 @@ pub struct Sending {
     pub msid: (String, String),
 }
 
-/// Writes the answer: for section `i`, `sending[i]` if the plane sends there (the codec's
-/// offered payload type is used), else the section is rejected (port 0).
+/// How one offered section is answered.
+#[derive(Debug, Clone)]
+pub enum Answered {
+    /// The plane sends a track there.
+    Send(Sending),
+    /// The client publishes there, in the codec whose `rtpmap` starts with this.
+    Receive(String),
+    /// Rejected (port 0).
+    Reject,
+}
+
+/// Writes the answer: section `i` as `sections[i]` says (missing ones are rejected), with the
+/// codec's payload type from the offer; a section whose codec was not offered is rejected.
 pub fn answer(
     offer: &Offer,
-    sending: &[Option<Sending>],
+    sections: &[Answered],
     ufrag: &str,
     pwd: &str,
     fingerprint: &str,
@@ -105,13 +120,21 @@ pub fn answer(
         mids.join(" ")
     );
     for (i, m) in offer.media.iter().enumerate() {
-        let chosen = sending.get(i).and_then(|s| s.as_ref()).and_then(|snd| {
+        let find = |codec: &str| {
             m.codecs
                 .iter()
-                .find(|(_, c)| c.to_ascii_lowercase().starts_with(&snd.codec.to_ascii_lowercase()))
-                .map(|(pt, c)| (snd, *pt, c.clone()))
-        });
-        let Some((snd, pt, rtpmap)) = chosen else {
+                .find(|(_, c)| {
+                    c.to_ascii_lowercase()
+                        .starts_with(&codec.to_ascii_lowercase())
+                })
+                .map(|(pt, c)| (*pt, c.clone()))
+        };
+        let chosen = match sections.get(i) {
+            Some(Answered::Send(snd)) => find(&snd.codec).map(|c| (Some(snd), c)),
+            Some(Answered::Receive(codec)) => find(codec).map(|c| (None, c)),
+            _ => None,
+        };
+        let Some((snd, (pt, rtpmap))) = chosen else {
             let pt = m.codecs.first().map_or(0, |c| c.0);
             let _ = write!(
                 s,
@@ -124,15 +147,29 @@ pub fn answer(
             s,
             "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
              a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fingerprint}\r\n\
-             a=setup:passive\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
-             a=rtpmap:{pt} {rtpmap}\r\na=msid:{stream} {track}\r\n\
-             a=ssrc:{ssrc} cname:conclave\r\na=ssrc:{ssrc} msid:{stream} {track}\r\n\
-             a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+             a=setup:passive\r\na=mid:{mid}\r\na={dir}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+             a=rtpmap:{pt} {rtpmap}\r\n",
             kind = m.kind,
             mid = m.mid,
-            stream = snd.msid.0,
-            track = snd.msid.1,
-            ssrc = snd.ssrc,
+            dir = if snd.is_some() {
+                "sendonly"
+            } else {
+                "recvonly"
+            },
+        );
+        if let Some(snd) = snd {
+            let _ = write!(
+                s,
+                "a=msid:{stream} {track}\r\na=ssrc:{ssrc} cname:conclave\r\n\
+                 a=ssrc:{ssrc} msid:{stream} {track}\r\n",
+                stream = snd.msid.0,
+                track = snd.msid.1,
+                ssrc = snd.ssrc,
+            );
+        }
+        let _ = write!(
+            s,
+            "a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
             ip = candidate.ip(),
             port = candidate.port(),
         );
@@ -152,13 +189,19 @@ mod tests {
         assert_eq!(o.fingerprint, "AB:CD");
         assert_eq!(o.media.len(), 2);
         assert_eq!(o.media[0].mid, "0");
-        assert_eq!(o.media[0].codecs, vec![(111, "opus/48000/2".into()), (0, "PCMU/8000".into())]);
+        assert_eq!(
+            o.media[0].codecs,
+            vec![(111, "opus/48000/2".into()), (0, "PCMU/8000".into())]
+        );
         assert_eq!(o.media[1].kind, "video");
     }
 
     #[test]
     fn offers_without_fingerprint_or_mid_are_refused() {
-        assert_eq!(parse_offer("v=0\r\nm=audio 9 X 111\r\na=mid:0\r\n"), Err(SdpError::NoFingerprint));
+        assert_eq!(
+            parse_offer("v=0\r\nm=audio 9 X 111\r\na=mid:0\r\n"),
+            Err(SdpError::NoFingerprint)
+        );
         assert_eq!(
             parse_offer("a=fingerprint:sha-256 AA\r\nm=audio 9 X 111\r\n"),
             Err(SdpError::NoMid(0))
@@ -173,11 +216,41 @@ mod tests {
             ssrc: 42,
             msid: ("s".into(), "t".into()),
         };
-        let a = answer(&o, &[Some(snd), None], "uf", "pw", "EF:01", "127.0.0.1:5000".parse().unwrap());
+        let a = answer(
+            &o,
+            &[Answered::Send(snd), Answered::Reject],
+            "uf",
+            "pw",
+            "EF:01",
+            "127.0.0.1:5000".parse().unwrap(),
+        );
         assert!(a.contains("a=group:BUNDLE 0 1\r\n"));
         assert!(a.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
         assert!(a.contains("a=ssrc:42 cname:conclave\r\n"));
         assert!(a.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"));
         assert!(a.contains("m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"));
+        assert!(a.contains("a=sendonly\r\n"));
+    }
+
+    #[test]
+    fn a_published_section_is_answered_recvonly_and_an_unoffered_codec_rejected() {
+        let o = parse_offer(OFFER).unwrap();
+        let a = answer(
+            &o,
+            &[
+                Answered::Receive("opus/48000".into()),
+                Answered::Receive("H264/90000".into()),
+            ],
+            "uf",
+            "pw",
+            "EF:01",
+            "127.0.0.1:5000".parse().unwrap(),
+        );
+        assert!(a.contains("a=recvonly\r\n"));
+        assert!(!a.contains("a=ssrc:"));
+        assert!(
+            a.contains("m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "VP8 offered, H264 wanted"
+        );
     }
 }

@@ -93,7 +93,7 @@ impl Pair {
         };
         let answer = sdp::answer(
             &parsed,
-            &[Some(sending)],
+            &[sdp::Answered::Send(sending)],
             &creds.local_ufrag,
             &creds.local_pwd,
             &identity.fingerprint,
@@ -101,7 +101,10 @@ impl Pair {
         );
         let plane = Transport::new(&identity, creds, plane_addr, Instant::now()).unwrap();
         client
-            .set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap())
+            .set_remote_description(
+                Instant::now(),
+                RTCSessionDescription::answer(answer).unwrap(),
+            )
             .unwrap();
         Pair {
             client,
@@ -226,7 +229,13 @@ fn checks_with_the_wrong_password_are_not_answered() {
     let identity = Identity::generate().unwrap();
     let provider = rtc::crypto::default_provider().unwrap();
     let creds = Credentials::generate(&*provider, "AA".into());
-    let mut plane = Transport::new(&identity, creds.clone(), PLANE.parse().unwrap(), Instant::now()).unwrap();
+    let mut plane = Transport::new(
+        &identity,
+        creds.clone(),
+        PLANE.parse().unwrap(),
+        Instant::now(),
+    )
+    .unwrap();
     use rtc::stun::integrity::MessageIntegrity;
     use rtc::stun::message::{BINDING_REQUEST, Message, Setter};
     use rtc::stun::textattrs::TextAttribute;
@@ -249,12 +258,18 @@ fn checks_with_the_wrong_password_are_not_answered() {
         BytesMut::from(&m.raw[..])
     };
     plane.handle_datagram(Instant::now(), from, &request("not the password"));
-    assert!(plane.poll_transmit().is_none(), "no answer to a forged check");
+    assert!(
+        plane.poll_transmit().is_none(),
+        "no answer to a forged check"
+    );
     assert!(!plane.is_validated(from));
     // DTLS from an address no check validated is ignored.
     plane.handle_datagram(Instant::now(), from, &[22, 254, 253, 0, 0]);
     assert!(plane.poll_transmit().is_none());
     plane.handle_datagram(Instant::now(), from, &request(&creds.local_pwd));
-    assert!(plane.poll_transmit().is_some(), "the right password is answered");
+    assert!(
+        plane.poll_transmit().is_some(),
+        "the right password is answered"
+    );
     assert!(plane.is_validated(from));
 }

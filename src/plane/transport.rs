@@ -81,8 +81,9 @@ impl Identity {
     pub fn generate() -> Result<Self, TransportError> {
         let provider =
             rtc::crypto::default_provider().map_err(|e| TransportError::Crypto(e.to_string()))?;
-        let certificate = Certificate::generate_self_signed(vec!["conclave".into()], provider.crypto())
-            .map_err(|e| TransportError::Crypto(e.to_string()))?;
+        let certificate =
+            Certificate::generate_self_signed(vec!["conclave".into()], provider.crypto())
+                .map_err(|e| TransportError::Crypto(e.to_string()))?;
         let der = certificate.certificate[0].as_ref();
         let fingerprint = sha256_fingerprint(&*provider, der)?;
         Ok(Identity {
@@ -93,7 +94,10 @@ impl Identity {
     }
 }
 
-fn sha256_fingerprint(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<String, TransportError> {
+fn sha256_fingerprint(
+    provider: &dyn RTCCryptoProvider,
+    der: &[u8],
+) -> Result<String, TransportError> {
     let hash = provider
         .crypto()
         .hash(HashAlgorithm::Sha256, der)
@@ -120,7 +124,10 @@ impl Credentials {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
         let mut bytes = [0u8; 32];
         let _ = provider.random().fill(&mut bytes);
-        let text: String = bytes.iter().map(|b| ALPHABET[(*b as usize) % 64] as char).collect();
+        let text: String = bytes
+            .iter()
+            .map(|b| ALPHABET[(*b as usize) % 64] as char)
+            .collect();
         Credentials {
             local_ufrag: text[..8].to_owned(),
             local_pwd: text[8..].to_owned(),
@@ -243,7 +250,10 @@ impl Transport {
             return;
         };
         let ours = self.credentials.local_ufrag.as_bytes();
-        if username.len() <= ours.len() || &username[..ours.len()] != ours || username[ours.len()] != b':' {
+        if username.len() <= ours.len()
+            || &username[..ours.len()] != ours
+            || username[ours.len()] != b':'
+        {
             return;
         }
         if MessageIntegrity::check(
@@ -272,7 +282,8 @@ impl Transport {
         if out.build(&setters).is_err() {
             return;
         }
-        self.transmits.push_back((from, BytesMut::from(&out.raw[..])));
+        self.transmits
+            .push_back((from, BytesMut::from(&out.raw[..])));
         if let Some(entry) = self.validated.iter_mut().find(|(a, _)| *a == from) {
             entry.1 = now;
         } else if self.validated.len() < MAX_VALIDATED {
@@ -281,7 +292,9 @@ impl Transport {
             return;
         }
         let nominates = m.contains(ATTR_USE_CANDIDATE);
-        if self.selected.is_none() || (nominates && (!self.nominated || self.selected != Some(from))) {
+        if self.selected.is_none()
+            || (nominates && (!self.nominated || self.selected != Some(from)))
+        {
             self.selected = Some(from);
             self.nominated |= nominates;
         }
@@ -310,7 +323,9 @@ impl Transport {
         };
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
+                ProtectionProfile::Aes128CmHmacSha1_80
+            }
             other => return self.fail(format!("unsupported SRTP profile {other:?}")),
         };
         let mut config = rtc::srtp::config::Config {
@@ -332,8 +347,15 @@ impl Transport {
             .and_then(|()| {
                 let crypto = self.provider.crypto();
                 let k = &config.keys;
-                let local = Context::new(&k.local_master_key, &k.local_master_salt, profile, None, None, crypto)
-                    .map_err(|e| e.to_string())?;
+                let local = Context::new(
+                    &k.local_master_key,
+                    &k.local_master_salt,
+                    profile,
+                    None,
+                    None,
+                    crypto,
+                )
+                .map_err(|e| e.to_string())?;
                 let remote = Context::new(
                     &k.remote_master_key,
                     &k.remote_master_salt,
@@ -372,12 +394,17 @@ impl Transport {
 
     /// Encrypts one RTP packet (`header` as it should go out, `payload` unchanged) and queues it
     /// for the selected address.
-    pub fn send_rtp(&mut self, header: &rtp::header::Header, payload: &[u8]) -> Result<(), TransportError> {
+    pub fn send_rtp(
+        &mut self,
+        header: &rtp::header::Header,
+        payload: &[u8],
+    ) -> Result<(), TransportError> {
         let (Some(to), Some((local, _))) = (self.selected, &mut self.srtp) else {
             return Err(TransportError::NotConnected);
         };
         self.scratch.clear();
-        self.scratch.resize(header.marshal_size() + payload.len(), 0);
+        self.scratch
+            .resize(header.marshal_size() + payload.len(), 0);
         let n = header
             .marshal_to(&mut self.scratch[..])
             .map_err(|e| TransportError::Crypto(e.to_string()))?;
