@@ -10,7 +10,7 @@ scripts/setup.sh
 # Resolved here, before any `cd`, so the browser tests find the binary however it was set.
 target="$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-cargo build --locked --bin conclave
+cargo build --locked --bin conclave --example plane_echo
 cargo test --locked --workspace
 
 echo "== browser end-to-end tests (headless Chromium) =="

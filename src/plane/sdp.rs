@@ -98,6 +98,8 @@ pub enum Answered {
     Send(Sending),
     /// The client publishes there, in the codec whose `rtpmap` starts with this.
     Receive(String),
+    /// Both: the client publishes there and the plane sends a track back (same codec).
+    SendRecv(Sending),
     /// Rejected (port 0).
     Reject,
 }
@@ -130,7 +132,9 @@ pub fn answer(
                 .map(|(pt, c)| (*pt, c.clone()))
         };
         let chosen = match sections.get(i) {
-            Some(Answered::Send(snd)) => find(&snd.codec).map(|c| (Some(snd), c)),
+            Some(Answered::Send(snd)) | Some(Answered::SendRecv(snd)) => {
+                find(&snd.codec).map(|c| (Some(snd), c))
+            }
             Some(Answered::Receive(codec)) => find(codec).map(|c| (None, c)),
             _ => None,
         };
@@ -151,10 +155,10 @@ pub fn answer(
              a=rtpmap:{pt} {rtpmap}\r\n",
             kind = m.kind,
             mid = m.mid,
-            dir = if snd.is_some() {
-                "sendonly"
-            } else {
-                "recvonly"
+            dir = match sections.get(i) {
+                Some(Answered::SendRecv(_)) => "sendrecv",
+                Some(Answered::Send(_)) => "sendonly",
+                _ => "recvonly",
             },
         );
         if let Some(snd) = snd {
