@@ -89,7 +89,8 @@ fn plane(mut engine: Engine, offers: mpsc::Receiver<OfferMsg>) {
                     };
                     next_ssrc += 1;
                     if let Some((pt, _)) = m.codecs.iter().find(|(_, c)| {
-                        c.to_ascii_lowercase().starts_with(&codec.to_ascii_lowercase())
+                        c.to_ascii_lowercase()
+                            .starts_with(&codec.to_ascii_lowercase())
                     }) {
                         ssrc_by_pt.insert(*pt, next_ssrc);
                     }
@@ -183,7 +184,12 @@ fn serve(stream: TcpStream, offers: &mpsc::Sender<OfferMsg>) -> std::io::Result<
         return respond(&mut out, "404 Not Found", "text/plain", "not found");
     }
     if length > 64 * 1024 {
-        return respond(&mut out, "413 Payload Too Large", "text/plain", "offer too large");
+        return respond(
+            &mut out,
+            "413 Payload Too Large",
+            "text/plain",
+            "offer too large",
+        );
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
@@ -192,6 +198,11 @@ fn serve(stream: TcpStream, offers: &mpsc::Sender<OfferMsg>) -> std::io::Result<
     match reply_rx.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(answer)) => respond(&mut out, "200 OK", "application/sdp", &answer),
         Ok(Err(e)) => respond(&mut out, "400 Bad Request", "text/plain", &e),
-        Err(_) => respond(&mut out, "503 Service Unavailable", "text/plain", "plane busy"),
+        Err(_) => respond(
+            &mut out,
+            "503 Service Unavailable",
+            "text/plain",
+            "plane busy",
+        ),
     }
 }

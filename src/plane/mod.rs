@@ -6,10 +6,12 @@
 //! Built bottom-up; not yet wired into the server (which still runs `src/peer/`):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
-//! * [`sdp`]: answers for a client's offer, written by the plane.
+//! * [`sdp`]: reading offers and answers, writing the plane's descriptions.
+//! * [`session`]: one client's negotiation: answers to its offers, the plane's offers.
 
 pub mod engine;
 pub mod sdp;
+pub mod session;
 pub mod transport;
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct OfferedMedia {
     pub mid: String,
     /// Payload type and `rtpmap` value (`opus/48000/2`) of each codec, in offer order.
     pub codecs: Vec<(u8, String)>,
+    /// Port 0: the section is rejected (in an answer) or stopped (in an offer).
+    pub rejected: bool,
 }
 
 /// Errors in an offer.
@@ -44,11 +46,14 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
     let mut mids: Vec<Option<String>> = Vec::new();
     for line in sdp.lines().map(str::trim_end) {
         if let Some(rest) = line.strip_prefix("m=") {
-            let kind = rest.split(' ').next().unwrap_or("").to_owned();
+            let mut words = rest.split(' ');
+            let kind = words.next().unwrap_or("").to_owned();
+            let rejected = words.next() == Some("0");
             media.push(OfferedMedia {
                 kind,
                 mid: String::new(),
                 codecs: Vec::new(),
+                rejected,
             });
             mids.push(None);
         } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
@@ -81,7 +86,7 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
 }
 
 /// What the plane sends in one answered section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sending {
     /// The codec's `rtpmap` prefix it forwards (`opus/48000`, `VP8/90000`).
     pub codec: String,
@@ -104,64 +109,95 @@ pub enum Answered {
     Reject,
 }
 
-/// Writes the answer: section `i` as `sections[i]` says (missing ones are rejected), with the
-/// codec's payload type from the offer; a section whose codec was not offered is rejected.
-pub fn answer(
-    offer: &Offer,
-    sections: &[Answered],
-    ufrag: &str,
-    pwd: &str,
-    fingerprint: &str,
-    candidate: SocketAddr,
-) -> String {
+/// One media section as the plane last described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// `audio` or `video`.
+    pub kind: String,
+    /// Its mid.
+    pub mid: String,
+    /// The payload type and `rtpmap` of its one codec.
+    pub codec: (u8, String),
+    /// Which way media flows, from the plane's side.
+    pub direction: Direction,
+    /// What the plane sends there, if it does.
+    pub sending: Option<Sending>,
+}
+
+/// A section's direction from the plane's side; `Inactive` sections are written with port 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The plane sends.
+    SendOnly,
+    /// The client sends.
+    RecvOnly,
+    /// Both.
+    SendRecv,
+    /// Rejected or stopped.
+    Inactive,
+}
+
+/// What the plane puts in every description it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Local<'a> {
+    /// ICE ufrag.
+    pub ufrag: &'a str,
+    /// ICE password.
+    pub pwd: &'a str,
+    /// Its certificate's sha-256 fingerprint.
+    pub fingerprint: &'a str,
+    /// The one host candidate (the engine's socket).
+    pub candidate: SocketAddr,
+}
+
+/// Writes a description of `sections`: `passive` in answers, `actpass` in the plane's offers
+/// (the client keeps the DTLS client role it has).
+pub fn write(sections: &[Section], version: u64, setup: &str, local: &Local<'_>) -> String {
     let mut s = String::new();
-    let mids: Vec<&str> = offer.media.iter().map(|m| m.mid.as_str()).collect();
+    let bundled: Vec<&str> = sections
+        .iter()
+        .filter(|m| m.direction != Direction::Inactive)
+        .map(|m| m.mid.as_str())
+        .collect();
     let _ = write!(
         s,
-        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n",
-        mids.join(" ")
+        "v=0\r\no=- 4611731400430051336 {version} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n"
     );
-    for (i, m) in offer.media.iter().enumerate() {
-        let find = |codec: &str| {
-            m.codecs
-                .iter()
-                .find(|(_, c)| {
-                    c.to_ascii_lowercase()
-                        .starts_with(&codec.to_ascii_lowercase())
-                })
-                .map(|(pt, c)| (*pt, c.clone()))
-        };
-        let chosen = match sections.get(i) {
-            Some(Answered::Send(snd)) | Some(Answered::SendRecv(snd)) => {
-                find(&snd.codec).map(|c| (Some(snd), c))
+    if !bundled.is_empty() {
+        let _ = write!(s, "a=group:BUNDLE {}\r\n", bundled.join(" "));
+    }
+    s.push_str("a=msid-semantic: WMS\r\n");
+    for m in sections {
+        let (pt, rtpmap) = &m.codec;
+        let dir = match m.direction {
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::SendRecv => "sendrecv",
+            Direction::Inactive => {
+                let _ = write!(
+                    s,
+                    "m={} 0 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\na=inactive\r\n\
+                     a=rtpmap:{pt} {rtpmap}\r\n",
+                    m.kind, m.mid
+                );
+                continue;
             }
-            Some(Answered::Receive(codec)) => find(codec).map(|c| (None, c)),
-            _ => None,
-        };
-        let Some((snd, (pt, rtpmap))) = chosen else {
-            let pt = m.codecs.first().map_or(0, |c| c.0);
-            let _ = write!(
-                s,
-                "m={} 0 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\na=inactive\r\n",
-                m.kind, m.mid
-            );
-            continue;
         };
         let _ = write!(
             s,
             "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
              a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fingerprint}\r\n\
-             a=setup:passive\r\na=mid:{mid}\r\na={dir}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+             a=setup:{setup}\r\na=mid:{mid}\r\na={dir}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
              a=rtpmap:{pt} {rtpmap}\r\n",
             kind = m.kind,
             mid = m.mid,
-            dir = match sections.get(i) {
-                Some(Answered::SendRecv(_)) => "sendrecv",
-                Some(Answered::Send(_)) => "sendonly",
-                _ => "recvonly",
-            },
+            ufrag = local.ufrag,
+            pwd = local.pwd,
+            fingerprint = local.fingerprint,
         );
-        if let Some(snd) = snd {
+        if let Some(snd) = &m.sending
+            && matches!(m.direction, Direction::SendOnly | Direction::SendRecv)
+        {
             let _ = write!(
                 s,
                 "a=msid:{stream} {track}\r\na=ssrc:{ssrc} cname:conclave\r\n\
@@ -174,11 +210,72 @@ pub fn answer(
         let _ = write!(
             s,
             "a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
-            ip = candidate.ip(),
-            port = candidate.port(),
+            ip = local.candidate.ip(),
+            port = local.candidate.port(),
         );
     }
     s
+}
+
+/// The section answering offered section `m` as `decision` says (inactive when its codec was
+/// not offered).
+pub fn answer_section(m: &OfferedMedia, decision: &Answered) -> Section {
+    let find = |codec: &str| {
+        m.codecs
+            .iter()
+            .find(|(_, c)| {
+                c.to_ascii_lowercase()
+                    .starts_with(&codec.to_ascii_lowercase())
+            })
+            .cloned()
+    };
+    let (codec, direction, sending) = match decision {
+        Answered::Send(snd) => (find(&snd.codec), Direction::SendOnly, Some(snd.clone())),
+        Answered::SendRecv(snd) => (find(&snd.codec), Direction::SendRecv, Some(snd.clone())),
+        Answered::Receive(codec) => (find(codec), Direction::RecvOnly, None),
+        Answered::Reject => (None, Direction::Inactive, None),
+    };
+    let inactive = Section {
+        kind: m.kind.clone(),
+        mid: m.mid.clone(),
+        codec: m.codecs.first().cloned().unwrap_or((0, String::new())),
+        direction: Direction::Inactive,
+        sending: None,
+    };
+    match codec {
+        Some(codec) if direction != Direction::Inactive && !m.rejected => Section {
+            codec,
+            direction,
+            sending,
+            ..inactive
+        },
+        _ => inactive,
+    }
+}
+
+/// Writes the answer to a first offer: section `i` as `sections[i]` says (missing ones are
+/// rejected), with the codec's payload type from the offer.
+pub fn answer(
+    offer: &Offer,
+    sections: &[Answered],
+    ufrag: &str,
+    pwd: &str,
+    fingerprint: &str,
+    candidate: SocketAddr,
+) -> String {
+    let answered: Vec<Section> = offer
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| answer_section(m, sections.get(i).unwrap_or(&Answered::Reject)))
+        .collect();
+    let local = Local {
+        ufrag,
+        pwd,
+        fingerprint,
+        candidate,
+    };
+    write(&answered, 1, "passive", &local)
 }
 
 #[cfg(test)]
@@ -228,7 +325,10 @@ mod tests {
             "EF:01",
             "127.0.0.1:5000".parse().unwrap(),
         );
-        assert!(a.contains("a=group:BUNDLE 0 1\r\n"));
+        assert!(
+            a.contains("a=group:BUNDLE 0\r\n"),
+            "a rejected section is not bundled"
+        );
         assert!(a.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
         assert!(a.contains("a=ssrc:42 cname:conclave\r\n"));
         assert!(a.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"));

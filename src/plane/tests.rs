@@ -273,3 +273,133 @@ fn checks_with_the_wrong_password_are_not_answered() {
     );
     assert!(plane.is_validated(from));
 }
+
+/// A session's renegotiation against webrtc-rs: after the first exchange the plane offers a
+/// second track; the client answers, and packets on the new SSRC arrive as a second track.
+#[test]
+fn the_plane_offers_a_new_track_after_the_first_exchange() {
+    use super::sdp::Local;
+    use super::session::Session;
+    let identity = Identity::generate().unwrap();
+    let mut client = client();
+    let offer = client.create_offer(None).unwrap();
+    client
+        .set_local_description(Instant::now(), offer.clone())
+        .unwrap();
+    let parsed = sdp::parse_offer(&offer.sdp).unwrap();
+    let provider = rtc::crypto::default_provider().unwrap();
+    let creds = Credentials::generate(&*provider, parsed.fingerprint.clone());
+    let plane_addr: SocketAddr = PLANE.parse().unwrap();
+    let (ufrag, pwd) = (creds.local_ufrag.clone(), creds.local_pwd.clone());
+    let local = Local {
+        ufrag: &ufrag,
+        pwd: &pwd,
+        fingerprint: &identity.fingerprint,
+        candidate: plane_addr,
+    };
+    let mut session = Session::new();
+    let first = Sending {
+        codec: "opus/48000".into(),
+        ssrc: 0xC0FFEE,
+        msid: ("stream".into(), "track".into()),
+    };
+    let answer = session
+        .answer(&parsed, |_, _| sdp::Answered::Send(first.clone()), &local)
+        .unwrap();
+    client
+        .set_remote_description(
+            Instant::now(),
+            RTCSessionDescription::answer(answer).unwrap(),
+        )
+        .unwrap();
+    let plane = Transport::new(&identity, creds, plane_addr, Instant::now()).unwrap();
+    let mut pair = Pair {
+        client,
+        plane,
+        client_up: false,
+        plane_up: false,
+        received: Vec::new(),
+        tracks: 0,
+    };
+    assert_eq!(
+        pair.run_until(Duration::from_secs(10), |p| p.client_up && p.plane_up),
+        None
+    );
+
+    // A second track: the plane offers, the client answers.
+    let mid = session
+        .add_send(
+            "audio",
+            Sending {
+                codec: "opus/48000".into(),
+                ssrc: 0xBEEF,
+                msid: ("stream2".into(), "track2".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(mid, "1");
+    let offer = session.offer(&local);
+    assert!(session.offer_outstanding());
+    pair.client
+        .set_remote_description(Instant::now(), RTCSessionDescription::offer(offer).unwrap())
+        .unwrap();
+    let answer = pair.client.create_answer(None).unwrap();
+    pair.client
+        .set_local_description(Instant::now(), answer.clone())
+        .unwrap();
+    session.apply_answer(&answer.sdp).unwrap();
+    assert!(!session.offer_outstanding());
+    assert_eq!(session.sections().len(), 2);
+
+    for (i, ssrc) in [0xC0FFEEu32, 0xBEEF].into_iter().enumerate() {
+        for seq in 0..20u16 {
+            let header = rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: 100 * i as u16 + seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc,
+                ..Default::default()
+            };
+            pair.plane.send_rtp(&header, &[i as u8; 40]).unwrap();
+        }
+    }
+    assert_eq!(
+        pair.run_until(Duration::from_secs(5), |p| p.received.len() >= 40),
+        None
+    );
+    assert_eq!(pair.tracks, 2, "the client saw both tracks");
+    let on_new: Vec<_> = pair
+        .received
+        .iter()
+        .filter(|p| p.header.ssrc == 0xBEEF)
+        .collect();
+    assert_eq!(on_new.len(), 20);
+    assert!(on_new.iter().all(|p| &p.payload[..] == &[1u8; 40][..]));
+
+    // An answer with no offer outstanding is refused; so is a client offer that drops a section.
+    assert_eq!(
+        session.apply_answer(&answer.sdp),
+        Err(super::session::NegotiationError::NoOffer)
+    );
+    let dropped = sdp::parse_offer(&offer_with_first_section_only(&answer.sdp)).unwrap();
+    assert!(matches!(
+        session.answer(&dropped, |_, _| sdp::Answered::Reject, &local),
+        Err(super::session::NegotiationError::SectionsChanged(_))
+    ));
+}
+
+/// `sdp` cut after its first media section.
+fn offer_with_first_section_only(sdp: &str) -> String {
+    let mut out = String::new();
+    let mut sections = 0;
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections += 1;
+        }
+        if sections <= 1 {
+            out.push_str(line);
+        }
+    }
+    out
+}
