@@ -83,7 +83,11 @@ pub fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
 /// Word error rate: word edits over the reference's length.
 pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
     let r = words(reference);
-    word_edits(&r, &words(hypothesis)) as f64 / r.len().max(1) as f64
+    // A hyphenated word is read both ways ("up-date" as "up date" and as "update"), whichever
+    // matches better: how a word is hyphenated is spelling, not recognition.
+    let split = word_edits(&r, &words(hypothesis));
+    let joined = word_edits(&r, &words(&hypothesis.replace('-', "")));
+    split.min(joined) as f64 / r.len().max(1) as f64
 }
 
 /// Where tests keep downloaded models: `$CONCLAVE_MODEL_CACHE`, or `~/.cache/conclave-models`.
@@ -222,5 +226,7 @@ mod tests {
         assert!((wer("we need it by March", "we need it on March") - 0.2).abs() < 1e-9);
         assert!((wer("a b c d", "a c d e") - 0.5).abs() < 1e-9);
         assert_eq!(wer("let's follow-up", "lets follow up"), 0.0);
+        assert_eq!(wer("ship the update", "ship the up-date"), 0.0);
+        assert!((wer("ship the update", "ship the up date") - 2.0 / 3.0).abs() < 1e-9);
     }
 }
