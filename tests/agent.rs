@@ -297,7 +297,17 @@ async fn mm_hmm_while_the_agent_talks_does_not_interrupt_it() {
     let status = call.status().await;
     eprintln!("{:#?}", status["events"]);
     let k = kinds(&status);
-    assert!(!k.contains(&"agent:interruption".to_owned()), "{k:?}");
+    // Only what happened from the long question on is this test's business: on a busy machine
+    // an earlier answer with a pause in it can be taken as a finished turn, and the agent,
+    // talked over, rightly stops (seen in CI once: an interruption before the long question).
+    let from = k
+        .iter()
+        .rposition(|e| e == "agent:question")
+        .expect("the long question is in the events");
+    assert!(
+        !k[from..].contains(&"agent:interruption".to_owned()),
+        "the backchannels interrupted the long question: {k:?}"
+    );
     assert!(played_ms > 9_000, "the question was cut: {played_ms} ms");
 }
 
