@@ -633,20 +633,7 @@ fn main() {
 }
 
 fn set_buffers(s: &UdpSocket) -> std::io::Result<()> {
-    let size: libc::c_int = 4 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: sets an int socket option.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const _ as *const _,
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-    }
-    Ok(())
+    set_buffers_fd(s.as_raw_fd())
 }
 
 /// Offer from `offerer`, answer from `answerer`, both applied (candidates ride in the SDP).
@@ -676,7 +663,7 @@ struct PlaneServer {
 impl PlaneServer {
     fn new() -> Self {
         let engine = Engine::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let _ = set_buffers_fd(engine_fd(&engine));
+        let _ = set_buffers_fd(engine.raw_fd());
         PlaneServer {
             engine,
             identity: Identity::generate().unwrap(),
@@ -802,10 +789,6 @@ impl PlaneServer {
             }
         }
     }
-}
-
-fn engine_fd(engine: &Engine) -> i32 {
-    engine.raw_fd()
 }
 
 fn set_buffers_fd(fd: i32) -> std::io::Result<()> {
