@@ -915,7 +915,9 @@ impl Agent {
                 if self.is_lead(&who) && is_speech(&text) {
                     // Acknowledgements are kept but answer nothing; anything else is an answer,
                     // even said over the agent.
-                    let backchannel = self.turns.is_backchannel(&text);
+                    // A word or two over the agent acknowledges, as the turn engine takes it
+                    // (the server's clock is not ours, so "over" means "while it plays").
+                    let backchannel = self.turns.acknowledges(&text, self.turns.agent_playing());
                     self.record(
                         "lead",
                         if backchannel { "backchannel" } else { "answer" },

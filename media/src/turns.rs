@@ -42,6 +42,12 @@ pub struct TurnConfig {
     pub complete_threshold: f32,
     /// Words that acknowledge without taking the turn.
     pub backchannels: Vec<String>,
+    /// Fewer words than this, said over the agent, acknowledge rather than interrupt, whatever
+    /// they are: a one-word "mm-hmm" is what a small speech model mis-hears most ("and anthem"),
+    /// so its words cannot be the only witness.
+    pub min_interruption_words: usize,
+    /// Words that interrupt however few they are ("wait", "stop", "sorry", "no").
+    pub interrupt_words: Vec<String>,
     /// Time after an interruption within which words must come, or the agent resumes.
     pub false_interruption_ms: u64,
     /// Silence after the agent's question before it re-prompts (once), then moves on.
@@ -63,6 +69,14 @@ impl Default for TurnConfig {
             backchannels: [
                 "mm-hmm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "yep", "right", "okay",
                 "ok", "sure", "got it", "i see", "uh huh", "mm hmm",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+            min_interruption_words: 3,
+            interrupt_words: [
+                "stop", "wait", "hold", "hang", "sorry", "excuse", "pardon", "no", "nope",
+                "what", "actually", "question", "hello", "hey",
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -268,6 +282,37 @@ impl Turns {
                 .all(|x| self.config.backchannels.iter().any(|b| b == x))
     }
 
+    /// Whether `text` acknowledges rather than takes the turn: a backchannel, or, when
+    /// `over_agent` (said while the agent played), fewer than `min_interruption_words` words
+    /// none of which is an interrupt word.
+    pub fn acknowledges(&self, text: &str, over_agent: bool) -> bool {
+        if self.is_backchannel(text) {
+            return true;
+        }
+        let w = words(text);
+        over_agent
+            && w.len() < self.config.min_interruption_words
+            && !w.iter().any(|x| self.config.interrupt_words.contains(x))
+    }
+
+    /// Whether the agent is playing a line now (or paused in the middle of one).
+    pub fn agent_playing(&self) -> bool {
+        matches!(
+            self.state,
+            State::AgentSpeaking { .. } | State::Paused { .. }
+        )
+    }
+
+    /// Whether a person's audio of `start_ms..end_ms` was said over the agent: the agent is
+    /// playing (or paused mid-line) now, or that audio lies wholly inside a line it played.
+    pub fn said_over_agent(&self, start_ms: u64, end_ms: u64) -> bool {
+        self.agent_playing()
+            || self
+            .lines
+            .iter()
+            .any(|l| l.stopped.is_some_and(|s| start_ms >= l.started && end_ms <= s))
+    }
+
     /// Whether the agent is playing (or paused mid-line), or stopped within the echo tail.
     fn in_playout(&self, now: u64) -> bool {
         matches!(
@@ -436,6 +481,8 @@ impl Turns {
                     return None;
                 }
                 let backchannel = self.is_backchannel(&text);
+                // Over the agent, a word or two acknowledges unless it asks to stop.
+                let acknowledged = self.acknowledges(&text, true);
                 let ambiguous = self.agent_share(&text) >= AMBIGUOUS_SHARE;
                 match &mut self.state {
                     State::Paused {
@@ -444,7 +491,7 @@ impl Turns {
                         settled,
                         ..
                     } => {
-                        if backchannel {
+                        if acknowledged {
                             *settled = true;
                             return None;
                         }
@@ -464,7 +511,7 @@ impl Turns {
                     State::AgentSpeaking { words_heard, .. } => {
                         // Words half the agent's own may be its echo mis-heard ("Yeah, I'm
                         // Ava" for "Hi Dana, I'm Ava"): not enough to stop it.
-                        if !backchannel && !ambiguous {
+                        if !acknowledged && !ambiguous {
                             *words_heard = true;
                         }
                         self.check_barge_in(now)
@@ -738,6 +785,61 @@ mod tests {
             6000,
         );
         assert_eq!(got, vec![]);
+    }
+
+    #[test]
+    fn a_mis_heard_mm_hmm_over_the_agent_pauses_it_at_most() {
+        // Long enough to pause the agent, and transcribed as words that are no backchannel:
+        // two words over the agent acknowledge all the same.
+        let got = run(
+            &[
+                (0, agent("a long question that goes on and on")),
+                (1000, started("lead")),
+                (1600, stopped("lead")),
+                (2200, said("lead", "and anthem.")),
+            ],
+            4000,
+        );
+        assert_eq!(
+            got,
+            vec![(1300, TurnDecision::Pause), (2200, TurnDecision::Resume)]
+        );
+    }
+
+    #[test]
+    fn one_word_that_asks_to_stop_stops_the_agent() {
+        for word in ["Wait.", "Stop!", "Sorry,", "No no"] {
+            let got = run(
+                &[
+                    (0, agent("a long question that goes on and on")),
+                    (1000, started("lead")),
+                    (1500, stopped("lead")),
+                    (1900, said("lead", word)),
+                ],
+                4000,
+            );
+            // Then it is the person's turn (a `Speak` follows once they are done).
+            assert_eq!(
+                got[..2],
+                [(1300, TurnDecision::Pause), (1900, TurnDecision::Stop)],
+                "{word}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_answer_after_the_agent_finished_is_an_answer() {
+        let mut t = Turns::new(TurnConfig::default());
+        t.on(agent("When do you need it?"), 0);
+        assert!(t.said_over_agent(500, 1_200), "said while it plays");
+        t.on(TurnEvent::AgentFinished, 1_500);
+        // Wholly inside the line: over it. Begun after it ended: an answer.
+        assert!(t.said_over_agent(500, 1_400));
+        assert!(!t.said_over_agent(1_700, 2_600));
+        assert!(!t.acknowledges("Next month.", t.said_over_agent(1_700, 2_600)));
+        assert!(t.acknowledges("and anthem", t.said_over_agent(500, 1_400)));
+        assert!(!t.acknowledges("hold on", true));
+        assert!(t.acknowledges("Mm-hmm.", false), "a backchannel anywhere");
     }
 
     #[test]

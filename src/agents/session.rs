@@ -497,7 +497,10 @@ impl Session {
                 if self.is_lead(live, &t.speaker) && crate::transcription::is_speech(&text) {
                     // Acknowledgements are kept but answer nothing; anything else is an answer,
                     // even said over the agent.
-                    let backchannel = live.turns.is_backchannel(&text);
+                    // A word or two said over the agent is taken the way the turn engine
+                    // takes it: an acknowledgement, whatever the transcript made of it.
+                    let over_agent = live.turns.said_over_agent(t.start_ms, t.end_ms);
+                    let backchannel = live.turns.acknowledges(&text, over_agent);
                     let kind = if backchannel { "backchannel" } else { "answer" };
                     self.record(live, "lead", kind, &text, t.start_ms);
                     if !backchannel {
