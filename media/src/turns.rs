@@ -75,8 +75,8 @@ impl Default for TurnConfig {
             .collect(),
             min_interruption_words: 3,
             interrupt_words: [
-                "stop", "wait", "hold", "hang", "sorry", "excuse", "pardon", "no", "nope",
-                "what", "actually", "question", "hello", "hey",
+                "stop", "wait", "hold", "hang", "sorry", "excuse", "pardon", "no", "nope", "what",
+                "actually", "question", "hello", "hey",
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -307,10 +307,10 @@ impl Turns {
     /// playing (or paused mid-line) now, or that audio lies wholly inside a line it played.
     pub fn said_over_agent(&self, start_ms: u64, end_ms: u64) -> bool {
         self.agent_playing()
-            || self
-            .lines
-            .iter()
-            .any(|l| l.stopped.is_some_and(|s| start_ms >= l.started && end_ms <= s))
+            || self.lines.iter().any(|l| {
+                l.stopped
+                    .is_some_and(|s| start_ms >= l.started && end_ms <= s)
+            })
     }
 
     /// Whether the agent is playing (or paused mid-line), or stopped within the echo tail.

@@ -286,14 +286,28 @@ impl Engine {
 
     /// Blocks until the socket is readable or `timeout` passed.
     pub fn wait(&self, timeout: Duration) {
-        let mut p = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, ms) };
+        self.wait_with(None, timeout);
+    }
+
+    /// Blocks until the socket or `other` (a wake-up descriptor) is readable, or `timeout`
+    /// passed.
+    pub fn wait_with(&self, other: Option<std::os::fd::RawFd>, timeout: Duration) {
+        let mut p = [
+            libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: other.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Round up: a sub-millisecond timeout must not become a busy loop of zero waits.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+        unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
     }
 }
 

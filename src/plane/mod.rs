@@ -8,11 +8,14 @@
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
 //! * [`sdp`]: reading offers and answers, writing the plane's descriptions.
 //! * [`session`]: one client's negotiation: answers to its offers, the plane's offers.
+//! * [`worker`]: an engine on its own thread, commanded over a queue, forwarding each
+//!   published stream to its legs inside the loop (keyframe gating and requests included).
 
 pub mod engine;
 pub mod sdp;
 pub mod session;
 pub mod transport;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -403,3 +403,526 @@ fn offer_with_first_section_only(sdp: &str) -> String {
     }
     out
 }
+
+/// A webrtc-rs client on its own UDP socket, pumped by the test.
+struct UdpClient {
+    pc: RTCPeerConnection,
+    socket: std::net::UdpSocket,
+    addr: SocketAddr,
+    up: bool,
+    received: Vec<rtp::Packet>,
+    rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
+}
+
+impl UdpClient {
+    fn new() -> UdpClient {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().unwrap();
+        // The server's keyframe-request tap: PLI and FIR reach the test as RTCP messages.
+        let registry = rtc::interceptor::Registry::new().with(
+            rtc::interceptor::Slot::from(crate::peer::rtcp::KEYFRAME_SLOT),
+            crate::peer::rtcp::KeyframeRequestTap::default(),
+        );
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())
+            .unwrap();
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .unwrap();
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().unwrap())
+            .unwrap();
+        UdpClient {
+            pc,
+            socket,
+            addr,
+            up: false,
+            received: Vec::new(),
+            rtcp: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        let now = Instant::now();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let _ = self.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: self.addr,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(&buf[..n]),
+            });
+        }
+        while let Some(msg) = self.pc.poll_write() {
+            let _ = self.socket.send_to(&msg.message, msg.transport.peer_addr);
+        }
+        while let Some(ev) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
+                self.up = s == RTCPeerConnectionState::Connected;
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, p) => self.received.push(p),
+                RTCMessage::RtcpPacket(_, p) => self.rtcp.extend(p),
+                _ => {}
+            }
+        }
+        let _ = self.pc.handle_timeout(now);
+    }
+
+    /// Offers, has `worker` answer with `section`, and hands the worker the transport.
+    /// Returns its key, the payload type the client offered for `codec`, and its events.
+    fn connect(
+        &mut self,
+        worker: &super::worker::Worker,
+        identity: &Identity,
+        section: sdp::Answered,
+        codec: &str,
+    ) -> (
+        super::worker::Key,
+        u8,
+        tokio::sync::mpsc::Receiver<super::worker::Event>,
+    ) {
+        let now = Instant::now();
+        let offer = self.pc.create_offer(None).unwrap();
+        self.pc.set_local_description(now, offer.clone()).unwrap();
+        let parsed = sdp::parse_offer(&offer.sdp).unwrap();
+        let pt = parsed.media[0]
+            .codecs
+            .iter()
+            .find(|(_, c)| c.to_ascii_lowercase().starts_with(codec))
+            .map(|(pt, _)| *pt)
+            .unwrap();
+        let provider = rtc::crypto::default_provider().unwrap();
+        let creds = Credentials::generate(&*provider, parsed.fingerprint.clone());
+        let answer = sdp::answer(
+            &parsed,
+            &[section],
+            &creds.local_ufrag,
+            &creds.local_pwd,
+            &identity.fingerprint,
+            worker.local_addr(),
+        );
+        let t = Transport::new(identity, creds, worker.local_addr(), now).unwrap();
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
+        let key = worker.key();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        worker
+            .send(super::worker::Command::Add {
+                key,
+                transport: Box::new(t),
+                events: tx,
+            })
+            .unwrap();
+        (key, pt, rx)
+    }
+}
+
+fn sending_track(kind: RtpCodecKind, ssrc: u32) -> rtc::media_stream::MediaStreamTrack {
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    };
+    let codec = match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    };
+    rtc::media_stream::MediaStreamTrack::new(
+        format!("s{ssrc}"),
+        format!("t{ssrc}"),
+        format!("t{ssrc}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+fn receiving(pc: &mut RTCPeerConnection, kind: RtpCodecKind) {
+    pc.add_transceiver_from_kind(
+        kind,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            streams: vec![],
+            send_encodings: vec![],
+        }),
+    )
+    .unwrap();
+}
+
+fn pump_until(
+    clients: &mut [&mut UdpClient],
+    secs: u64,
+    done: impl Fn(&[&mut UdpClient]) -> bool,
+) -> bool {
+    // Pumps at least once, so `secs == 0` flushes what is queued.
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        for c in clients.iter_mut() {
+            c.pump();
+        }
+        if done(clients) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One publisher, two subscribers, one worker thread: every packet reaches both subscribers
+/// (their own SSRC and payload type, payload intact) and the tap; an unsubscribed leg and a
+/// removed publisher stop; dropping the worker ends its thread.
+#[test]
+fn a_worker_forwards_a_published_stream_to_its_legs_in_its_own_thread() {
+    use super::worker::{Command, Event, Worker};
+    let worker = Worker::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let identity = Identity::generate().unwrap();
+    let mut publisher = UdpClient::new();
+    let sender = publisher
+        .pc
+        .add_track(sending_track(RtpCodecKind::Audio, 0xA11CE))
+        .unwrap();
+    let (pub_key, _, mut pub_events) = publisher.connect(
+        &worker,
+        &identity,
+        sdp::Answered::Receive("opus/48000".into()),
+        "opus/48000",
+    );
+    let (tap_tx, mut tap) = tokio::sync::mpsc::channel(1024);
+    worker
+        .send(Command::Publish {
+            key: pub_key,
+            ssrc: 0xA11CE,
+            video: None,
+            tap: Some(tap_tx),
+        })
+        .unwrap();
+    let mut subs: Vec<(UdpClient, super::worker::Key)> = Vec::new();
+    for k in 0..2u32 {
+        let mut c = UdpClient::new();
+        receiving(&mut c.pc, RtpCodecKind::Audio);
+        let (key, pt, _events) = c.connect(
+            &worker,
+            &identity,
+            sdp::Answered::Send(Sending {
+                codec: "opus/48000".into(),
+                ssrc: 0x5000 + k,
+                msid: (format!("m{k}"), format!("a{k}")),
+            }),
+            "opus/48000",
+        );
+        worker
+            .send(Command::Subscribe {
+                from: pub_key,
+                source_ssrc: 0xA11CE,
+                to: key,
+                ssrc: 0x5000 + k,
+                payload_type: pt,
+            })
+            .unwrap();
+        subs.push((c, key));
+    }
+    {
+        let (a, b) = subs.split_at_mut(1);
+        let mut all = [&mut publisher, &mut a[0].0, &mut b[0].0];
+        assert!(
+            pump_until(&mut all, 15, |cs| cs.iter().all(|c| c.up)),
+            "every client connected"
+        );
+    }
+    assert!(matches!(pub_events.try_recv(), Ok(Event::Connected)));
+    let send = |publisher: &mut UdpClient, seq: u16| {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc: 0xA11CE,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![seq as u8; 80]),
+        };
+        let _ = publisher
+            .pc
+            .rtp_sender(sender)
+            .unwrap()
+            .write_rtp(Instant::now(), packet);
+    };
+    for seq in 0..100u16 {
+        send(&mut publisher, seq);
+        let (a, b) = subs.split_at_mut(1);
+        let mut all = [&mut publisher, &mut a[0].0, &mut b[0].0];
+        pump_until(&mut all, 0, |_| true);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    {
+        let (a, b) = subs.split_at_mut(1);
+        let mut all = [&mut publisher, &mut a[0].0, &mut b[0].0];
+        pump_until(&mut all, 5, |cs| {
+            cs[1].received.len() >= 100 && cs[2].received.len() >= 100
+        });
+    }
+    for (k, (c, _)) in subs.iter().enumerate() {
+        let got: Vec<u16> = c
+            .received
+            .iter()
+            .map(|p| p.header.sequence_number)
+            .collect();
+        assert_eq!(
+            got,
+            (0..100).collect::<Vec<_>>(),
+            "subscriber {k}: every packet, in order"
+        );
+        for p in &c.received {
+            assert_eq!(p.header.ssrc, 0x5000 + k as u32);
+            assert_eq!(
+                p.payload.as_ref(),
+                &[p.header.sequence_number as u8; 80][..]
+            );
+        }
+    }
+    let mut tapped = 0;
+    while tap.try_recv().is_ok() {
+        tapped += 1;
+    }
+    assert_eq!(tapped, 100, "the tap saw every packet");
+    let stats = worker.stats();
+    assert_eq!(
+        stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        200
+    );
+
+    // The first subscriber leaves the stream; the second keeps it.
+    worker
+        .send(Command::Unsubscribe {
+            to: subs[0].1,
+            ssrc: 0x5000,
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for seq in 100..120u16 {
+        send(&mut publisher, seq);
+        let (a, b) = subs.split_at_mut(1);
+        let mut all = [&mut publisher, &mut a[0].0, &mut b[0].0];
+        pump_until(&mut all, 0, |_| true);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    {
+        let (a, b) = subs.split_at_mut(1);
+        let mut all = [&mut publisher, &mut a[0].0, &mut b[0].0];
+        pump_until(&mut all, 5, |cs| cs[2].received.len() >= 120);
+        std::thread::sleep(Duration::from_millis(100));
+        pump_until(&mut all, 0, |_| true);
+    }
+    assert_eq!(
+        subs[0].0.received.len(),
+        100,
+        "an unsubscribed leg gets nothing more"
+    );
+    assert_eq!(subs[1].0.received.len(), 120);
+
+    // The publisher's transport goes: nothing more is forwarded, and its RTP is not routed.
+    worker.send(Command::Remove { key: pub_key }).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let before = stats.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+    for seq in 120..130u16 {
+        send(&mut publisher, seq);
+        pump_until(&mut [&mut publisher], 0, |_| true);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+    assert!(stats.unrouted.load(std::sync::atomic::Ordering::Relaxed) >= 10);
+
+    // Dropping the worker stops and joins its thread promptly.
+    let t = Instant::now();
+    drop(worker);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+/// A new video leg waits for a keyframe and asks the publisher for one; a subscriber's PLI
+/// reaches the publisher as a PLI for the stream it sends, throttled.
+#[test]
+fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
+    use super::worker::{Command, Worker};
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let worker = Worker::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let identity = Identity::generate().unwrap();
+    let mut publisher = UdpClient::new();
+    let sender = publisher
+        .pc
+        .add_track(sending_track(RtpCodecKind::Video, 0xB0B))
+        .unwrap();
+    let (pub_key, _, _pe) = publisher.connect(
+        &worker,
+        &identity,
+        sdp::Answered::Receive("VP8/90000".into()),
+        "vp8/90000",
+    );
+    worker
+        .send(Command::Publish {
+            key: pub_key,
+            ssrc: 0xB0B,
+            video: Some(crate::room::keyframe::VideoCodec::Vp8),
+            tap: None,
+        })
+        .unwrap();
+    let mut sub = UdpClient::new();
+    receiving(&mut sub.pc, RtpCodecKind::Video);
+    let (sub_key, pt, _se) = sub.connect(
+        &worker,
+        &identity,
+        sdp::Answered::Send(Sending {
+            codec: "VP8/90000".into(),
+            ssrc: 0x7000,
+            msid: ("v".into(), "v".into()),
+        }),
+        "vp8/90000",
+    );
+    assert!(pump_until(&mut [&mut publisher, &mut sub], 15, |cs| cs
+        .iter()
+        .all(|c| c.up)));
+    worker
+        .send(Command::Subscribe {
+            from: pub_key,
+            source_ssrc: 0xB0B,
+            to: sub_key,
+            ssrc: 0x7000,
+            payload_type: pt,
+        })
+        .unwrap();
+    // VP8 descriptor with S=1, PID 0, then a frame tag: bit 0 clear for a keyframe.
+    let frame = |seq: u16, key: bool| rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc: 0xB0B,
+            marker: true,
+            ..Default::default()
+        },
+        payload: bytes::Bytes::from(vec![0x10, if key { 0x00 } else { 0x01 }, 0, 0, 0, 0]),
+    };
+    let pli_seen = |c: &UdpClient| {
+        c.rtcp.iter().any(|p| {
+            p.as_any()
+                .downcast_ref::<PictureLossIndication>()
+                .is_some_and(|pli| pli.media_ssrc == 0xB0B)
+        })
+    };
+    // Delta frames first: held back, and the publisher is asked for a keyframe.
+    for seq in 0..5u16 {
+        let _ = publisher
+            .pc
+            .rtp_sender(sender)
+            .unwrap()
+            .write_rtp(Instant::now(), frame(seq, false));
+        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        pump_until(&mut [&mut publisher, &mut sub], 3, |cs| pli_seen(cs[0])),
+        "the publisher was asked for a keyframe"
+    );
+    assert!(
+        sub.received.is_empty(),
+        "no delta frame before the keyframe"
+    );
+    for seq in 5..10u16 {
+        let _ = publisher
+            .pc
+            .rtp_sender(sender)
+            .unwrap()
+            .write_rtp(Instant::now(), frame(seq, seq == 5));
+        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(pump_until(&mut [&mut publisher, &mut sub], 3, |cs| cs[1]
+        .received
+        .len()
+        >= 5));
+    let got: Vec<u16> = sub
+        .received
+        .iter()
+        .map(|p| p.header.sequence_number)
+        .collect();
+    assert_eq!(got, vec![5, 6, 7, 8, 9], "from the keyframe on");
+    assert_eq!(sub.received[0].header.ssrc, 0x7000);
+
+    // The subscriber asks for a keyframe (after the throttle's interval): the publisher hears it.
+    std::thread::sleep(super::worker::KEYFRAME_INTERVAL);
+    publisher.rtcp.clear();
+    let requests = worker
+        .stats()
+        .keyframe_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let pli = PictureLossIndication {
+        sender_ssrc: 0x1234,
+        media_ssrc: 0x7000,
+    };
+    let receiver = sub
+        .pc
+        .get_receivers()
+        .next()
+        .expect("the subscriber's receiver");
+    sub.pc
+        .rtp_receiver(receiver)
+        .unwrap()
+        .write_rtcp(Instant::now(), vec![Box::new(pli)])
+        .unwrap();
+    assert!(
+        pump_until(&mut [&mut publisher, &mut sub], 3, |cs| pli_seen(cs[0])),
+        "the subscriber's PLI reached the publisher"
+    );
+    assert_eq!(
+        worker
+            .stats()
+            .keyframe_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        requests + 1
+    );
+}

@@ -1,0 +1,594 @@
+//! One engine on its own thread, and forwarding inside that thread.
+//!
+//! The owner (a participant's task, a room) talks to the worker only through commands on a
+//! bounded queue; an eventfd wakes the loop so a command is seen at once, not at the next
+//! timer. Transports are named by keys the owner picks ([`Worker::key`]), so no command waits
+//! for a reply. A published stream (a transport and an SSRC it sends) has legs: transports
+//! and SSRCs it is forwarded to. A packet from a publisher goes to every leg in the same pass
+//! of the loop that read it, without a channel or a task per leg; a subscriber's PLI or FIR
+//! becomes one PLI to the publisher (at most one per [`KEYFRAME_INTERVAL`]), and a new video
+//! leg waits for a keyframe. Whatever is dropped (a full event or tap queue, a packet for a
+//! stream nobody published) is counted in [`WorkerStats`].
+
+use super::engine::{Engine, TransportId};
+use super::transport::{Transport, TransportEvent};
+use crate::room::keyframe::VideoCodec;
+use bytes::{Bytes, BytesMut};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Commands queued for a worker before [`Worker::send`] refuses more.
+pub const COMMAND_QUEUE: usize = 4096;
+/// How often the loop runs the transports' timers (DTLS retransmits, consent).
+pub const TIMER_TICK: Duration = Duration::from_millis(5);
+/// Keyframe requests relayed to one publisher at most this often.
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Unpublished SSRCs reported per transport (more are only counted).
+pub const UNKNOWN_REPORTED: usize = 16;
+
+/// A transport's name, chosen by the owner.
+pub type Key = u64;
+
+/// What a worker tells a transport's owner.
+#[derive(Debug)]
+pub enum Event {
+    /// DTLS completed; media flows.
+    Connected,
+    /// The transport is gone for good (consent expired, DTLS failed).
+    Failed(String),
+    /// RTP arrived with an SSRC nobody published (reported once per SSRC).
+    UnknownStream {
+        /// The SSRC.
+        ssrc: u32,
+        /// Its payload type.
+        payload_type: u8,
+    },
+    /// A decrypted RTCP compound packet from the client.
+    Rtcp(BytesMut),
+}
+
+/// What the owner asks of a worker.
+pub enum Command {
+    /// Adds a transport; its events go to `events`.
+    Add {
+        /// Its name.
+        key: Key,
+        /// The transport (made with [`Worker::local_addr`]).
+        transport: Box<Transport>,
+        /// Where its events go (full: dropped and counted).
+        events: mpsc::Sender<Event>,
+    },
+    /// Removes a transport, what it published and its legs.
+    Remove {
+        /// Its name.
+        key: Key,
+    },
+    /// RTP from `key` with `ssrc` is a published stream.
+    Publish {
+        /// The publisher's transport.
+        key: Key,
+        /// The stream's SSRC.
+        ssrc: u32,
+        /// Its video codec (keyframe gating for new legs), or `None` for audio.
+        video: Option<VideoCodec>,
+        /// Every packet, serialised, for the room's own use (transcription, recording); full:
+        /// dropped and counted, forwarding goes on.
+        tap: Option<mpsc::Sender<Bytes>>,
+    },
+    /// Stops forwarding a stream, and drops its legs.
+    Unpublish {
+        /// The publisher's transport.
+        key: Key,
+        /// The stream's SSRC.
+        ssrc: u32,
+    },
+    /// Forwards a stream to a transport as `ssrc` with `payload_type`.
+    Subscribe {
+        /// The publisher's transport.
+        from: Key,
+        /// The published SSRC.
+        source_ssrc: u32,
+        /// The subscriber's transport.
+        to: Key,
+        /// The SSRC the subscriber sees.
+        ssrc: u32,
+        /// The payload type the subscriber negotiated.
+        payload_type: u8,
+    },
+    /// Stops the leg that sends `ssrc` to `to`.
+    Unsubscribe {
+        /// The subscriber's transport.
+        to: Key,
+        /// The SSRC it saw.
+        ssrc: u32,
+    },
+    /// Sends an RTCP compound packet to a client.
+    Rtcp {
+        /// The client's transport.
+        to: Key,
+        /// The packet, serialised.
+        packet: Bytes,
+    },
+}
+
+/// Counters a worker keeps (read at any time, from any thread).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Packets sent to legs.
+    pub forwarded: AtomicU64,
+    /// Packets for a leg whose transport was not connected yet; dropped.
+    pub leg_not_ready: AtomicU64,
+    /// Packets held back from a new video leg until a keyframe.
+    pub awaiting_keyframe: AtomicU64,
+    /// RTP with an SSRC nobody published; dropped.
+    pub unknown_stream: AtomicU64,
+    /// Packets a full tap queue refused; dropped (forwarding went on).
+    pub tap_dropped: AtomicU64,
+    /// Events a full owner queue refused; dropped.
+    pub events_dropped: AtomicU64,
+    /// Keyframe requests relayed to publishers.
+    pub keyframe_requests: AtomicU64,
+    /// Commands naming a transport or stream the worker does not have; ignored.
+    pub stale_commands: AtomicU64,
+    /// Datagrams read from the socket.
+    pub received: AtomicU64,
+    /// Datagrams no transport claimed.
+    pub unrouted: AtomicU64,
+    /// Datagrams handed to the kernel.
+    pub sent: AtomicU64,
+    /// Datagrams the kernel refused.
+    pub send_failed: AtomicU64,
+}
+
+/// Why a command was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkerError {
+    /// The queue is full: the worker is behind.
+    #[error("the media worker's command queue is full")]
+    Full,
+    /// The worker's thread has ended.
+    #[error("the media worker has stopped")]
+    Stopped,
+}
+
+/// A running worker: dropping it stops the thread and waits for it.
+pub struct Worker {
+    commands: Option<SyncSender<Command>>,
+    wake: Arc<OwnedFd>,
+    addr: SocketAddr,
+    stats: Arc<WorkerStats>,
+    next_key: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Binds `addr` and starts the worker's thread.
+    pub fn start(addr: SocketAddr) -> std::io::Result<Worker> {
+        let engine = Engine::bind(addr)?;
+        let addr = engine.local_addr();
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let (tx, rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let stats = Arc::new(WorkerStats::default());
+        let mut lp = Loop {
+            engine,
+            commands: rx,
+            wake: wake.clone(),
+            stats: stats.clone(),
+            keys: HashMap::new(),
+            owners: Vec::new(),
+            sources: HashMap::new(),
+            legs: HashMap::new(),
+            inbound: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("media-{}", addr.port()))
+            .spawn(move || lp.run())?;
+        Ok(Worker {
+            commands: Some(tx),
+            wake,
+            addr,
+            stats,
+            next_key: AtomicU64::new(1),
+            thread: Some(thread),
+        })
+    }
+
+    /// The worker's socket address: every transport's host candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A key no other transport of this worker has.
+    pub fn key(&self) -> Key {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Queues a command and wakes the loop; never blocks.
+    pub fn send(&self, command: Command) -> Result<(), WorkerError> {
+        let tx = self.commands.as_ref().ok_or(WorkerError::Stopped)?;
+        tx.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => WorkerError::Full,
+            TrySendError::Disconnected(_) => WorkerError::Stopped,
+        })?;
+        wake(&self.wake);
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A closed queue is the loop's signal to end.
+        self.commands = None;
+        wake(&self.wake);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wake(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd; a full counter only fails.
+    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+}
+
+fn drain_wake(fd: &OwnedFd) {
+    let mut n: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64 from a non-blocking eventfd.
+    unsafe { libc::read(fd.as_raw_fd(), &mut n as *mut u64 as *mut libc::c_void, 8) };
+}
+
+struct Owner {
+    key: Key,
+    events: mpsc::Sender<Event>,
+    reported: Vec<u32>,
+}
+
+struct Leg {
+    to: TransportId,
+    ssrc: u32,
+    payload_type: u8,
+    waiting_for_keyframe: bool,
+}
+
+struct Source {
+    video: Option<VideoCodec>,
+    tap: Option<mpsc::Sender<Bytes>>,
+    legs: Vec<Leg>,
+    last_keyframe_request: Option<Instant>,
+}
+
+struct Loop {
+    engine: Engine,
+    commands: Receiver<Command>,
+    wake: Arc<OwnedFd>,
+    stats: Arc<WorkerStats>,
+    keys: HashMap<Key, TransportId>,
+    owners: Vec<Option<Owner>>,
+    /// Published streams by (publisher, SSRC).
+    sources: HashMap<(TransportId, u32), Source>,
+    /// Legs by (subscriber, SSRC it sees) → their stream.
+    legs: HashMap<(TransportId, u32), (TransportId, u32)>,
+    inbound: Vec<(TransportId, TransportEvent)>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut next_timer = Instant::now();
+        loop {
+            drain_wake(&self.wake);
+            let now = Instant::now();
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.apply(c, now),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if now >= next_timer {
+                let inbound = &mut self.inbound;
+                self.engine
+                    .handle_timeouts(now, |id, ev| inbound.push((id, ev)));
+                next_timer = now + TIMER_TICK;
+            }
+            let inbound = &mut self.inbound;
+            let got = self.engine.receive(now, |id, ev| inbound.push((id, ev)));
+            let mut events = std::mem::take(&mut self.inbound);
+            for (id, ev) in events.drain(..) {
+                self.on_event(id, ev, now);
+            }
+            self.inbound = events;
+            self.engine.flush();
+            self.publish_stats();
+            if got == 0 {
+                self.engine.wait_with(
+                    Some(self.wake.as_raw_fd()),
+                    next_timer.saturating_duration_since(Instant::now()),
+                );
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let e = self.engine.stats();
+        self.stats.received.store(e.received, Ordering::Relaxed);
+        self.stats.unrouted.store(e.unrouted, Ordering::Relaxed);
+        self.stats.sent.store(e.sent, Ordering::Relaxed);
+        self.stats
+            .send_failed
+            .store(e.send_failed, Ordering::Relaxed);
+    }
+
+    fn id(&self, key: Key) -> Option<TransportId> {
+        let id = self.keys.get(&key).copied();
+        if id.is_none() {
+            self.stats.stale_commands.fetch_add(1, Ordering::Relaxed);
+        }
+        id
+    }
+
+    fn apply(&mut self, c: Command, now: Instant) {
+        match c {
+            Command::Add {
+                key,
+                transport,
+                events,
+            } => {
+                if let Some(old) = self.keys.get(&key).copied() {
+                    self.remove(old);
+                }
+                let id = self.engine.insert(*transport);
+                if self.owners.len() <= id {
+                    self.owners.resize_with(id + 1, || None);
+                }
+                self.owners[id] = Some(Owner {
+                    key,
+                    events,
+                    reported: Vec::new(),
+                });
+                self.keys.insert(key, id);
+            }
+            Command::Remove { key } => {
+                if let Some(id) = self.id(key) {
+                    self.remove(id);
+                }
+            }
+            Command::Publish {
+                key,
+                ssrc,
+                video,
+                tap,
+            } => {
+                if let Some(id) = self.id(key) {
+                    self.sources.entry((id, ssrc)).or_insert(Source {
+                        video,
+                        tap,
+                        legs: Vec::new(),
+                        last_keyframe_request: None,
+                    });
+                }
+            }
+            Command::Unpublish { key, ssrc } => {
+                if let Some(id) = self.id(key)
+                    && let Some(s) = self.sources.remove(&(id, ssrc))
+                {
+                    for l in s.legs {
+                        self.legs.remove(&(l.to, l.ssrc));
+                    }
+                }
+            }
+            Command::Subscribe {
+                from,
+                source_ssrc,
+                to,
+                ssrc,
+                payload_type,
+            } => {
+                let (Some(from), Some(to)) = (self.id(from), self.id(to)) else {
+                    return;
+                };
+                let Some(source) = self.sources.get_mut(&(from, source_ssrc)) else {
+                    self.stats.stale_commands.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let video = source.video.is_some();
+                source.legs.push(Leg {
+                    to,
+                    ssrc,
+                    payload_type,
+                    waiting_for_keyframe: video,
+                });
+                self.legs.insert((to, ssrc), (from, source_ssrc));
+                if video {
+                    self.request_keyframe(from, source_ssrc, now);
+                }
+            }
+            Command::Unsubscribe { to, ssrc } => {
+                if let Some(to) = self.id(to)
+                    && let Some(src) = self.legs.remove(&(to, ssrc))
+                    && let Some(s) = self.sources.get_mut(&src)
+                {
+                    s.legs.retain(|l| !(l.to == to && l.ssrc == ssrc));
+                }
+            }
+            Command::Rtcp { to, packet } => {
+                if let Some(id) = self.id(to) {
+                    let _ = self.engine.send_rtcp(id, &packet);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: TransportId) {
+        self.engine.remove(id);
+        if let Some(o) = self.owners.get_mut(id).and_then(Option::take) {
+            self.keys.remove(&o.key);
+        }
+        let legs = &mut self.legs;
+        self.sources.retain(|(from, _), s| {
+            if *from == id {
+                for l in &s.legs {
+                    legs.remove(&(l.to, l.ssrc));
+                }
+                return false;
+            }
+            s.legs.retain(|l| l.to != id);
+            true
+        });
+        self.legs.retain(|(to, _), _| *to != id);
+    }
+
+    fn tell(&self, id: TransportId, ev: Event) {
+        if let Some(Some(o)) = self.owners.get(id)
+            && o.events.try_send(ev).is_err()
+        {
+            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_event(&mut self, id: TransportId, ev: TransportEvent, now: Instant) {
+        match ev {
+            TransportEvent::Connected => self.tell(id, Event::Connected),
+            TransportEvent::Failed(why) => self.tell(id, Event::Failed(why)),
+            TransportEvent::Rtp(p) => self.forward(id, p, now),
+            TransportEvent::Rtcp(p) => {
+                self.keyframe_requests_in(id, &p, now);
+                self.tell(id, Event::Rtcp(p));
+            }
+        }
+    }
+
+    fn forward(&mut self, id: TransportId, p: BytesMut, now: Instant) {
+        let mut b = &p[..];
+        let Ok(mut header) = rtp::header::Header::unmarshal(&mut b) else {
+            return;
+        };
+        let payload_at = header.marshal_size().min(p.len());
+        let Some(source) = self.sources.get_mut(&(id, header.ssrc)) else {
+            self.stats.unknown_stream.fetch_add(1, Ordering::Relaxed);
+            if let Some(Some(o)) = self.owners.get_mut(id)
+                && o.reported.len() < UNKNOWN_REPORTED
+                && !o.reported.contains(&header.ssrc)
+            {
+                o.reported.push(header.ssrc);
+                let ev = Event::UnknownStream {
+                    ssrc: header.ssrc,
+                    payload_type: header.payload_type,
+                };
+                if o.events.try_send(ev).is_err() {
+                    self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        };
+        let source_ssrc = header.ssrc;
+        let payload = &p[payload_at..];
+        // Header extensions were negotiated with the publisher, not with each subscriber.
+        header.extension = false;
+        header.extensions.clear();
+        let keyframe = source
+            .video
+            .is_some_and(|codec| codec.starts_keyframe(payload));
+        for leg in &mut source.legs {
+            if leg.waiting_for_keyframe {
+                if !keyframe {
+                    self.stats.awaiting_keyframe.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                leg.waiting_for_keyframe = false;
+            }
+            header.ssrc = leg.ssrc;
+            header.payload_type = leg.payload_type;
+            if self.engine.send_rtp(leg.to, &header, payload).is_ok() {
+                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.leg_not_ready.fetch_add(1, Ordering::Relaxed);
+                if source.video.is_some() {
+                    // It would join mid-picture: start it at a keyframe when it is up.
+                    leg.waiting_for_keyframe = true;
+                }
+            }
+        }
+        let waiting = source.legs.iter().any(|l| l.waiting_for_keyframe);
+        if let Some(tap) = &source.tap
+            && tap.try_send(p.freeze()).is_err()
+        {
+            self.stats.tap_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if waiting {
+            // The first request may have been lost, or sent before the publisher was up.
+            self.request_keyframe(id, source_ssrc, now);
+        }
+    }
+
+    /// PLI and FIR from a subscriber about a leg it receives: a PLI to that leg's publisher.
+    fn keyframe_requests_in(&mut self, id: TransportId, p: &[u8], now: Instant) {
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &p[..]) else {
+            return;
+        };
+        let mut wanted: Vec<(TransportId, u32)> = Vec::new();
+        for packet in &packets {
+            let any = packet.as_any();
+            let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                vec![pli.media_ssrc]
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                fir.fir.iter().map(|e| e.ssrc).collect()
+            } else {
+                continue;
+            };
+            for ssrc in ssrcs {
+                if let Some(src) = self.legs.get(&(id, ssrc))
+                    && !wanted.contains(src)
+                {
+                    wanted.push(*src);
+                }
+            }
+        }
+        for (from, ssrc) in wanted {
+            self.request_keyframe(from, ssrc, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, from: TransportId, ssrc: u32, now: Instant) {
+        let Some(s) = self.sources.get_mut(&(from, ssrc)) else {
+            return;
+        };
+        if s.last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: ssrc,
+        };
+        if let Ok(raw) = pli.marshal()
+            && self.engine.send_rtcp(from, &raw).is_ok()
+        {
+            s.last_keyframe_request = Some(now);
+            self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
