@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use conclave::plane::engine::{Engine, TransportId};
 use conclave::plane::sdp::{self as plane_sdp, Answered, Sending};
 use conclave::plane::transport::{Credentials, Identity, Transport, TransportEvent};
+use conclave::plane::worker::{Command as WorkerCommand, Event as WorkerEvent, Worker};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -334,6 +335,9 @@ impl Shard {
 
 static MARK: AtomicU64 = AtomicU64::new(0);
 
+/// The publisher's SSRC.
+const PUB_SSRC: u32 = 0x5000_0000;
+
 struct Client {
     pc: RTCPeerConnection,
     socket: UdpSocket,
@@ -378,7 +382,10 @@ fn main() {
     let own_srtp = std::env::args().any(|a| a == "--own-srtp");
     // `--plane`: the server side is `conclave::plane` (its own ICE-lite, DTLS and SRTP per
     // client, one engine and socket for all), the clients are `rtc` peers doing real DTLS.
-    let use_plane = std::env::args().any(|a| a == "--plane");
+    // `--worker`: the same, but the server side is `conclave::plane::worker::Worker`, the
+    // product's component: its own thread, commands over its queue, forwarding in its loop.
+    let use_worker = std::env::args().any(|a| a == "--worker");
+    let use_plane = use_worker || std::env::args().any(|a| a == "--plane");
     let provider = rtc::crypto::default_provider().unwrap();
     let profile = ProtectionProfile::AeadAes128Gcm;
     let key = |k: usize| {
@@ -425,11 +432,11 @@ fn main() {
 
     // The publisher: it offers, the shard answers.
     new_client(&mut clients);
-    let pub_ssrc = 0x5000_0000;
+    let pub_ssrc = PUB_SSRC;
     let pub_sender = clients[0].pc.add_track(audio_track(pub_ssrc)).unwrap();
-    let mut plane = use_plane.then(PlaneServer::new);
+    let mut plane = use_plane.then(|| PlaneServer::new(use_worker));
     if let Some(plane) = &mut plane {
-        plane.publisher(&mut clients[0].pc);
+        plane.publisher(&mut clients[0].pc, pub_ssrc);
         for k in 0..subscribers {
             new_client(&mut clients);
             plane.subscriber(&mut clients[k + 1].pc, 0x6000_0000 + k as u32);
@@ -620,7 +627,7 @@ fn main() {
     };
     let expected = sent_in_window * subscribers as u64;
     println!(
-        "{{\"subscribers\":{subscribers},\"interceptors\":{interceptors},\"own_srtp\":{own_srtp},\"plane\":{use_plane},\"pps\":{pps},\"seconds\":{:.2},\"delivered_per_second\":{:.0},\"forwarded\":{forwarded},\"shard_cpu_seconds\":{:.3},\"packets_per_cpu_second\":{:.0},\"sendmmsg_calls\":{calls},\"loss\":{:.4},\"latency_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}}}}",
+        "{{\"subscribers\":{subscribers},\"interceptors\":{interceptors},\"own_srtp\":{own_srtp},\"plane\":{use_plane},\"worker\":{use_worker},\"pps\":{pps},\"seconds\":{:.2},\"delivered_per_second\":{:.0},\"forwarded\":{forwarded},\"shard_cpu_seconds\":{:.3},\"packets_per_cpu_second\":{:.0},\"sendmmsg_calls\":{calls},\"loss\":{:.4},\"latency_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}}}}",
         elapsed.as_secs_f64(),
         received_in_window as f64 / elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
@@ -658,10 +665,14 @@ struct PlaneServer {
     publisher: Option<TransportId>,
     /// (transport, payload type the client offered for Opus, SSRC).
     legs: Vec<(TransportId, u8, u32)>,
+    /// `--worker`: transports live in this worker instead (keys as `TransportId`s).
+    worker: Option<Worker>,
+    /// The worker's transports' event queues, kept open.
+    events: Vec<tokio::sync::mpsc::Receiver<WorkerEvent>>,
 }
 
 impl PlaneServer {
-    fn new() -> Self {
+    fn new(worker: bool) -> Self {
         let engine = Engine::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let _ = set_buffers_fd(engine.raw_fd());
         PlaneServer {
@@ -669,6 +680,15 @@ impl PlaneServer {
             identity: Identity::generate().unwrap(),
             publisher: None,
             legs: Vec::new(),
+            worker: worker.then(|| Worker::start("127.0.0.1:0".parse().unwrap()).unwrap()),
+            events: Vec::new(),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match &self.worker {
+            Some(w) => w.local_addr(),
+            None => self.engine.local_addr(),
         }
     }
 
@@ -695,18 +715,42 @@ impl PlaneServer {
             &creds.local_ufrag,
             &creds.local_pwd,
             &self.identity.fingerprint,
-            self.engine.local_addr(),
+            self.local_addr(),
         );
-        let t = Transport::new(&self.identity, creds, self.engine.local_addr(), now).unwrap();
+        let t = Transport::new(&self.identity, creds, self.local_addr(), now).unwrap();
         client
             .set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
             .unwrap();
-        (self.engine.insert(t), pt)
+        let id = match &self.worker {
+            Some(w) => {
+                let key = w.key();
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                self.events.push(rx);
+                w.send(WorkerCommand::Add {
+                    key,
+                    transport: Box::new(t),
+                    events: tx,
+                })
+                .unwrap();
+                key as TransportId
+            }
+            None => self.engine.insert(t),
+        };
+        (id, pt)
     }
 
-    fn publisher(&mut self, client: &mut RTCPeerConnection) {
+    fn publisher(&mut self, client: &mut RTCPeerConnection, ssrc: u32) {
         let (id, _) = self.transport_for(client, Answered::Receive("opus/48000".into()));
         self.publisher = Some(id);
+        if let Some(w) = &self.worker {
+            w.send(WorkerCommand::Publish {
+                key: id as u64,
+                ssrc,
+                video: None,
+                tap: None,
+            })
+            .unwrap();
+        }
     }
 
     fn subscriber(&mut self, client: &mut RTCPeerConnection, ssrc: u32) {
@@ -729,9 +773,22 @@ impl PlaneServer {
             }),
         );
         self.legs.push((id, pt, ssrc));
+        if let Some(w) = &self.worker {
+            w.send(WorkerCommand::Subscribe {
+                from: self.publisher.unwrap() as u64,
+                source_ssrc: PUB_SSRC,
+                to: id as u64,
+                ssrc,
+                payload_type: pt,
+            })
+            .unwrap();
+        }
     }
 
     fn run(mut self, stop: Arc<AtomicBool>, cpu: mpsc::Sender<(Duration, u64, u64)>) {
+        if let Some(w) = self.worker.take() {
+            return watch_worker(w, stop, cpu);
+        }
         pin(0);
         let publisher = self.publisher.unwrap();
         let mut next_timer = Instant::now();
@@ -788,6 +845,50 @@ impl PlaneServer {
                 MARK.store(4, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// `--worker`: pins the worker's thread to core 0 and reads its CPU time from /proc at the
+/// window's edges.
+fn watch_worker(w: Worker, stop: Arc<AtomicBool>, cpu: mpsc::Sender<(Duration, u64, u64)>) {
+    let name = format!("media-{}", w.local_addr().port());
+    let tid: i32 = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .expect("the worker's thread");
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let on_cpu = || {
+        let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+        Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+    };
+    let counts = |w: &Worker| {
+        (
+            w.stats().forwarded.load(Ordering::Relaxed),
+            w.stats().batches.load(Ordering::Relaxed),
+        )
+    };
+    let mut marks: Option<(Duration, u64, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if marks.is_none() && MARK.load(Ordering::Relaxed) == 1 {
+            let (f, b) = counts(&w);
+            marks = Some((on_cpu(), f, b));
+            MARK.store(2, Ordering::Relaxed);
+        }
+        if MARK.load(Ordering::Relaxed) == 3
+            && let Some((c0, f0, b0)) = marks.take()
+        {
+            let (f, b) = counts(&w);
+            let _ = cpu.send((on_cpu() - c0, f - f0, b - b0));
+            MARK.store(4, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

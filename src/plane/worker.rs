@@ -34,6 +34,8 @@ pub const COMMAND_QUEUE: usize = 4096;
 pub const TIMER_TICK: Duration = Duration::from_millis(5);
 /// Keyframe requests relayed to one publisher at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Socket buffer size asked for, each way.
+pub const SOCKET_BUFFER: libc::c_int = 4 << 20;
 /// Unpublished SSRCs reported per transport (more are only counted).
 pub const UNKNOWN_REPORTED: usize = 16;
 
@@ -149,6 +151,8 @@ pub struct WorkerStats {
     pub sent: AtomicU64,
     /// Datagrams the kernel refused.
     pub send_failed: AtomicU64,
+    /// `sendmmsg` calls.
+    pub batches: AtomicU64,
 }
 
 /// Why a command was not queued.
@@ -177,6 +181,21 @@ impl Worker {
     pub fn start(addr: SocketAddr) -> std::io::Result<Worker> {
         let engine = Engine::bind(addr)?;
         let addr = engine.local_addr();
+        // Room for bursts (a keyframe to many legs): the kernel caps this at its rmem_max and
+        // wmem_max.
+        let size: libc::c_int = SOCKET_BUFFER;
+        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // SAFETY: sets an int socket option on the engine's socket.
+            unsafe {
+                libc::setsockopt(
+                    engine.raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
         // SAFETY: eventfd returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -339,6 +358,7 @@ impl Loop {
         self.stats
             .send_failed
             .store(e.send_failed, Ordering::Relaxed);
+        self.stats.batches.store(e.batches, Ordering::Relaxed);
     }
 
     fn id(&self, key: Key) -> Option<TransportId> {
