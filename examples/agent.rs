@@ -914,7 +914,7 @@ impl Agent {
                 let text = text.trim().to_owned();
                 if self.is_lead(&who) && is_speech(&text) {
                     // Acknowledgements are kept but answer nothing; anything else is an answer,
-                    // even said over the agent.
+                    // even said over the agent (if it is three words or more).
                     // A word or two over the agent acknowledges, as the turn engine takes it
                     // (the server's clock is not ours, so "over" means "while it plays").
                     let backchannel = self.turns.acknowledges(&text, self.turns.agent_playing());

@@ -496,7 +496,7 @@ impl Session {
                 let text = t.text.trim().to_owned();
                 if self.is_lead(live, &t.speaker) && crate::transcription::is_speech(&text) {
                     // Acknowledgements are kept but answer nothing; anything else is an answer,
-                    // even said over the agent.
+                    // even said over the agent (if it is three words or more).
                     // A word or two said over the agent is taken the way the turn engine
                     // takes it: an acknowledgement, whatever the transcript made of it.
                     let over_agent = live.turns.said_over_agent(t.start_ms, t.end_ms);

@@ -25,13 +25,19 @@ use std::time::{Duration, Instant};
 const PLANE: &str = "127.0.0.1:41000";
 const CLIENT: &str = "127.0.0.1:41001";
 
-fn client() -> RTCPeerConnection {
-    let addr: SocketAddr = CLIENT.parse().unwrap();
+/// A webrtc-rs peer whose one host candidate is `addr`. The server's keyframe-request tap is
+/// in its chain, so PLI and FIR reach the test as RTCP messages.
+fn peer_at(addr: SocketAddr) -> RTCPeerConnection {
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
+    let registry = rtc::interceptor::Registry::new().with(
+        rtc::interceptor::Slot::from(crate::peer::rtcp::KEYFRAME_SLOT),
+        crate::peer::rtcp::KeyframeRequestTap::default(),
+    );
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
+        .with_interceptor_registry(registry)
         .build(Instant::now())
         .unwrap();
     let candidate = CandidateHostConfig {
@@ -48,15 +54,13 @@ fn client() -> RTCPeerConnection {
     .unwrap();
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().unwrap())
         .unwrap();
-    pc.add_transceiver_from_kind(
-        RtpCodecKind::Audio,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            streams: vec![],
-            send_encodings: vec![],
-        }),
-    )
-    .unwrap();
+    pc
+}
+
+/// The in-memory client: at [`CLIENT`], receiving one audio track.
+fn client() -> RTCPeerConnection {
+    let mut pc = peer_at(CLIENT.parse().unwrap());
+    receiving(&mut pc, RtpCodecKind::Audio);
     pc
 }
 
@@ -419,33 +423,7 @@ impl UdpClient {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        // The server's keyframe-request tap: PLI and FIR reach the test as RTCP messages.
-        let registry = rtc::interceptor::Registry::new().with(
-            rtc::interceptor::Slot::from(crate::peer::rtcp::KEYFRAME_SLOT),
-            crate::peer::rtcp::KeyframeRequestTap::default(),
-        );
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .build(Instant::now())
-            .unwrap();
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .unwrap();
-        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().unwrap())
-            .unwrap();
+        let pc = peer_at(addr);
         UdpClient {
             pc,
             socket,

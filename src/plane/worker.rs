@@ -531,6 +531,7 @@ impl Loop {
         let keyframe = source
             .video
             .is_some_and(|codec| codec.starts_keyframe(payload));
+        let mut forwarded = 0;
         for leg in &mut source.legs {
             if leg.waiting_for_keyframe {
                 if !keyframe {
@@ -542,7 +543,7 @@ impl Loop {
             header.ssrc = leg.ssrc;
             header.payload_type = leg.payload_type;
             if self.engine.send_rtp(leg.to, &header, payload).is_ok() {
-                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                forwarded += 1;
             } else {
                 self.stats.leg_not_ready.fetch_add(1, Ordering::Relaxed);
                 if source.video.is_some() {
@@ -551,6 +552,8 @@ impl Loop {
                 }
             }
         }
+        // One shared counter update per packet, not per leg.
+        self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         let waiting = source.legs.iter().any(|l| l.waiting_for_keyframe);
         if let Some(tap) = &source.tap
             && tap.try_send(p.freeze()).is_err()
