@@ -293,8 +293,10 @@ async fn mm_hmm_while_the_agent_talks_does_not_interrupt_it() {
         .await
         .expect("long question");
     // A backchannel may pause the agent until its words are transcribed (over a second on a
-    // busy machine), which looks like the end of a turn: what resumes within a few seconds is
-    // the same question. The measure is the audio it played, 20 ms a packet.
+    // busy machine), which looks like the end of a turn: what starts again within 4 s is the
+    // same question (and is waited for to its end, however long it is: CI failed when the
+    // wait for the rest of the question was itself bounded by the 4 s). The measure is the
+    // audio it played, 20 ms a packet.
     let mut packets = turn.packets;
     while let Some(more) = call.agent_turn(Duration::from_secs(4)).await {
         packets += more.packets;

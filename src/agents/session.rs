@@ -539,19 +539,9 @@ impl Session {
         if speaker == self.id.as_str() {
             return;
         }
-        let producer_gone = live.playing.is_none();
         if let Some(d) = live.turns.on(event, now) {
-            let _ = producer_gone;
-            self.decide_without_producer(live, d, now);
-        }
-    }
-
-    /// Decisions that come from frames: a stop is applied at the next audio tick (≤ 10 ms).
-    fn decide_without_producer(&self, live: &mut Live, d: TurnDecision, now: u64) {
-        match d {
-            TurnDecision::Stop => self.cut_off(live, now),
-            TurnDecision::Pause => self.pause(live, now),
-            other => self.pending_decision(live, other, now),
+            // A stop or pause is applied at once; the next audio tick (<= 10 ms) sends nothing.
+            self.pending_decision(live, d, now);
         }
     }
 
@@ -574,6 +564,7 @@ impl Session {
     }
 
     fn pending_decision(&self, live: &mut Live, d: TurnDecision, now: u64) {
+        tracing::debug!(now, decision = ?d, paused = live.paused, playing = live.playing.is_some(), "turn decision");
         match d {
             TurnDecision::Speak if live.playing.is_some() => {
                 // A late transcript of a turn already answered: nothing new to say.

@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 /// The agent is done with a turn when its audio has been silent this long.
 pub const TURN_GAP: Duration = Duration::from_millis(900);
+/// The longest one agent turn is waited for once it has started.
+pub const MAX_TURN: Duration = Duration::from_secs(60);
 
 pub struct Call {
     /// Shared by the calls of a concurrent run.
@@ -128,25 +130,28 @@ pub async fn join_call(
 }
 
 impl Call {
-    /// Waits for the agent's next turn to start and end (silence for [`TURN_GAP`]).
+    /// Waits up to `timeout` for the agent's next turn to start, then for it to end (silence
+    /// for [`TURN_GAP`]; a turn still playing after [`MAX_TURN`] is returned as it is). The
+    /// timeout is for the start only: a turn that starts in time is never cut off by it.
     pub async fn agent_turn(&mut self, timeout: Duration) -> Option<Heard> {
         let deadline = Instant::now() + timeout;
         loop {
             let arrivals = self.lead.audio_arrivals_from(&self.agent);
             if arrivals.len() > self.seen {
+                let first = arrivals[self.seen].at;
                 let last = arrivals.last().unwrap().at;
-                if Instant::now().duration_since(last) >= TURN_GAP {
+                let now = Instant::now();
+                if now.duration_since(last) >= TURN_GAP || now.duration_since(first) >= MAX_TURN {
                     let turn = &arrivals[self.seen..];
                     let heard = Heard {
-                        first: turn[0].at,
+                        first,
                         last,
                         packets: turn.len(),
                     };
                     self.seen = arrivals.len();
                     return Some(heard);
                 }
-            }
-            if Instant::now() > deadline {
+            } else if Instant::now() > deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
