@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Public IP advertised in ICE candidates instead of the bound one (1:1 NAT).
     #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
+    /// Which media stack carries participants: `webrtc` (a PeerConnection per participant,
+    /// the default) or `worker` (the media plane: one UDP socket, on --udp-port-min, driven
+    /// by one thread; experimental, see docs/performance.md).
+    #[arg(long, env = "CONCLAVE_MEDIA_PLANE")]
+    pub media_plane: Option<String>,
     /// Run the embedded TURN server.
     #[arg(long, env = "CONCLAVE_TURN_ENABLED")]
     pub turn_enabled: Option<bool>,
@@ -259,6 +264,7 @@ struct FileConfig {
     udp_port_min: Option<u16>,
     udp_port_max: Option<u16>,
     public_ip: Option<IpAddr>,
+    media_plane: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -409,6 +415,8 @@ pub struct Config {
     pub udp_ports: (u16, u16),
     /// IP advertised in ICE candidates, when different from `udp_ip`.
     pub public_ip: Option<IpAddr>,
+    /// Participants' media on the plane's worker instead of a PeerConnection each.
+    pub media_plane_worker: bool,
     /// TURN settings.
     pub turn: TurnSettings,
     /// Data directory.
@@ -496,6 +504,16 @@ impl Config {
                 .or(file.turn.relay_port_max)
                 .unwrap_or(49_999),
         );
+        let media_plane_worker = match args
+            .media_plane
+            .clone()
+            .or(file.media_plane.clone())
+            .as_deref()
+        {
+            None | Some("webrtc") => false,
+            Some("worker") => true,
+            Some(other) => bail!("media_plane must be `webrtc` or `worker`, not `{other}`"),
+        };
         if udp_ports.0 > udp_ports.1 {
             bail!(
                 "udp_port_min ({}) is above udp_port_max ({})",
@@ -639,6 +657,7 @@ impl Config {
             udp_ip,
             udp_ports,
             public_ip: args.public_ip.or(file.public_ip),
+            media_plane_worker,
             turn: TurnSettings {
                 enabled: args.turn_enabled.or(file.turn.enabled).unwrap_or(true),
                 port: args.turn_port.or(file.turn.port).unwrap_or(3478),

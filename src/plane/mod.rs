@@ -3,15 +3,18 @@
 //! transport from one event loop per core, and forwarded packets are serialised and
 //! SRTP-encrypted by the plane itself, never passed through a per-connection handler chain.
 //!
-//! Built bottom-up; not yet wired into the server (which still runs `src/peer/`):
+//! Built bottom-up; the server runs participants on it with `--media-plane worker` (the
+//! default is still `src/peer/`):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
 //! * [`sdp`]: reading offers and answers, writing the plane's descriptions.
 //! * [`session`]: one client's negotiation: answers to its offers, the plane's offers.
+//! * [`participant`]: a participant's task on the plane (negotiation, publishing, legs).
 //! * [`worker`]: an engine on its own thread, commanded over a queue, forwarding each
 //!   published stream to its legs inside the loop (keyframe gating and requests included).
 
 pub mod engine;
+pub mod participant;
 pub mod sdp;
 pub mod session;
 pub mod transport;

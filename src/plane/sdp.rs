@@ -26,6 +26,8 @@ pub struct OfferedMedia {
     pub codecs: Vec<(u8, String)>,
     /// Port 0: the section is rejected (in an answer) or stopped (in an offer).
     pub rejected: bool,
+    /// The client sends media here (`sendrecv`, the default, or `sendonly`).
+    pub client_sends: bool,
 }
 
 /// Errors in an offer.
@@ -54,6 +56,7 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
                 mid: String::new(),
                 codecs: Vec::new(),
                 rejected,
+                client_sends: true,
             });
             mids.push(None);
         } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
@@ -63,6 +66,10 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, SdpError> {
                 .is_some_and(|alg| alg.eq_ignore_ascii_case("sha-256"))
             {
                 fingerprint = parts.next().map(|v| v.trim().to_owned());
+            }
+        } else if matches!(line, "a=recvonly" | "a=inactive") {
+            if let Some(m) = media.last_mut() {
+                m.client_sends = false;
             }
         } else if let Some(rest) = line.strip_prefix("a=mid:") {
             if let Some(m) = mids.last_mut() {

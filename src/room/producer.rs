@@ -31,6 +31,15 @@ pub struct ProducerSpec {
     pub transcribe: bool,
 }
 
+/// A stream published on the media plane: the publisher's transport and the stream's SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneSource {
+    /// The publisher's transport key in the plane's worker.
+    pub key: u64,
+    /// The SSRC the publisher sends.
+    pub ssrc: u32,
+}
+
 /// Packet counts of one producer (or of many, summed).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerCounts {
@@ -77,6 +86,9 @@ pub struct Producer {
     pub codec: RTCRtpCodec,
     /// Whether transcription may listen to it.
     pub transcribe: bool,
+    /// Where the media plane forwards it from, when its publisher is on the plane (its
+    /// packets then reach plane subscribers inside the plane's worker, not through `fanout`).
+    pub plane: Option<PlaneSource>,
     video: VideoCodec,
     fanout: Fanout,
     muted: AtomicBool,
@@ -116,6 +128,7 @@ impl Producer {
             kind: spec.kind,
             codec: spec.codec,
             transcribe: spec.transcribe,
+            plane: None,
             video,
             fanout: Fanout::new(),
             muted: AtomicBool::new(false),

@@ -257,12 +257,23 @@ impl Room {
     /// Publishes a member's new track: tells everyone and subscribes the others. The caller
     /// feeds the returned producer.
     pub fn publish(&self, spec: ProducerSpec) -> Result<Arc<Producer>, PublishError> {
+        self.publish_from(spec, None)
+    }
+
+    /// [`Room::publish`] for a stream the media plane forwards from `plane`.
+    pub fn publish_from(
+        &self,
+        spec: ProducerSpec,
+        plane: Option<crate::room::producer::PlaneSource>,
+    ) -> Result<Arc<Producer>, PublishError> {
         let mut st = self.lock();
         let publisher = spec.publisher.clone();
         let Some(entry) = st.members.get_mut(&publisher) else {
             return Err(PublishError::NotAMember(publisher));
         };
-        let producer = Arc::new(Producer::new(spec, self.opened, self.retired.clone()));
+        let mut producer = Producer::new(spec, self.opened, self.retired.clone());
+        producer.plane = plane;
+        let producer = Arc::new(producer);
         entry.producers.push(producer.clone());
         self.metrics.tracks.fetch_add(1, Ordering::Relaxed);
         let msg = signal::track_published(&publisher, producer.info());

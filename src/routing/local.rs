@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 pub struct LocalRouter {
     rooms: Arc<RoomManager>,
     peers: PeerFactory,
+    /// The media plane, when participants run on it (`--media-plane worker`).
+    plane: Option<Arc<crate::plane::participant::Plane>>,
     metrics: Arc<Metrics>,
     node_id: String,
     started_unix_ms: i64,
@@ -27,11 +29,23 @@ impl LocalRouter {
         LocalRouter {
             rooms,
             peers,
+            plane: None,
             metrics,
             node_id: format!("ND_{}", crate::ids::random_id(8)),
             started_unix_ms: crate::clock::now_ms(),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Runs participants' media on `plane` instead of a PeerConnection each.
+    pub fn with_plane(mut self, plane: Arc<crate::plane::participant::Plane>) -> Self {
+        self.plane = Some(plane);
+        self
+    }
+
+    /// The media plane, if participants run on it.
+    pub fn plane(&self) -> Option<&Arc<crate::plane::participant::Plane>> {
+        self.plane.as_ref()
     }
 
     /// Names this node `id` (a cluster's node id).
@@ -93,16 +107,31 @@ impl RoomRouter for LocalRouter {
                 meeting: req.meeting.clone(),
                 ice_servers: req.ice_servers.clone(),
             };
-            match participant::start(
-                spec,
-                room,
-                self.rooms.clone(),
-                &self.peers,
-                signal.clone(),
-                self.metrics.clone(),
-            )
-            .await
-            {
+            let started = match &self.plane {
+                Some(plane) => {
+                    crate::plane::participant::start(
+                        spec,
+                        room,
+                        self.rooms.clone(),
+                        plane.clone(),
+                        signal.clone(),
+                        self.metrics.clone(),
+                    )
+                    .await
+                }
+                None => {
+                    participant::start(
+                        spec,
+                        room,
+                        self.rooms.clone(),
+                        &self.peers,
+                        signal.clone(),
+                        self.metrics.clone(),
+                    )
+                    .await
+                }
+            };
+            match started {
                 Err(JoinError::RoomClosed(_)) if attempt == 0 => {
                     self.rooms.remove_if_closed(&req.room);
                 }

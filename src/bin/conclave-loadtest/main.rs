@@ -84,6 +84,9 @@ struct Args {
     /// The `conclave` binary (default: beside this one).
     #[arg(long)]
     conclave_bin: Option<PathBuf>,
+    /// The server's media stack (`--media-plane` of `conclave serve`: `webrtc` or `worker`).
+    #[arg(long, default_value = "webrtc")]
+    media_plane: String,
     /// Core the server is pinned to (the client takes another); `--no-pin` to not pin.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -314,9 +317,10 @@ async fn start(t: Target, args: &Args, i: usize) -> anyhow::Result<Server> {
                 None => std::env::current_exe()?.with_file_name("conclave"),
             };
             let log = args.log_dir.join(format!("loadtest-conclave-{i}.log"));
+            let plane = ["--media-plane".to_owned(), args.media_plane.clone()];
             let Some(redis) = &args.relay else {
                 return Ok(Server::Conclave(
-                    conclave::Server::start(&bin, cpu, &log, &[]).await?,
+                    conclave::Server::start(&bin, cpu, &log, &plane).await?,
                 ));
             };
             let prefix = format!("loadtest-{}-{i}", std::process::id());

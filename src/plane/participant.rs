@@ -1,0 +1,663 @@
+//! A participant whose media runs on the plane (`--media-plane worker`): its task negotiates
+//! with [`Session`], hands its [`Transport`] to the process's [`Worker`], publishes the streams
+//! the worker reports and asks the worker to forward the room's plane streams to it. Signaling,
+//! room membership and the negotiation rule are those of `crate::peer::participant` (the
+//! client offers first; the server offers after that, never with one of its offers
+//! unanswered).
+//!
+//! Not carried yet (see docs/performance.md): tracks published outside the plane (an agent's
+//! voice) are not forwarded to plane subscribers; mute does not stop the worker forwarding.
+
+use super::sdp::{self, Answered, Direction, Local, Offer, OfferedMedia, Section, Sending};
+use super::session::Session;
+use super::transport::{Credentials, Identity, Transport};
+use super::worker::{self, Command, Event, Key, Worker};
+use crate::metrics::Metrics;
+use crate::peer::participant::{CLIENT_QUEUE, ParticipantSession, ParticipantSpec};
+use crate::room::keyframe::VideoCodec;
+use crate::room::producer::PlaneSource;
+use crate::room::{MemberEvent, MemberInfo, MemberLink, Producer, ProducerSpec, Room, RoomManager};
+use crate::signal;
+use bytes::Bytes;
+use conclave_signaling::{ClientMessage, ErrorCode, Role, ServerMessage, TrackId, TrackKind};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::shared::marshal::Unmarshal;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Worker events queued for one participant's task.
+pub const EVENT_QUEUE: usize = 64;
+/// Packets of one published audio stream queued for the room (transcription).
+pub const TAP_QUEUE: usize = 256;
+
+/// The process's media plane: one worker and the DTLS identity every transport shows.
+pub struct Plane {
+    worker: Worker,
+    identity: Identity,
+    provider: Arc<dyn rtc::crypto::RTCCryptoProvider>,
+    /// The address written in candidates (the bound one, or the public IP with its port).
+    advertised: SocketAddr,
+}
+
+impl Plane {
+    /// Binds `addr` and starts the worker; candidates name `public_ip` if set.
+    pub fn start(addr: SocketAddr, public_ip: Option<std::net::IpAddr>) -> anyhow::Result<Plane> {
+        let worker = Worker::start(addr)?;
+        let identity = Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let provider = rtc::crypto::default_provider().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bound = worker.local_addr();
+        let advertised = SocketAddr::new(public_ip.unwrap_or(bound.ip()), bound.port());
+        tracing::info!(%bound, %advertised, "media plane worker started");
+        Ok(Plane {
+            worker,
+            identity,
+            provider,
+            advertised,
+        })
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &worker::WorkerStats {
+        self.worker.stats()
+    }
+}
+
+/// Admits the participant to `room`, sends its `joined` message on `signal` and starts its
+/// task.
+pub async fn start(
+    spec: ParticipantSpec,
+    room: Arc<Room>,
+    rooms: Arc<RoomManager>,
+    plane: Arc<Plane>,
+    signal: mpsc::Sender<ServerMessage>,
+    metrics: Arc<Metrics>,
+) -> Result<ParticipantSession, crate::room::JoinError> {
+    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
+    let info = MemberInfo {
+        id: spec.id.clone(),
+        identity: spec.identity.clone(),
+        name: spec.name.clone(),
+        role: spec.role,
+        can_subscribe: spec.can_subscribe,
+    };
+    let (link, others) = room.join(info)?;
+    let _ = signal.try_send(signal::joined(
+        &room.name,
+        &spec.id,
+        others,
+        spec.ice_servers.clone(),
+        spec.meeting.clone(),
+    ));
+    let span = tracing::info_span!("participant", room = %room.name, participant = %spec.id);
+    let id = spec.id.clone();
+    let key = plane.worker.key();
+    let actor = Actor {
+        spec,
+        plane,
+        key,
+        room,
+        rooms,
+        signal,
+        metrics,
+        session: Session::new(),
+        credentials: None,
+        published: HashMap::new(),
+        subscriptions: HashMap::new(),
+        first_exchange_done: false,
+        awaiting_answer: false,
+        needs_offer: false,
+    };
+    let task = tokio::spawn(actor.run(link, client_rx).instrument(span));
+    Ok(ParticipantSession {
+        id,
+        client_tx,
+        task,
+    })
+}
+
+struct Published {
+    producer: Arc<Producer>,
+    tap: Option<JoinHandle<()>>,
+}
+
+struct Subscription {
+    producer: Arc<Producer>,
+    /// The SSRC this client sees.
+    ssrc: u32,
+    /// In a section of the session (answered or offered).
+    placed: bool,
+    /// The worker forwards it.
+    forwarding: bool,
+}
+
+struct Actor {
+    spec: ParticipantSpec,
+    plane: Arc<Plane>,
+    key: Key,
+    room: Arc<Room>,
+    rooms: Arc<RoomManager>,
+    signal: mpsc::Sender<ServerMessage>,
+    metrics: Arc<Metrics>,
+    session: Session,
+    credentials: Option<Credentials>,
+    published: HashMap<u32, Published>,
+    subscriptions: HashMap<TrackId, Subscription>,
+    first_exchange_done: bool,
+    awaiting_answer: bool,
+    needs_offer: bool,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// `opus/48000/2` → the codec a producer carries.
+fn codec_of(kind: &str, rtpmap: &str) -> RTCRtpCodec {
+    let mut parts = rtpmap.split('/');
+    let name = parts.next().unwrap_or("");
+    let clock_rate = parts.next().and_then(|c| c.parse().ok()).unwrap_or(90_000);
+    let channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    RTCRtpCodec {
+        mime_type: format!("{kind}/{name}"),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: if name.eq_ignore_ascii_case("opus") {
+            "minptime=10;useinbandfec=1".into()
+        } else {
+            String::new()
+        },
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// A producer's codec as the `rtpmap` prefix a section is matched by (`opus/48000`).
+fn rtpmap_prefix(codec: &RTCRtpCodec) -> String {
+    let name = codec.mime_type.split('/').nth(1).unwrap_or("");
+    format!("{name}/{}", codec.clock_rate)
+}
+
+/// The first offered codec the plane forwards, for a section the client publishes in.
+fn receivable(m: &OfferedMedia) -> Option<String> {
+    let known: &[&str] = if m.kind == "audio" {
+        &["opus/48000"]
+    } else {
+        &["VP8/90000", "VP9/90000", "H264/90000"]
+    };
+    m.codecs.iter().find_map(|(_, rtpmap)| {
+        known
+            .iter()
+            .find(|k| {
+                rtpmap
+                    .to_ascii_lowercase()
+                    .starts_with(&k.to_ascii_lowercase())
+            })
+            .map(|k| (*k).to_owned())
+    })
+}
+
+impl Actor {
+    async fn run(mut self, mut link: MemberLink, mut client: mpsc::Receiver<ClientMessage>) {
+        tracing::info!(name = %self.spec.name, identity = %self.spec.identity, key = self.key, "joined (media plane)");
+        let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+        let mut events_tx = Some(events_tx);
+        loop {
+            let flow = tokio::select! {
+                biased;
+                ev = link.events.recv() => match ev {
+                    Some(ev) => self.on_member_event(ev),
+                    None => Flow::Stop,
+                },
+                Some(ev) = events.recv() => self.on_worker_event(ev),
+                () = link.kicked.wait() => Flow::Stop,
+                msg = client.recv() => match msg {
+                    Some(msg) => self.on_client(msg, &mut events_tx),
+                    None => Flow::Stop,
+                },
+            };
+            if let Flow::Stop = flow {
+                break;
+            }
+            let mut stop = false;
+            while let Ok(ev) = link.events.try_recv() {
+                if let Flow::Stop = self.on_member_event(ev) {
+                    stop = true;
+                    break;
+                }
+            }
+            if stop {
+                break;
+            }
+            self.maybe_offer();
+        }
+        self.cleanup();
+    }
+
+    fn send(&self, msg: ServerMessage) -> Flow {
+        match self.signal.try_send(msg) {
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("signaling queue full; disconnecting");
+                Flow::Stop
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    fn refuse(&self, code: ErrorCode, message: impl Into<String>) {
+        Metrics::add(&self.metrics.signaling_errors, 1);
+        let message = message.into();
+        tracing::debug!(?code, %message, "refused client message");
+        let _ = self.send(signal::error(code, message));
+    }
+
+    fn command(&self, c: Command) -> bool {
+        match self.plane.worker.send(c) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "media worker command not queued");
+                false
+            }
+        }
+    }
+
+    fn on_client(&mut self, msg: ClientMessage, events: &mut Option<mpsc::Sender<Event>>) -> Flow {
+        match msg {
+            ClientMessage::Offer { sdp } => self.on_offer(&sdp, events),
+            ClientMessage::Answer { sdp } => self.on_answer(&sdp),
+            // ICE-lite: the client's checks reach the plane's one candidate; its own
+            // candidates are not needed (a peer-reflexive address is learnt from its checks).
+            ClientMessage::Candidate { .. } => {}
+            ClientMessage::Mute { track_id, muted } => {
+                if !self.room.set_muted(&self.spec.id, &track_id, muted) {
+                    self.refuse(
+                        ErrorCode::UnknownTrack,
+                        format!("you publish no track {track_id}"),
+                    );
+                }
+            }
+            ClientMessage::Leave => return Flow::Stop,
+            other => self.refuse(
+                ErrorCode::InvalidMessage,
+                format!("`{}` is not valid at this point", other.kind()),
+            ),
+        }
+        Flow::Continue
+    }
+
+    fn on_offer(&mut self, sdp: &str, events: &mut Option<mpsc::Sender<Event>>) {
+        if self.awaiting_answer {
+            return self.refuse(
+                ErrorCode::NegotiationCollision,
+                "the server has an offer outstanding; answer it, then offer again",
+            );
+        }
+        let offer: Offer = match sdp::parse_offer(sdp) {
+            Ok(o) => o,
+            Err(e) => return self.refuse(ErrorCode::InvalidSdp, format!("offer SDP: {e}")),
+        };
+        if self.credentials.is_none() {
+            let creds = Credentials::generate(&*self.plane.provider, offer.fingerprint.clone());
+            let transport = match Transport::new(
+                &self.plane.identity,
+                creds.clone(),
+                self.plane.worker.local_addr(),
+                Instant::now(),
+            ) {
+                Ok(t) => t,
+                Err(e) => return self.refuse(ErrorCode::Internal, format!("transport: {e}")),
+            };
+            let Some(tx) = events.take() else { return };
+            if !self.command(Command::Add {
+                key: self.key,
+                transport: Box::new(transport),
+                events: tx,
+            }) {
+                return self.refuse(ErrorCode::Internal, "the media plane is overloaded");
+            }
+            self.credentials = Some(creds);
+        }
+        // Subscriptions waiting for a section take the client's receive-only ones first.
+        let mut waiting: Vec<(TrackId, TrackKind)> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.placed)
+            .map(|(id, s)| (id.clone(), s.producer.kind))
+            .collect();
+        waiting.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        let mut placed: Vec<TrackId> = Vec::new();
+        let subs = &self.subscriptions;
+        let decide = |m: &OfferedMedia, agreed: Option<&Section>| -> Answered {
+            if let Some(a) = agreed {
+                return match (&a.sending, a.direction) {
+                    (Some(s), Direction::SendRecv) => Answered::SendRecv(s.clone()),
+                    (Some(s), _) => Answered::Send(s.clone()),
+                    (None, Direction::RecvOnly) => {
+                        receivable(m).map_or(Answered::Reject, Answered::Receive)
+                    }
+                    _ => Answered::Reject,
+                };
+            }
+            if m.client_sends {
+                return receivable(m).map_or(Answered::Reject, Answered::Receive);
+            }
+            let kind = if m.kind == "audio" {
+                TrackKind::Audio
+            } else {
+                TrackKind::Video
+            };
+            if let Some(i) = waiting.iter().position(|(_, k)| *k == kind) {
+                let (id, _) = waiting.remove(i);
+                let s = &subs[&id];
+                placed.push(id);
+                return Answered::Send(Sending {
+                    codec: rtpmap_prefix(&s.producer.codec),
+                    ssrc: s.ssrc,
+                    msid: (s.producer.publisher.0.clone(), s.producer.id.0.clone()),
+                });
+            }
+            Answered::Reject
+        };
+        let creds = self.credentials.clone().expect("credentials set");
+        let plane = self.plane.clone();
+        let local = Local {
+            ufrag: &creds.local_ufrag,
+            pwd: &creds.local_pwd,
+            fingerprint: &plane.identity.fingerprint,
+            candidate: plane.advertised,
+        };
+        let answer = match self.session.answer(&offer, decide, &local) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
+            }
+        };
+        let _ = self.send(signal::answer(answer));
+        self.first_exchange_done = true;
+        for id in placed {
+            if let Some(s) = self.subscriptions.get_mut(&id) {
+                s.placed = true;
+            }
+        }
+        self.start_legs();
+        // What did not fit in the client's sections goes in our next offer.
+        let unplaced: Vec<TrackId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.placed)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unplaced {
+            self.place(&id);
+        }
+    }
+
+    fn on_answer(&mut self, sdp: &str) {
+        if !self.awaiting_answer {
+            return self.refuse(
+                ErrorCode::InvalidSdp,
+                "no server offer is waiting for an answer",
+            );
+        }
+        if let Err(e) = self.session.apply_answer(sdp) {
+            return self.refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}"));
+        }
+        self.awaiting_answer = false;
+        self.start_legs();
+    }
+
+    /// Puts a subscription in a new section of our next offer.
+    fn place(&mut self, id: &TrackId) {
+        let Some(s) = self.subscriptions.get_mut(id) else {
+            return;
+        };
+        let kind = match s.producer.kind {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        };
+        let sending = Sending {
+            codec: rtpmap_prefix(&s.producer.codec),
+            ssrc: s.ssrc,
+            msid: (s.producer.publisher.0.clone(), s.producer.id.0.clone()),
+        };
+        match self.session.add_send(kind, sending) {
+            Ok(_) => {
+                s.placed = true;
+                self.needs_offer = true;
+            }
+            Err(e) => tracing::warn!(track = %id, error = %e, "track not offered"),
+        }
+    }
+
+    /// Starts forwarding every placed subscription whose section both sides agreed on.
+    fn start_legs(&mut self) {
+        let agreed: Vec<(u32, u8)> = self
+            .session
+            .sections()
+            .iter()
+            .filter(|s| matches!(s.direction, Direction::SendOnly | Direction::SendRecv))
+            .filter_map(|s| s.sending.as_ref().map(|snd| (snd.ssrc, s.codec.0)))
+            .collect();
+        if self.session.offer_outstanding() {
+            // Sections of an unanswered offer are not agreed yet.
+            return;
+        }
+        let mut starts = Vec::new();
+        for s in self.subscriptions.values_mut() {
+            if s.forwarding || !s.placed {
+                continue;
+            }
+            let (Some(src), Some(&(_, pt))) = (
+                s.producer.plane,
+                agreed.iter().find(|(ssrc, _)| *ssrc == s.ssrc),
+            ) else {
+                continue;
+            };
+            s.forwarding = true;
+            starts.push(Command::Subscribe {
+                from: src.key,
+                source_ssrc: src.ssrc,
+                to: self.key,
+                ssrc: s.ssrc,
+                payload_type: pt,
+            });
+        }
+        for c in starts {
+            self.command(c);
+        }
+    }
+
+    fn maybe_offer(&mut self) {
+        if !self.needs_offer || !self.first_exchange_done || self.awaiting_answer {
+            return;
+        }
+        self.needs_offer = false;
+        let Some(creds) = self.credentials.clone() else {
+            return;
+        };
+        let local = Local {
+            ufrag: &creds.local_ufrag,
+            pwd: &creds.local_pwd,
+            fingerprint: &self.plane.identity.fingerprint,
+            candidate: self.plane.advertised,
+        };
+        let offer = self.session.offer(&local);
+        self.awaiting_answer = true;
+        let _ = self.send(signal::offer(offer));
+    }
+
+    fn on_member_event(&mut self, ev: MemberEvent) -> Flow {
+        match ev {
+            MemberEvent::Signal(msg) => return self.send(msg),
+            MemberEvent::Subscribe(p) => self.subscribe(p),
+            MemberEvent::Unsubscribe(track) => self.unsubscribe(&track),
+            MemberEvent::Farewell(msg) => {
+                let _ = self.send(msg);
+                return Flow::Stop;
+            }
+            MemberEvent::Close { code, message } => {
+                if let Some(code) = code {
+                    let _ = self.send(signal::error(code, message));
+                }
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn subscribe(&mut self, producer: Arc<Producer>) {
+        if self.subscriptions.contains_key(&producer.id) {
+            return;
+        }
+        if producer.plane.is_none() {
+            tracing::warn!(track = %producer.id, "track published outside the media plane; not forwarded to this participant");
+            return;
+        }
+        let id = producer.id.clone();
+        self.subscriptions.insert(
+            id.clone(),
+            Subscription {
+                producer,
+                ssrc: rand::random(),
+                placed: false,
+                forwarding: false,
+            },
+        );
+        if self.first_exchange_done {
+            self.place(&id);
+        }
+    }
+
+    fn unsubscribe(&mut self, track: &TrackId) {
+        let Some(s) = self.subscriptions.remove(track) else {
+            return;
+        };
+        if s.forwarding {
+            self.command(Command::Unsubscribe {
+                to: self.key,
+                ssrc: s.ssrc,
+            });
+        }
+        let mid = self
+            .session
+            .sections()
+            .iter()
+            .find(|sec| sec.sending.as_ref().is_some_and(|snd| snd.ssrc == s.ssrc))
+            .map(|sec| sec.mid.clone());
+        if let Some(mid) = mid
+            && self.session.stop_send(&mid)
+        {
+            self.needs_offer = true;
+        }
+    }
+
+    fn on_worker_event(&mut self, ev: Event) -> Flow {
+        match ev {
+            Event::Connected => tracing::debug!("media connected"),
+            Event::Failed(why) => {
+                tracing::info!(%why, "media connection lost");
+                return Flow::Stop;
+            }
+            Event::UnknownStream { ssrc, payload_type } => self.publish(ssrc, payload_type),
+            // Keyframe requests are relayed by the worker; reports are not used yet.
+            Event::Rtcp(_) => {}
+        }
+        Flow::Continue
+    }
+
+    /// A stream the client started sending: published under the codec its payload type has
+    /// in a section the client sends in.
+    fn publish(&mut self, ssrc: u32, payload_type: u8) {
+        if self.published.contains_key(&ssrc) {
+            return;
+        }
+        if !self.spec.can_publish {
+            return self.refuse(
+                ErrorCode::PermissionDenied,
+                "your token does not allow publishing",
+            );
+        }
+        let Some(section) = self.session.sections().iter().find(|s| {
+            s.codec.0 == payload_type
+                && matches!(s.direction, Direction::RecvOnly | Direction::SendRecv)
+        }) else {
+            return tracing::warn!(ssrc, payload_type, "stream in no negotiated codec; ignored");
+        };
+        let (kind, codec) = if section.kind == "audio" {
+            (TrackKind::Audio, codec_of("audio", &section.codec.1))
+        } else {
+            (TrackKind::Video, codec_of("video", &section.codec.1))
+        };
+        let transcribe = self.spec.role != Some(Role::Agent);
+        let (tap, tap_rx) = if kind == TrackKind::Audio && transcribe {
+            let (tx, rx) = mpsc::channel::<Bytes>(TAP_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // The worker knows the stream before any subscriber's command names it.
+        if !self.command(Command::Publish {
+            key: self.key,
+            ssrc,
+            video: (kind == TrackKind::Video).then(|| VideoCodec::from_mime(&codec.mime_type)),
+            tap,
+        }) {
+            return;
+        }
+        let id = TrackId(format!("TR_{}", crate::ids::random_id(12)));
+        tracing::info!(track = %id, ?kind, codec = %codec.mime_type, ssrc, "track published");
+        let producer = match self.room.publish_from(
+            ProducerSpec {
+                id,
+                publisher: self.spec.id.clone(),
+                kind,
+                codec,
+                transcribe,
+            },
+            Some(PlaneSource {
+                key: self.key,
+                ssrc,
+            }),
+        ) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "track not published"),
+        };
+        // The room's own listeners (transcription) get the stream from the worker's tap.
+        let tap = tap_rx.map(|mut rx| {
+            let p = producer.clone();
+            tokio::spawn(
+                async move {
+                    while let Some(bytes) = rx.recv().await {
+                        let mut buf = &bytes[..];
+                        if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) {
+                            p.deliver(packet);
+                        }
+                    }
+                }
+                .in_current_span(),
+            )
+        });
+        self.published.insert(ssrc, Published { producer, tap });
+    }
+
+    fn cleanup(mut self) {
+        if self.credentials.is_some() {
+            self.command(Command::Remove { key: self.key });
+        }
+        for (_, p) in self.published.drain() {
+            if let Some(t) = p.tap {
+                t.abort();
+            }
+            drop(p.producer);
+        }
+        let empty = self.room.leave(&self.spec.id);
+        if empty {
+            self.rooms.remove_if_closed(&self.room.name);
+        }
+        tracing::info!("left");
+    }
+}
