@@ -42,8 +42,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
     /// Which media stack carries participants: `webrtc` (a PeerConnection per participant,
-    /// the default) or `worker` (the media plane: one UDP socket, on --udp-port-min, driven
-    /// by one thread; experimental, see docs/performance.md).
+    /// the default) or `worker` (the media plane: one UDP socket on the first free port of
+    /// the UDP range, driven by one thread; experimental, see docs/performance.md).
     #[arg(long, env = "CONCLAVE_MEDIA_PLANE")]
     pub media_plane: Option<String>,
     /// Run the embedded TURN server.

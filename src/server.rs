@@ -173,9 +173,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics.clone(),
     );
     if config.media_plane_worker {
-        let addr = SocketAddr::new(config.udp_ip, config.udp_ports.0);
-        let plane = crate::plane::participant::Plane::start(addr, config.public_ip)
-            .with_context(|| format!("cannot start the media plane on {addr}"))?;
+        let plane = crate::plane::participant::Plane::start(
+            config.udp_ip,
+            config.udp_ports,
+            config.public_ip,
+        )
+        .context("cannot start the media plane")?;
         local = local.with_plane(Arc::new(plane));
     }
     if let Some(c) = &config.cluster {

@@ -1,5 +1,6 @@
 //! Peers in one room receive each other's audio (decoded, not silent) and video; leaving is
-//! announced and the server forgets empty rooms.
+//! announced and the server forgets empty rooms. Each case runs on both media stacks: the
+//! default (a PeerConnection per participant) and the media plane (`--media-plane worker`).
 
 mod common;
 
@@ -16,9 +17,24 @@ fn hears_and_sees(to: &TestClient, from: &TestClient) -> bool {
     r.audio_decoded >= 25 && r.audio_peak_rms > 0.05 && r.video_packets >= 15
 }
 
+/// A server on the given media stack.
+async fn server_on(plane: &str) -> conclave::server::RunningServer {
+    let plane = plane.to_owned();
+    start_server(move |a| a.media_plane = Some(plane)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_hear_and_see_each_other() {
-    let server = start_server(|_| {}).await;
+    two_peers("webrtc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_hear_and_see_each_other_on_the_media_plane() {
+    two_peers("worker").await;
+}
+
+async fn two_peers(plane: &str) {
+    let server = server_on(plane).await;
     let http = server.http_addr;
     let a = TestClient::join(http, "duo", "alice", &token("duo", "alice"), true).await;
     let b = TestClient::join(http, "duo", "bob", &token("duo", "bob"), true).await;
@@ -52,7 +68,16 @@ async fn two_peers_hear_and_see_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_then_one_leaves_and_the_rest_are_told() {
-    let server = start_server(|_| {}).await;
+    three_peers("webrtc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_then_one_leaves_and_the_rest_are_told_on_the_media_plane() {
+    three_peers("worker").await;
+}
+
+async fn three_peers(plane: &str) {
+    let server = server_on(plane).await;
     let http = server.http_addr;
     let mut a = TestClient::join(http, "trio", "alice", &token("trio", "alice"), true).await;
     let mut b = TestClient::join(http, "trio", "bob", &token("trio", "bob"), true).await;

@@ -45,9 +45,33 @@ pub struct Plane {
 }
 
 impl Plane {
-    /// Binds `addr` and starts the worker; candidates name `public_ip` if set.
-    pub fn start(addr: SocketAddr, public_ip: Option<std::net::IpAddr>) -> anyhow::Result<Plane> {
-        let worker = Worker::start(addr)?;
+    /// Binds the first free port of `ports` (inclusive; `(0, 0)`: any) on `ip` and starts the
+    /// worker; candidates name `public_ip` if set.
+    pub fn start(
+        ip: std::net::IpAddr,
+        ports: (u16, u16),
+        public_ip: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Plane> {
+        let mut worker = None;
+        let mut last = None;
+        for port in ports.0..=ports.1 {
+            match Worker::start(SocketAddr::new(ip, port)) {
+                Ok(w) => {
+                    worker = Some(w);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(worker) = worker else {
+            anyhow::bail!(
+                "no free UDP port in {}-{} on {ip}: {}",
+                ports.0,
+                ports.1,
+                last.map_or_else(String::new, |e| e.to_string())
+            );
+        };
         let identity = Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let provider = rtc::crypto::default_provider().map_err(|e| anyhow::anyhow!("{e}"))?;
         let bound = worker.local_addr();
