@@ -1,11 +1,14 @@
 // Two browsers meet in a room: media flows both ways, each sees the other in the list, and
-// leaving is reflected on the other page and in the server's room count.
+// leaving is reflected on the other page and in the server's room count. Run on both media
+// stacks: the default (a PeerConnection per participant) and the media plane
+// (`--media-plane worker`).
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { inboundBytes, listedNames, roomName, scenario, sleep, waitFor } from './harness.mjs';
 
-test('two pages exchange audio and video, then leave', { timeout: 120000 }, async () => {
+for (const plane of ['webrtc', 'worker']) {
+test(`two pages exchange audio and video, then leave (media stack: ${plane})`, { timeout: 120000 }, async () => {
   await scenario(async (server, open) => {
     const room = roomName();
     const a = await open(`/room/${room}?name=A&autojoin=1`, 'A');
@@ -76,5 +79,6 @@ test('two pages exchange audio and video, then leave', { timeout: 120000 }, asyn
       { timeout: 10000, message: 'GET /api/stats to report rooms 0 after both left' },
     );
     assert.equal(stats.participants, 0, `participants after everyone left: ${JSON.stringify(stats)}`);
-  });
+  }, { extraArgs: ['--media-plane', plane] });
 });
+}
