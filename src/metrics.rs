@@ -397,6 +397,80 @@ pub fn render_schedule(
     write_counters(out, &counters);
 }
 
+/// Appends the media plane worker's counters to a `/metrics` body.
+pub fn render_plane(out: &mut String, w: &crate::plane::worker::WorkerStats) {
+    write_counters(
+        out,
+        &[
+            (
+                "conclave_plane_forwarded_total",
+                "RTP packets the media plane sent to subscriber legs.",
+                &w.forwarded,
+            ),
+            (
+                "conclave_plane_leg_not_ready_total",
+                "Packets for a leg whose transport was not connected yet; dropped.",
+                &w.leg_not_ready,
+            ),
+            (
+                "conclave_plane_awaiting_keyframe_total",
+                "Packets held back from a new video leg until a keyframe.",
+                &w.awaiting_keyframe,
+            ),
+            (
+                "conclave_plane_unknown_stream_total",
+                "RTP with an SSRC nobody published; dropped.",
+                &w.unknown_stream,
+            ),
+            (
+                "conclave_plane_tap_dropped_total",
+                "Packets a full room tap (transcription) refused; dropped, forwarding went on.",
+                &w.tap_dropped,
+            ),
+            (
+                "conclave_plane_events_dropped_total",
+                "Worker events a full participant queue refused; dropped.",
+                &w.events_dropped,
+            ),
+            (
+                "conclave_plane_keyframe_requests_total",
+                "Keyframe requests relayed to publishers.",
+                &w.keyframe_requests,
+            ),
+            (
+                "conclave_plane_stale_commands_total",
+                "Commands naming a transport or stream the worker no longer has.",
+                &w.stale_commands,
+            ),
+            (
+                "conclave_plane_datagrams_received_total",
+                "Datagrams read from the plane's socket.",
+                &w.received,
+            ),
+            (
+                "conclave_plane_datagrams_unrouted_total",
+                "Datagrams no transport claimed; dropped.",
+                &w.unrouted,
+            ),
+            (
+                "conclave_plane_datagrams_sent_total",
+                "Datagrams handed to the kernel.",
+                &w.sent,
+            ),
+            (
+                "conclave_plane_datagrams_send_failed_total",
+                "Datagrams the kernel refused; dropped.",
+                &w.send_failed,
+            ),
+            (
+                "conclave_plane_sendmmsg_total",
+                "sendmmsg calls.",
+                &w.batches,
+            ),
+        ],
+    );
+}
+
 /// Appends the embedded TURN server's gauges and counters to a `/metrics` body.
 pub fn render_turn(out: &mut String, t: &conclave_turn::TurnStats) {
     let gauges = [

@@ -317,6 +317,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics,
         config,
         turn,
+        plane: local.plane().cloned(),
         stopping: tokio::sync::watch::channel(false).0,
         abuse: crate::http::abuse::Abuse::new(rate_limit),
     });

@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Embedded TURN, when enabled.
     pub turn: Option<TurnService>,
+    /// The media plane, when participants run on it (`--media-plane worker`).
+    pub plane: Option<Arc<crate::plane::participant::Plane>>,
     /// Meetings.
     pub meetings: Arc<crate::meetings::MeetingService>,
     /// AI agent participants.

@@ -23,6 +23,14 @@ async fn server_on(plane: &str) -> conclave::server::RunningServer {
     start_server(move |a| a.media_plane = Some(plane)).await
 }
 
+/// `conclave_plane_forwarded_total` from /metrics, if the server has a media plane.
+async fn plane_forwarded(server: &conclave::server::RunningServer) -> Option<f64> {
+    let (_, body) = common::http(server.http_addr, "GET", "/metrics", None, "").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("conclave_plane_forwarded_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_hear_and_see_each_other() {
     two_peers("webrtc").await;
@@ -53,6 +61,15 @@ async fn two_peers(plane: &str) {
     );
     // A participant never receives its own tracks back.
     assert_eq!(a.received_from(&a.participant_id).audio_packets, 0);
+    // The stack asked for is the one that carried the media.
+    let forwarded = plane_forwarded(&server).await;
+    match plane {
+        "worker" => assert!(
+            forwarded.is_some_and(|n| n >= 50.0),
+            "the media plane forwarded {forwarded:?} packets"
+        ),
+        _ => assert_eq!(forwarded, None, "a media plane runs on the default stack"),
+    }
     assert_eq!(server.state.rooms.counts(), (1, 2));
 
     a.leave().await;

@@ -68,6 +68,9 @@ pub async fn metrics(
     if let Some(turn) = &s.turn {
         crate::metrics::render_turn(&mut text, &turn.server.stats());
     }
+    if let Some(p) = &s.plane {
+        crate::metrics::render_plane(&mut text, p.stats());
+    }
     if let Some(c) = &s.cluster {
         c.render_metrics(&mut text);
     }

@@ -6,7 +6,7 @@
 //! unanswered).
 //!
 //! Not carried yet (see docs/performance.md): tracks published outside the plane (an agent's
-//! voice) are not forwarded to plane subscribers; mute does not stop the worker forwarding.
+//! voice) are not forwarded to plane subscribers (logged at warn, once per track).
 
 use super::sdp::{self, Answered, Direction, Local, Offer, OfferedMedia, Section, Sending};
 use super::session::Session;
@@ -360,8 +360,11 @@ impl Actor {
                 return match (&a.sending, a.direction) {
                     (Some(s), Direction::SendRecv) => Answered::SendRecv(s.clone()),
                     (Some(s), _) => Answered::Send(s.clone()),
-                    (None, Direction::RecvOnly) => {
+                    (None, Direction::RecvOnly | Direction::Idle) if m.client_sends => {
                         receivable(m).map_or(Answered::Reject, Answered::Receive)
+                    }
+                    (None, Direction::RecvOnly | Direction::Idle) => {
+                        receivable(m).map_or(Answered::Reject, Answered::Idle)
                     }
                     _ => Answered::Reject,
                 };
@@ -384,7 +387,9 @@ impl Actor {
                     msid: (s.producer.publisher.0.clone(), s.producer.id.0.clone()),
                 });
             }
-            Answered::Reject
+            // Nothing to send there yet: kept in the transport, so the client connects now
+            // and what comes later is one offer on a live connection.
+            receivable(m).map_or(Answered::Reject, Answered::Idle)
         };
         let creds = self.credentials.clone().expect("credentials set");
         let plane = self.plane.clone();

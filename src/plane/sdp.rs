@@ -112,6 +112,9 @@ pub enum Answered {
     Receive(String),
     /// Both: the client publishes there and the plane sends a track back (same codec).
     SendRecv(Sending),
+    /// Nothing flows yet, but the section stays in the transport (`a=inactive`, bundled): a
+    /// subscriber's receive-only section before there is anything to send it.
+    Idle(String),
     /// Rejected (port 0).
     Reject,
 }
@@ -140,6 +143,8 @@ pub enum Direction {
     RecvOnly,
     /// Both.
     SendRecv,
+    /// Neither, for now; still bundled (written `a=inactive` with the transport's lines).
+    Idle,
     /// Rejected or stopped.
     Inactive,
 }
@@ -173,6 +178,14 @@ pub fn write(sections: &[Section], version: u64, setup: &str, local: &Local<'_>)
     if !bundled.is_empty() {
         let _ = write!(s, "a=group:BUNDLE {}\r\n", bundled.join(" "));
     }
+    // Also at session level: a description whose every section is rejected (a subscriber's
+    // first offer before anything is published) still names the transport, which clients
+    // require (webrtc-rs refuses it otherwise: "missing ice-ufrag").
+    let _ = write!(
+        s,
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n",
+        local.ufrag, local.pwd, local.fingerprint
+    );
     s.push_str("a=msid-semantic: WMS\r\n");
     for m in sections {
         let (pt, rtpmap) = &m.codec;
@@ -180,6 +193,7 @@ pub fn write(sections: &[Section], version: u64, setup: &str, local: &Local<'_>)
             Direction::SendOnly => "sendonly",
             Direction::RecvOnly => "recvonly",
             Direction::SendRecv => "sendrecv",
+            Direction::Idle => "inactive",
             Direction::Inactive => {
                 let _ = write!(
                     s,
@@ -240,6 +254,7 @@ pub fn answer_section(m: &OfferedMedia, decision: &Answered) -> Section {
         Answered::Send(snd) => (find(&snd.codec), Direction::SendOnly, Some(snd.clone())),
         Answered::SendRecv(snd) => (find(&snd.codec), Direction::SendRecv, Some(snd.clone())),
         Answered::Receive(codec) => (find(codec), Direction::RecvOnly, None),
+        Answered::Idle(codec) => (find(codec), Direction::Idle, None),
         Answered::Reject => (None, Direction::Inactive, None),
     };
     let inactive = Section {

@@ -62,6 +62,8 @@ pub async fn start_server_in(
         api_secret: Some(API_SECRET.into()),
         ..Default::default()
     };
+    // The whole suite can run on the media plane: CONCLAVE_TEST_MEDIA_PLANE=worker.
+    args.media_plane = std::env::var("CONCLAVE_TEST_MEDIA_PLANE").ok();
     tweak(&mut args);
     if args.whisper_model.is_some() && args.silero_model.is_none() {
         // Transcribing servers get the product's voice detector, installed once per cache.
