@@ -26,8 +26,24 @@ fn opus() -> RTCRtpCodec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_side_member_publishes_audio_that_a_webrtc_subscriber_decodes() {
+    server_side_member("webrtc").await;
+}
+
+/// The same on the media plane: the in-process track reaches the plane's subscriber through
+/// a bridge (a local source of the worker fed from the room's fan-out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_member_publishes_audio_that_a_media_plane_subscriber_decodes() {
+    server_side_member("worker").await;
+}
+
+async fn server_side_member(plane: &str) {
     let model = tokio::task::spawn_blocking(whisper_model).await.unwrap();
-    let server = start_server(|a| a.whisper_model = Some(model.clone())).await;
+    let plane = plane.to_owned();
+    let server = start_server(|a| {
+        a.whisper_model = Some(model.clone());
+        a.media_plane = Some(plane);
+    })
+    .await;
     assert!(server.state.transcription.is_some());
     let http = server.http_addr;
     let mut lena = TestClient::join(http, "mixed", "lena", &token("mixed", "lena"), false).await;

@@ -5,8 +5,8 @@
 //! client offers first; the server offers after that, never with one of its offers
 //! unanswered).
 //!
-//! Not carried yet (see docs/performance.md): tracks published outside the plane (an agent's
-//! voice) are not forwarded to plane subscribers (logged at warn, once per track).
+//! Tracks published outside the plane (an agent's voice) reach plane subscribers through a
+//! bridge: a local source of the worker fed from the room's fan-out ([`bridge`]).
 
 use super::sdp::{self, Answered, Direction, Local, Offer, OfferedMedia, Section, Sending};
 use super::session::Session;
@@ -91,6 +91,76 @@ impl Plane {
     }
 }
 
+/// Where the worker forwards `producer` from: its publisher's transport, or for a track fed
+/// inside the process (an agent's voice) a local source that one bridge task per track feeds
+/// from a sink of the room's fan-out (made by the track's first plane subscriber; it ends when
+/// the track does). `None` if the worker refused the commands.
+fn bridge(plane: &Arc<Plane>, producer: &Arc<Producer>) -> Option<PlaneSource> {
+    if let Some(s) = producer.plane {
+        return Some(s);
+    }
+    let src = PlaneSource {
+        key: plane.worker.key(),
+        ssrc: rand::random(),
+    };
+    if producer.plane_bridge.set(src).is_err() {
+        // Another participant bridged it first.
+        return producer.plane_bridge.get().copied();
+    }
+    let video = (producer.kind == TrackKind::Video)
+        .then(|| VideoCodec::from_mime(&producer.codec.mime_type));
+    let queued = plane
+        .worker
+        .send(Command::AddLocal { key: src.key })
+        .and_then(|()| {
+            plane.worker.send(Command::Publish {
+                key: src.key,
+                ssrc: src.ssrc,
+                video,
+                tap: None,
+            })
+        });
+    if let Err(e) = queued {
+        tracing::warn!(track = %producer.id, error = %e, "track not bridged to the media plane");
+        return None;
+    }
+    tracing::debug!(track = %producer.id, key = src.key, "track bridged to the media plane");
+    // The task holds the sink, not the producer: when the track goes, its fan-out and so the
+    // queue end, and the task with them.
+    let (sink, mut rx) = producer.add_sink(crate::room::SinkOptions::leg(video.is_some()));
+    let plane = plane.clone();
+    let track = producer.id.clone();
+    tokio::spawn(
+        async move {
+            let mut dropped = 0u64;
+            while let Some(mut packet) = rx.recv().await {
+                packet.header.ssrc = src.ssrc;
+                let Ok(raw) = rtc::shared::marshal::Marshal::marshal(&packet) else {
+                    continue;
+                };
+                if plane
+                    .worker
+                    .send(Command::Inject {
+                        key: src.key,
+                        packet: bytes::BytesMut::from(&raw[..]),
+                    })
+                    .is_err()
+                {
+                    dropped += 1;
+                } else {
+                    sink.written(1);
+                }
+            }
+            if dropped > 0 {
+                tracing::warn!(%track, dropped, "bridged packets the media worker refused");
+            }
+            let _ = plane.worker.send(Command::Remove { key: src.key });
+        }
+        .in_current_span(),
+    );
+    Some(src)
+}
+
 /// Admits the participant to `room`, sends its `joined` message on `signal` and starts its
 /// task.
 pub async fn start(
@@ -151,6 +221,8 @@ struct Published {
 
 struct Subscription {
     producer: Arc<Producer>,
+    /// Where the worker forwards it from.
+    source: PlaneSource,
     /// The SSRC this client sees.
     ssrc: u32,
     /// In a section of the session (answered or offered).
@@ -480,12 +552,10 @@ impl Actor {
             if s.forwarding || !s.placed {
                 continue;
             }
-            let (Some(src), Some(&(_, pt))) = (
-                s.producer.plane,
-                agreed.iter().find(|(ssrc, _)| *ssrc == s.ssrc),
-            ) else {
+            let Some(&(_, pt)) = agreed.iter().find(|(ssrc, _)| *ssrc == s.ssrc) else {
                 continue;
             };
+            let src = s.source;
             s.forwarding = true;
             starts.push(Command::Subscribe {
                 from: src.key,
@@ -542,15 +612,15 @@ impl Actor {
         if self.subscriptions.contains_key(&producer.id) {
             return;
         }
-        if producer.plane.is_none() {
-            tracing::warn!(track = %producer.id, "track published outside the media plane; not forwarded to this participant");
+        let Some(source) = bridge(&self.plane, &producer) else {
             return;
-        }
+        };
         let id = producer.id.clone();
         self.subscriptions.insert(
             id.clone(),
             Subscription {
                 producer,
+                source,
                 ssrc: rand::random(),
                 placed: false,
                 forwarding: false,

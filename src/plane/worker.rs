@@ -71,6 +71,20 @@ pub enum Command {
         /// Where its events go (full: dropped and counted).
         events: mpsc::Sender<Event>,
     },
+    /// Adds a local source: streams fed by [`Command::Inject`] from inside the process (an
+    /// agent's voice), published and subscribed like a transport's. Removed with `Remove`.
+    AddLocal {
+        /// Its name.
+        key: Key,
+    },
+    /// One RTP packet (serialised, unencrypted) from a local source, forwarded to the legs of
+    /// the stream its SSRC names.
+    Inject {
+        /// The local source.
+        key: Key,
+        /// The packet.
+        packet: BytesMut,
+    },
     /// Removes a transport, what it published and its legs.
     Remove {
         /// Its name.
@@ -215,6 +229,7 @@ impl Worker {
             sources: HashMap::new(),
             legs: HashMap::new(),
             inbound: Vec::new(),
+            next_local: usize::MAX,
         };
         let thread = std::thread::Builder::new()
             .name(format!("media-{}", addr.port()))
@@ -311,6 +326,9 @@ struct Loop {
     /// Legs by (subscriber, SSRC it sees) → their stream.
     legs: HashMap<(TransportId, u32), (TransportId, u32)>,
     inbound: Vec<(TransportId, TransportEvent)>,
+    /// Ids of local sources count down from the top, where the engine has no transports (so
+    /// whatever the loop would send them, a keyframe request, is refused, not misrouted).
+    next_local: TransportId,
 }
 
 impl Loop {
@@ -390,9 +408,23 @@ impl Loop {
                 });
                 self.keys.insert(key, id);
             }
+            Command::AddLocal { key } => {
+                if let Some(old) = self.keys.get(&key).copied() {
+                    self.remove(old);
+                }
+                let id = self.next_local;
+                self.next_local -= 1;
+                self.keys.insert(key, id);
+            }
+            Command::Inject { key, packet } => {
+                if let Some(id) = self.id(key) {
+                    self.forward(id, packet, now);
+                }
+            }
             Command::Remove { key } => {
                 if let Some(id) = self.id(key) {
                     self.remove(id);
+                    self.keys.remove(&key);
                 }
             }
             Command::Publish {

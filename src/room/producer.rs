@@ -89,6 +89,9 @@ pub struct Producer {
     /// Where the media plane forwards it from, when its publisher is on the plane (its
     /// packets then reach plane subscribers inside the plane's worker, not through `fanout`).
     pub plane: Option<PlaneSource>,
+    /// For a track published outside the plane (an agent's voice): the plane's local source
+    /// that carries it to plane subscribers, made by the first of them.
+    pub plane_bridge: std::sync::OnceLock<PlaneSource>,
     video: VideoCodec,
     fanout: Fanout,
     muted: AtomicBool,
@@ -129,6 +132,7 @@ impl Producer {
             codec: spec.codec,
             transcribe: spec.transcribe,
             plane: None,
+            plane_bridge: std::sync::OnceLock::new(),
             video,
             fanout: Fanout::new(),
             muted: AtomicBool::new(false),
