@@ -99,30 +99,35 @@ fn bridge(plane: &Arc<Plane>, producer: &Arc<Producer>) -> Option<PlaneSource> {
     if let Some(s) = producer.plane {
         return Some(s);
     }
-    let src = PlaneSource {
-        key: plane.worker.key(),
-        ssrc: rand::random(),
-    };
-    if producer.plane_bridge.set(src).is_err() {
-        // Another participant bridged it first.
-        return producer.plane_bridge.get().copied();
-    }
     let video = (producer.kind == TrackKind::Video)
         .then(|| VideoCodec::from_mime(&producer.codec.mime_type));
-    let queued = plane
-        .worker
-        .send(Command::AddLocal { key: src.key })
-        .and_then(|()| {
-            plane.worker.send(Command::Publish {
-                key: src.key,
-                ssrc: src.ssrc,
-                video,
-                tap: None,
-            })
-        });
-    if let Err(e) = queued {
-        tracing::warn!(track = %producer.id, error = %e, "track not bridged to the media plane");
-        return None;
+    // Initialised once; another subscriber's task asking meanwhile waits until the worker's
+    // commands are queued, so its Subscribe can never overtake the source's Publish.
+    let mut made = false;
+    let src = *producer.plane_bridge.get_or_init(|| {
+        made = true;
+        let src = PlaneSource {
+            key: plane.worker.key(),
+            ssrc: rand::random(),
+        };
+        let queued = plane
+            .worker
+            .send(Command::AddLocal { key: src.key })
+            .and_then(|()| {
+                plane.worker.send(Command::Publish {
+                    key: src.key,
+                    ssrc: src.ssrc,
+                    video,
+                    tap: None,
+                })
+            });
+        if let Err(e) = queued {
+            tracing::warn!(track = %producer.id, error = %e, "track not bridged to the media plane");
+        }
+        src
+    });
+    if !made {
+        return Some(src);
     }
     tracing::debug!(track = %producer.id, key = src.key, "track bridged to the media plane");
     // The task holds the sink, not the producer: when the track goes, its fan-out and so the
