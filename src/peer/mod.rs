@@ -4,6 +4,7 @@
 //! published tracks into the room's producers, and its subscriber legs. It depends on the
 //! room domain (`crate::room`); the room never sees a PeerConnection.
 
+pub mod edge;
 pub mod factory;
 pub mod leg;
 pub mod participant;

@@ -6,6 +6,7 @@
 //! that arrive meanwhile are batched into the next offer. A client offer that collides with an
 //! outstanding server offer is refused with `negotiation_collision`.
 
+use super::edge::{ClientEdge, Flow};
 use super::factory::PeerFactory;
 use super::leg::Leg;
 use crate::metrics::Metrics;
@@ -186,7 +187,7 @@ pub async fn start(
         pc,
         room,
         rooms,
-        signal,
+        edge: ClientEdge::new(signal, metrics.clone()),
         pc_tx,
         metrics,
         connected: connected_rx,
@@ -217,7 +218,7 @@ struct Actor {
     pc: Arc<dyn PeerConnection>,
     room: Arc<Room>,
     rooms: Arc<RoomManager>,
-    signal: mpsc::Sender<ServerMessage>,
+    edge: ClientEdge,
     pc_tx: mpsc::Sender<PcEvent>,
     metrics: Arc<Metrics>,
     connected: watch::Receiver<bool>,
@@ -233,11 +234,6 @@ struct Actor {
     /// Candidates that came before the first offer: a client may trickle them as soon as it
     /// has set its local description, which can race its offer on the socket.
     early_candidates: Vec<RTCIceCandidateInit>,
-}
-
-enum Flow {
-    Continue,
-    Stop,
 }
 
 impl Actor {
@@ -283,49 +279,19 @@ impl Actor {
         self.cleanup().await;
     }
 
-    /// Queues a message for the client; a client too slow to take it is disconnected.
-    fn send(&self, msg: ServerMessage) -> Flow {
-        match self.signal.try_send(msg) {
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("signaling queue full; disconnecting");
-                Flow::Stop
-            }
-            _ => Flow::Continue,
-        }
-    }
-
-    fn refuse(&self, code: ErrorCode, message: impl Into<String>) {
-        Metrics::add(&self.metrics.signaling_errors, 1);
-        let message = message.into();
-        tracing::debug!(?code, %message, "refused client message");
-        let _ = self.send(signal::error(code, message));
-    }
-
     async fn on_client(&mut self, msg: ClientMessage) -> Flow {
         match msg {
             ClientMessage::Offer { sdp } => self.on_offer(sdp).await,
             ClientMessage::Answer { sdp } => self.on_answer(sdp).await,
             ClientMessage::Candidate { candidate } => self.on_candidate(candidate).await,
-            ClientMessage::Mute { track_id, muted } => {
-                if !self.room.set_muted(&self.spec.id, &track_id, muted) {
-                    self.refuse(
-                        ErrorCode::UnknownTrack,
-                        format!("you publish no track {track_id}"),
-                    );
-                }
-            }
-            ClientMessage::Leave => return Flow::Stop,
-            other => self.refuse(
-                ErrorCode::InvalidMessage,
-                format!("`{}` is not valid at this point", other.kind()),
-            ),
+            other => return self.edge.client_message(&self.room, &self.spec.id, other),
         }
         Flow::Continue
     }
 
     async fn on_offer(&mut self, sdp: String) {
         if self.awaiting_answer {
-            self.refuse(
+            self.edge.refuse(
                 ErrorCode::NegotiationCollision,
                 "the server has an offer outstanding; answer it, then offer again",
             );
@@ -333,14 +299,20 @@ impl Actor {
         }
         let desc = match RTCSessionDescription::offer(sdp) {
             Ok(d) => d,
-            Err(e) => return self.refuse(ErrorCode::InvalidSdp, format!("offer SDP: {e}")),
+            Err(e) => {
+                return self
+                    .edge
+                    .refuse(ErrorCode::InvalidSdp, format!("offer SDP: {e}"));
+            }
         };
         if let Err(e) = self.pc.set_remote_description(desc).await {
-            return self.refuse(ErrorCode::InvalidSdp, format!("cannot apply offer: {e}"));
+            return self
+                .edge
+                .refuse(ErrorCode::InvalidSdp, format!("cannot apply offer: {e}"));
         }
         for init in std::mem::take(&mut self.early_candidates) {
             if let Err(e) = self.pc.add_ice_candidate(init).await {
-                self.refuse(
+                self.edge.refuse(
                     ErrorCode::InvalidCandidate,
                     format!("cannot add ICE candidate: {e}"),
                 );
@@ -349,11 +321,15 @@ impl Actor {
         let answer = match self.pc.create_answer(None).await {
             Ok(a) => a,
             Err(e) => {
-                return self.refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
+                return self
+                    .edge
+                    .refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
             }
         };
         if let Err(e) = self.pc.set_local_description(answer.clone()).await {
-            return self.refuse(ErrorCode::Internal, format!("cannot apply answer: {e}"));
+            return self
+                .edge
+                .refuse(ErrorCode::Internal, format!("cannot apply answer: {e}"));
         }
         let sdp = self
             .pc
@@ -361,7 +337,7 @@ impl Actor {
             .await
             .map(|d| d.sdp)
             .unwrap_or(answer.sdp);
-        let _ = self.send(signal::answer(sdp));
+        let _ = self.edge.send(signal::answer(sdp));
         self.first_exchange_done = true;
         self.negotiated.send_modify(|g| *g += 1);
         // The answer already carries the tracks that were in the room (their senders took
@@ -373,17 +349,23 @@ impl Actor {
 
     async fn on_answer(&mut self, sdp: String) {
         if !self.awaiting_answer {
-            return self.refuse(
+            return self.edge.refuse(
                 ErrorCode::InvalidSdp,
                 "no server offer is waiting for an answer",
             );
         }
         let desc = match RTCSessionDescription::answer(sdp) {
             Ok(d) => d,
-            Err(e) => return self.refuse(ErrorCode::InvalidSdp, format!("answer SDP: {e}")),
+            Err(e) => {
+                return self
+                    .edge
+                    .refuse(ErrorCode::InvalidSdp, format!("answer SDP: {e}"));
+            }
         };
         if let Err(e) = self.pc.set_remote_description(desc).await {
-            return self.refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}"));
+            return self
+                .edge
+                .refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}"));
         }
         self.awaiting_answer = false;
         self.negotiated.send_modify(|g| *g += 1);
@@ -401,7 +383,7 @@ impl Actor {
             ..Default::default()
         };
         if let Err(e) = self.pc.add_ice_candidate(init).await {
-            self.refuse(
+            self.edge.refuse(
                 ErrorCode::InvalidCandidate,
                 format!("cannot add ICE candidate: {e}"),
             );
@@ -427,24 +409,19 @@ impl Actor {
             .map(|d| d.sdp)
             .unwrap_or(offer.sdp);
         self.awaiting_answer = true;
-        let _ = self.send(signal::offer(sdp));
+        let _ = self.edge.send(signal::offer(sdp));
     }
 
     async fn on_member_event(&mut self, ev: MemberEvent) -> Flow {
+        let ev = match self.edge.member_event(ev) {
+            Ok(flow) => return flow,
+            Err(ev) => ev,
+        };
         match ev {
-            MemberEvent::Signal(msg) => return self.send(msg),
             MemberEvent::Subscribe(p) => self.subscribe(p).await,
             MemberEvent::Unsubscribe(track) => self.unsubscribe(&track).await,
-            MemberEvent::Farewell(msg) => {
-                let _ = self.send(msg);
-                return Flow::Stop;
-            }
-            MemberEvent::Close { code, message } => {
-                if let Some(code) = code {
-                    let _ = self.send(signal::error(code, message));
-                }
-                return Flow::Stop;
-            }
+            // Signaling-only events were handled by the edge.
+            _ => {}
         }
         Flow::Continue
     }
@@ -490,7 +467,7 @@ impl Actor {
             _ => return,
         };
         if !self.spec.can_publish {
-            return self.refuse(
+            return self.edge.refuse(
                 ErrorCode::PermissionDenied,
                 "your token does not allow publishing",
             );

@@ -13,6 +13,7 @@ use super::session::Session;
 use super::transport::{Credentials, Identity, Transport};
 use super::worker::{self, Command, Event, Key, Worker};
 use crate::metrics::Metrics;
+use crate::peer::edge::{ClientEdge, Flow};
 use crate::peer::participant::{CLIENT_QUEUE, ParticipantSession, ParticipantSpec};
 use crate::room::keyframe::VideoCodec;
 use crate::room::producer::PlaneSource;
@@ -201,8 +202,7 @@ pub async fn start(
         key,
         room,
         rooms,
-        signal,
-        metrics,
+        edge: ClientEdge::new(signal, metrics),
         session: Session::new(),
         credentials: None,
         published: HashMap::new(),
@@ -242,8 +242,7 @@ struct Actor {
     key: Key,
     room: Arc<Room>,
     rooms: Arc<RoomManager>,
-    signal: mpsc::Sender<ServerMessage>,
-    metrics: Arc<Metrics>,
+    edge: ClientEdge,
     session: Session,
     credentials: Option<Credentials>,
     published: HashMap<u32, Published>,
@@ -251,11 +250,6 @@ struct Actor {
     first_exchange_done: bool,
     awaiting_answer: bool,
     needs_offer: bool,
-}
-
-enum Flow {
-    Continue,
-    Stop,
 }
 
 /// `opus/48000/2` → the codec a producer carries.
@@ -339,23 +333,6 @@ impl Actor {
         self.cleanup();
     }
 
-    fn send(&self, msg: ServerMessage) -> Flow {
-        match self.signal.try_send(msg) {
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("signaling queue full; disconnecting");
-                Flow::Stop
-            }
-            _ => Flow::Continue,
-        }
-    }
-
-    fn refuse(&self, code: ErrorCode, message: impl Into<String>) {
-        Metrics::add(&self.metrics.signaling_errors, 1);
-        let message = message.into();
-        tracing::debug!(?code, %message, "refused client message");
-        let _ = self.send(signal::error(code, message));
-    }
-
     fn command(&self, c: Command) -> bool {
         match self.plane.worker.send(c) {
             Ok(()) => true,
@@ -373,33 +350,25 @@ impl Actor {
             // ICE-lite: the client's checks reach the plane's one candidate; its own
             // candidates are not needed (a peer-reflexive address is learnt from its checks).
             ClientMessage::Candidate { .. } => {}
-            ClientMessage::Mute { track_id, muted } => {
-                if !self.room.set_muted(&self.spec.id, &track_id, muted) {
-                    self.refuse(
-                        ErrorCode::UnknownTrack,
-                        format!("you publish no track {track_id}"),
-                    );
-                }
-            }
-            ClientMessage::Leave => return Flow::Stop,
-            other => self.refuse(
-                ErrorCode::InvalidMessage,
-                format!("`{}` is not valid at this point", other.kind()),
-            ),
+            other => return self.edge.client_message(&self.room, &self.spec.id, other),
         }
         Flow::Continue
     }
 
     fn on_offer(&mut self, sdp: &str, events: &mut Option<mpsc::Sender<Event>>) {
         if self.awaiting_answer {
-            return self.refuse(
+            return self.edge.refuse(
                 ErrorCode::NegotiationCollision,
                 "the server has an offer outstanding; answer it, then offer again",
             );
         }
         let offer: Offer = match sdp::parse_offer(sdp) {
             Ok(o) => o,
-            Err(e) => return self.refuse(ErrorCode::InvalidSdp, format!("offer SDP: {e}")),
+            Err(e) => {
+                return self
+                    .edge
+                    .refuse(ErrorCode::InvalidSdp, format!("offer SDP: {e}"));
+            }
         };
         if self.credentials.is_none() {
             let creds = Credentials::generate(&*self.plane.provider, offer.fingerprint.clone());
@@ -410,7 +379,11 @@ impl Actor {
                 Instant::now(),
             ) {
                 Ok(t) => t,
-                Err(e) => return self.refuse(ErrorCode::Internal, format!("transport: {e}")),
+                Err(e) => {
+                    return self
+                        .edge
+                        .refuse(ErrorCode::Internal, format!("transport: {e}"));
+                }
             };
             let Some(tx) = events.take() else { return };
             if !self.command(Command::Add {
@@ -418,7 +391,9 @@ impl Actor {
                 transport: Box::new(transport),
                 events: tx,
             }) {
-                return self.refuse(ErrorCode::Internal, "the media plane is overloaded");
+                return self
+                    .edge
+                    .refuse(ErrorCode::Internal, "the media plane is overloaded");
             }
             self.credentials = Some(creds);
         }
@@ -479,10 +454,12 @@ impl Actor {
         let answer = match self.session.answer(&offer, decide, &local) {
             Ok(a) => a,
             Err(e) => {
-                return self.refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
+                return self
+                    .edge
+                    .refuse(ErrorCode::InvalidSdp, format!("cannot answer offer: {e}"));
             }
         };
-        let _ = self.send(signal::answer(answer));
+        let _ = self.edge.send(signal::answer(answer));
         self.first_exchange_done = true;
         for id in placed {
             if let Some(s) = self.subscriptions.get_mut(&id) {
@@ -504,13 +481,15 @@ impl Actor {
 
     fn on_answer(&mut self, sdp: &str) {
         if !self.awaiting_answer {
-            return self.refuse(
+            return self.edge.refuse(
                 ErrorCode::InvalidSdp,
                 "no server offer is waiting for an answer",
             );
         }
         if let Err(e) = self.session.apply_answer(sdp) {
-            return self.refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}"));
+            return self
+                .edge
+                .refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}"));
         }
         self.awaiting_answer = false;
         self.start_legs();
@@ -591,24 +570,19 @@ impl Actor {
         };
         let offer = self.session.offer(&local);
         self.awaiting_answer = true;
-        let _ = self.send(signal::offer(offer));
+        let _ = self.edge.send(signal::offer(offer));
     }
 
     fn on_member_event(&mut self, ev: MemberEvent) -> Flow {
+        let ev = match self.edge.member_event(ev) {
+            Ok(flow) => return flow,
+            Err(ev) => ev,
+        };
         match ev {
-            MemberEvent::Signal(msg) => return self.send(msg),
             MemberEvent::Subscribe(p) => self.subscribe(p),
             MemberEvent::Unsubscribe(track) => self.unsubscribe(&track),
-            MemberEvent::Farewell(msg) => {
-                let _ = self.send(msg);
-                return Flow::Stop;
-            }
-            MemberEvent::Close { code, message } => {
-                if let Some(code) = code {
-                    let _ = self.send(signal::error(code, message));
-                }
-                return Flow::Stop;
-            }
+            // Signaling-only events were handled by the edge.
+            _ => {}
         }
         Flow::Continue
     }
@@ -680,7 +654,7 @@ impl Actor {
             return;
         }
         if !self.spec.can_publish {
-            return self.refuse(
+            return self.edge.refuse(
                 ErrorCode::PermissionDenied,
                 "your token does not allow publishing",
             );
