@@ -94,6 +94,34 @@ pub struct ParticipantSpec {
     pub ice_servers: Vec<IceServer>,
 }
 
+impl ParticipantSpec {
+    /// What the room knows of this member.
+    pub fn member_info(&self) -> MemberInfo {
+        MemberInfo {
+            id: self.id.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            can_subscribe: self.can_subscribe,
+        }
+    }
+
+    /// The session's first message: admitted to `room`, where `others` already are.
+    pub fn joined(
+        &self,
+        room: &Room,
+        others: Vec<conclave_signaling::ParticipantInfo>,
+    ) -> ServerMessage {
+        signal::joined(
+            &room.name,
+            &self.id,
+            others,
+            self.ice_servers.clone(),
+            self.meeting.clone(),
+        )
+    }
+}
+
 /// A started participant: feed it client messages; it ends when the sender is dropped (the
 /// socket went away), the client leaves, or the room sends it away.
 pub struct ParticipantSession {
@@ -157,14 +185,7 @@ pub async fn start(
         tracing::error!(error = %e, "cannot create peer connection");
         crate::room::JoinError::Media("the server could not allocate media resources".into())
     })?;
-    let info = MemberInfo {
-        id: spec.id.clone(),
-        identity: spec.identity.clone(),
-        name: spec.name.clone(),
-        role: spec.role,
-        can_subscribe: spec.can_subscribe,
-    };
-    let (link, others) = match room.join(info) {
+    let (link, others) = match room.join(spec.member_info()) {
         Ok(x) => x,
         Err(e) => {
             let _ = pc.close().await;
@@ -172,13 +193,7 @@ pub async fn start(
         }
     };
     // Always the session's first message; the link's events follow it.
-    let _ = signal.try_send(signal::joined(
-        &room.name,
-        &spec.id,
-        others,
-        spec.ice_servers.clone(),
-        spec.meeting.clone(),
-    ));
+    let _ = signal.try_send(spec.joined(&room, others));
     let span = tracing::info_span!("participant", room = %room.name, participant = %spec.id);
     let (negotiated_tx, _) = watch::channel(0u64);
     let id = spec.id.clone();

@@ -17,12 +17,12 @@ use crate::peer::edge::{ClientEdge, Flow};
 use crate::peer::participant::{CLIENT_QUEUE, ParticipantSession, ParticipantSpec};
 use crate::room::keyframe::VideoCodec;
 use crate::room::producer::PlaneSource;
-use crate::room::{MemberEvent, MemberInfo, MemberLink, Producer, ProducerSpec, Room, RoomManager};
+use crate::room::{MemberEvent, MemberLink, Producer, ProducerSpec, Room, RoomManager};
 use crate::signal;
 use bytes::Bytes;
 use conclave_signaling::{ClientMessage, ErrorCode, Role, ServerMessage, TrackId, TrackKind};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::shared::marshal::Unmarshal;
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +90,16 @@ impl Plane {
     pub fn stats(&self) -> &worker::WorkerStats {
         self.worker.stats()
     }
+
+    /// What every description written for a client with `creds` carries.
+    fn local<'a>(&'a self, creds: &'a Credentials) -> Local<'a> {
+        Local {
+            ufrag: &creds.local_ufrag,
+            pwd: &creds.local_pwd,
+            fingerprint: &self.identity.fingerprint,
+            candidate: self.advertised,
+        }
+    }
 }
 
 /// Where the worker forwards `producer` from: its publisher's transport, or for a track fed
@@ -141,14 +151,16 @@ fn bridge(plane: &Arc<Plane>, producer: &Arc<Producer>) -> Option<PlaneSource> {
             let mut dropped = 0u64;
             while let Some(mut packet) = rx.recv().await {
                 packet.header.ssrc = src.ssrc;
-                let Ok(raw) = rtc::shared::marshal::Marshal::marshal(&packet) else {
+                // Serialised straight into the buffer the worker takes (one allocation).
+                let mut raw = bytes::BytesMut::zeroed(packet.marshal_size());
+                if packet.marshal_to(&mut raw).is_err() {
                     continue;
-                };
+                }
                 if plane
                     .worker
                     .send(Command::Inject {
                         key: src.key,
-                        packet: bytes::BytesMut::from(&raw[..]),
+                        packet: raw,
                     })
                     .is_err()
                 {
@@ -178,21 +190,8 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> Result<ParticipantSession, crate::room::JoinError> {
     let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
-    let info = MemberInfo {
-        id: spec.id.clone(),
-        identity: spec.identity.clone(),
-        name: spec.name.clone(),
-        role: spec.role,
-        can_subscribe: spec.can_subscribe,
-    };
-    let (link, others) = room.join(info)?;
-    let _ = signal.try_send(signal::joined(
-        &room.name,
-        &spec.id,
-        others,
-        spec.ice_servers.clone(),
-        spec.meeting.clone(),
-    ));
+    let (link, others) = room.join(spec.member_info())?;
+    let _ = signal.try_send(spec.joined(&room, others));
     let span = tracing::info_span!("participant", room = %room.name, participant = %spec.id);
     let id = spec.id.clone();
     let key = plane.worker.key();
@@ -219,11 +218,6 @@ pub async fn start(
     })
 }
 
-struct Published {
-    producer: Arc<Producer>,
-    tap: Option<JoinHandle<()>>,
-}
-
 struct Subscription {
     producer: Arc<Producer>,
     /// Where the worker forwards it from.
@@ -245,7 +239,8 @@ struct Actor {
     edge: ClientEdge,
     session: Session,
     credentials: Option<Credentials>,
-    published: HashMap<u32, Published>,
+    /// Published SSRCs, with the task feeding the room from the worker's tap (audio).
+    published: HashMap<u32, Option<JoinHandle<()>>>,
     subscriptions: HashMap<TrackId, Subscription>,
     first_exchange_done: bool,
     awaiting_answer: bool,
@@ -443,14 +438,8 @@ impl Actor {
             // and what comes later is one offer on a live connection.
             receivable(m).map_or(Answered::Reject, Answered::Idle)
         };
-        let creds = self.credentials.clone().expect("credentials set");
-        let plane = self.plane.clone();
-        let local = Local {
-            ufrag: &creds.local_ufrag,
-            pwd: &creds.local_pwd,
-            fingerprint: &plane.identity.fingerprint,
-            candidate: plane.advertised,
-        };
+        let creds = self.credentials.as_ref().expect("credentials set");
+        let local = self.plane.local(creds);
         let answer = match self.session.answer(&offer, decide, &local) {
             Ok(a) => a,
             Err(e) => {
@@ -520,6 +509,10 @@ impl Actor {
 
     /// Starts forwarding every placed subscription whose section both sides agreed on.
     fn start_legs(&mut self) {
+        if self.session.offer_outstanding() {
+            // Sections of an unanswered offer are not agreed yet.
+            return;
+        }
         let agreed: Vec<(u32, u8)> = self
             .session
             .sections()
@@ -527,10 +520,6 @@ impl Actor {
             .filter(|s| matches!(s.direction, Direction::SendOnly | Direction::SendRecv))
             .filter_map(|s| s.sending.as_ref().map(|snd| (snd.ssrc, s.codec.0)))
             .collect();
-        if self.session.offer_outstanding() {
-            // Sections of an unanswered offer are not agreed yet.
-            return;
-        }
         let mut starts = Vec::new();
         for s in self.subscriptions.values_mut() {
             if s.forwarding || !s.placed {
@@ -559,16 +548,10 @@ impl Actor {
             return;
         }
         self.needs_offer = false;
-        let Some(creds) = self.credentials.clone() else {
+        let Some(creds) = self.credentials.as_ref() else {
             return;
         };
-        let local = Local {
-            ufrag: &creds.local_ufrag,
-            pwd: &creds.local_pwd,
-            fingerprint: &self.plane.identity.fingerprint,
-            candidate: self.plane.advertised,
-        };
-        let offer = self.session.offer(&local);
+        let offer = self.session.offer(&self.plane.local(creds));
         self.awaiting_answer = true;
         let _ = self.edge.send(signal::offer(offer));
     }
@@ -709,9 +692,9 @@ impl Actor {
             let p = producer.clone();
             tokio::spawn(
                 async move {
-                    while let Some(bytes) = rx.recv().await {
-                        let mut buf = &bytes[..];
-                        if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) {
+                    // Read from the Bytes itself: the payload is a slice of it, not a copy.
+                    while let Some(mut bytes) = rx.recv().await {
+                        if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut bytes) {
                             p.deliver(packet);
                         }
                     }
@@ -719,18 +702,15 @@ impl Actor {
                 .in_current_span(),
             )
         });
-        self.published.insert(ssrc, Published { producer, tap });
+        self.published.insert(ssrc, tap);
     }
 
     fn cleanup(mut self) {
         if self.credentials.is_some() {
             self.command(Command::Remove { key: self.key });
         }
-        for (_, p) in self.published.drain() {
-            if let Some(t) = p.tap {
-                t.abort();
-            }
-            drop(p.producer);
+        for tap in self.published.drain().filter_map(|(_, tap)| tap) {
+            tap.abort();
         }
         let empty = self.room.leave(&self.spec.id);
         if empty {
