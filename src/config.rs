@@ -959,6 +959,21 @@ mod tests {
     }
 
     #[test]
+    fn the_media_plane_is_webrtc_unless_worker_is_asked_for_and_nothing_else_is_taken() {
+        let plane = |v: Option<&str>| {
+            Config::load(ServeArgs {
+                media_plane: v.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        assert!(!plane(None).unwrap().media_plane_worker);
+        assert!(!plane(Some("webrtc")).unwrap().media_plane_worker);
+        assert!(plane(Some("worker")).unwrap().media_plane_worker);
+        let e = plane(Some("Worker ")).unwrap_err().to_string();
+        assert!(e.contains("`webrtc` or `worker`"), "{e}");
+    }
+
+    #[test]
     fn wildcard_udp_ip_and_unknown_keys_are_refused() {
         let args = ServeArgs {
             udp_ip: Some("0.0.0.0".parse().unwrap()),
