@@ -817,13 +817,18 @@ impl PlaneServer {
                 let mut out = header.clone();
                 out.extension = false;
                 out.extensions.clear();
+                let mut raw = [0u8; 128];
                 for &(id, pt, ssrc) in &self.legs {
                     out.ssrc = ssrc;
                     out.payload_type = pt;
-                    if self.engine.send_rtp(id, &out, payload).is_ok() {
+                    let Ok(n) = out.marshal_to(&mut raw) else {
+                        continue;
+                    };
+                    if self.engine.send_rtp(id, &raw[..n], payload).is_ok() {
                         forwarded += 1;
                     }
                 }
+                self.engine.recycle(p);
             }
             self.engine.flush();
             if got == 0 {

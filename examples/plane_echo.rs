@@ -12,7 +12,7 @@ use conclave::plane::engine::{Engine, TransportId};
 use conclave::plane::sdp::{self, Answered, Sending};
 use conclave::plane::transport::{Credentials, Identity, Transport, TransportEvent};
 use rtc::rtp;
-use rtc::shared::marshal::{MarshalSize, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -145,7 +145,10 @@ fn plane(mut engine: Engine, offers: mpsc::Receiver<OfferMsg>) {
             header.ssrc = ssrc;
             header.extension = false;
             header.extensions.clear();
-            let _ = engine.send_rtp(id, &header, payload);
+            let mut raw = [0u8; 128];
+            if let Ok(n) = header.marshal_to(&mut raw) {
+                let _ = engine.send_rtp(id, &raw[..n], payload);
+            }
         }
         engine.flush();
         engine.wait(Duration::from_millis(5));

@@ -467,6 +467,16 @@ pub fn render_plane(out: &mut String, w: &crate::plane::worker::WorkerStats) {
                 "sendmmsg calls.",
                 &w.batches,
             ),
+            (
+                "conclave_plane_srtp_refused_total",
+                "SRTP/SRTCP packets refused (authentication, replay, malformed); dropped.",
+                &w.srtp_refused,
+            ),
+            (
+                "conclave_plane_buffers_allocated_total",
+                "Packet buffers the plane allocated because its pool had none free.",
+                &w.buffers_allocated,
+            ),
         ],
     );
 }

@@ -6,9 +6,9 @@
 //! transports queue goes out in `sendmmsg` batches on [`Engine::flush`]. Nothing here blocks
 //! except [`Engine::wait`], and nothing takes a lock: an engine belongs to one thread.
 
+use super::srtp::Pool;
 use super::transport::{Transport, TransportEvent};
 use bytes::BytesMut;
-use rtc::rtp;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::Message;
 use std::collections::HashMap;
@@ -37,6 +37,11 @@ pub struct EngineStats {
     pub send_failed: u64,
     /// `sendmmsg` calls.
     pub batches: u64,
+    /// SRTP/SRTCP packets refused (authentication, replay, malformed); dropped.
+    pub srtp_refused: u64,
+    /// Packet buffers allocated because the pool had none free (grows while the engine warms
+    /// up, then stays flat; a steady climb means buffers are kept somewhere).
+    pub buffers_allocated: u64,
 }
 
 struct Slot {
@@ -55,6 +60,7 @@ pub struct Engine {
     by_ufrag: HashMap<String, TransportId>,
     dirty: Vec<TransportId>,
     out: Vec<(SocketAddr, BytesMut)>,
+    pool: Pool,
     stats: EngineStats,
     buf: Box<[u8; 2048]>,
 }
@@ -75,6 +81,7 @@ impl Engine {
             by_ufrag: HashMap::new(),
             dirty: Vec::new(),
             out: Vec::with_capacity(BATCH),
+            pool: Pool::default(),
             stats: EngineStats::default(),
             buf: Box::new([0u8; 2048]),
         })
@@ -92,7 +99,15 @@ impl Engine {
 
     /// Counters so far.
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            buffers_allocated: self.pool.allocated,
+            ..self.stats
+        }
+    }
+
+    /// Gives back a buffer an [`TransportEvent::Rtp`] carried, once it has been read.
+    pub fn recycle(&mut self, buf: BytesMut) {
+        self.pool.give(buf);
     }
 
     /// Adds a transport (made with [`Engine::local_addr`]).
@@ -174,7 +189,9 @@ impl Engine {
             let Some(Some(slot)) = self.slots.get_mut(id) else {
                 continue;
             };
-            slot.transport.handle_datagram(now, from, &self.buf[..len]);
+            slot.transport
+                .handle_datagram(now, from, &self.buf[..len], &mut self.pool);
+            self.stats.srtp_refused += slot.transport.take_refused();
             if !slot.addrs.contains(&from)
                 && slot.transport.is_validated(from)
                 && slot.addrs.len() < ADDRS_PER_TRANSPORT
@@ -207,17 +224,17 @@ impl Engine {
         self.by_ufrag.get(ufrag).copied()
     }
 
-    /// Encrypts and queues one RTP packet for transport `id`.
+    /// Encrypts and queues one RTP packet (`header` serialised) for transport `id`.
     pub fn send_rtp(
         &mut self,
         id: TransportId,
-        header: &rtp::header::Header,
+        header: &[u8],
         payload: &[u8],
     ) -> Result<(), super::transport::TransportError> {
         let Some(Some(slot)) = self.slots.get_mut(id) else {
             return Err(super::transport::TransportError::NotConnected);
         };
-        slot.transport.send_rtp(header, payload)?;
+        slot.transport.send_rtp(&mut self.pool, header, payload)?;
         self.touch(id);
         Ok(())
     }
@@ -275,13 +292,13 @@ impl Engine {
             while let Some(t) = slot.transport.poll_transmit() {
                 self.out.push(t);
                 if self.out.len() == BATCH {
-                    send_batch(&self.socket, &mut self.out, &mut self.stats);
+                    send_batch(&self.socket, &mut self.out, &mut self.pool, &mut self.stats);
                 }
             }
         }
         self.dirty = dirty;
         self.dirty.clear();
-        send_batch(&self.socket, &mut self.out, &mut self.stats);
+        send_batch(&self.socket, &mut self.out, &mut self.pool, &mut self.stats);
     }
 
     /// Blocks until the socket is readable or `timeout` passed.
@@ -311,7 +328,12 @@ impl Engine {
     }
 }
 
-fn send_batch(socket: &UdpSocket, out: &mut Vec<(SocketAddr, BytesMut)>, stats: &mut EngineStats) {
+fn send_batch(
+    socket: &UdpSocket,
+    out: &mut Vec<(SocketAddr, BytesMut)>,
+    pool: &mut Pool,
+    stats: &mut EngineStats,
+) {
     let n = out.len();
     if n == 0 {
         return;
@@ -361,7 +383,9 @@ fn send_batch(socket: &UdpSocket, out: &mut Vec<(SocketAddr, BytesMut)>, stats: 
         stats.sent += r as u64;
         done += r as usize;
     }
-    out.clear();
+    for (_, b) in out.drain(..) {
+        pool.give(b);
+    }
 }
 
 fn write_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {

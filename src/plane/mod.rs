@@ -17,6 +17,7 @@ pub mod engine;
 pub mod participant;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 pub mod transport;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 //! RTP the client must decrypt and deliver on its track.
 
 use super::sdp::{self, Sending};
+use super::srtp::Pool;
 use super::transport::{Credentials, Identity, Transport, TransportEvent};
 use bytes::BytesMut;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -18,6 +19,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -67,6 +69,7 @@ fn client() -> RTCPeerConnection {
 struct Pair {
     client: RTCPeerConnection,
     plane: Transport,
+    pool: Pool,
     client_up: bool,
     plane_up: bool,
     received: Vec<rtp::Packet>,
@@ -113,11 +116,21 @@ impl Pair {
         Pair {
             client,
             plane,
+            pool: Pool::default(),
             client_up: false,
             plane_up: false,
             received: Vec::new(),
             tracks: 0,
         }
+    }
+
+    /// Sends one RTP packet from the plane's side.
+    fn send(&mut self, header: &rtp::header::Header, payload: &[u8]) {
+        let mut h = [0u8; 128];
+        let n = header.marshal_to(&mut h).unwrap();
+        self.plane
+            .send_rtp(&mut self.pool, &h[..n], payload)
+            .unwrap();
     }
 
     fn step(&mut self) -> Option<String> {
@@ -126,7 +139,7 @@ impl Pair {
             (PLANE.parse().unwrap(), CLIENT.parse().unwrap());
         while let Some(msg) = self.client.poll_write() {
             self.plane
-                .handle_datagram(now, msg.transport.local_addr, &msg.message);
+                .handle_datagram(now, msg.transport.local_addr, &msg.message, &mut self.pool);
         }
         while let Some((to, data)) = self.plane.poll_transmit() {
             assert_eq!(to, client_addr, "the plane answers where checks came from");
@@ -203,7 +216,7 @@ fn a_webrtc_client_connects_to_the_plane_and_receives_its_rtp() {
             ..Default::default()
         };
         let payload = [seq as u8; 80];
-        pair.plane.send_rtp(&header, &payload).unwrap();
+        pair.send(&header, &payload);
     }
     assert_eq!(
         pair.run_until(Duration::from_secs(5), |p| p.received.len() >= 50),
@@ -233,6 +246,7 @@ fn checks_with_the_wrong_password_are_not_answered() {
     let identity = Identity::generate().unwrap();
     let provider = rtc::crypto::default_provider().unwrap();
     let creds = Credentials::generate(&*provider, "AA".into());
+    let mut pool = Pool::default();
     let mut plane = Transport::new(
         &identity,
         creds.clone(),
@@ -261,16 +275,21 @@ fn checks_with_the_wrong_password_are_not_answered() {
         m.build(&setters).unwrap();
         BytesMut::from(&m.raw[..])
     };
-    plane.handle_datagram(Instant::now(), from, &request("not the password"));
+    plane.handle_datagram(
+        Instant::now(),
+        from,
+        &request("not the password"),
+        &mut pool,
+    );
     assert!(
         plane.poll_transmit().is_none(),
         "no answer to a forged check"
     );
     assert!(!plane.is_validated(from));
     // DTLS from an address no check validated is ignored.
-    plane.handle_datagram(Instant::now(), from, &[22, 254, 253, 0, 0]);
+    plane.handle_datagram(Instant::now(), from, &[22, 254, 253, 0, 0], &mut pool);
     assert!(plane.poll_transmit().is_none());
-    plane.handle_datagram(Instant::now(), from, &request(&creds.local_pwd));
+    plane.handle_datagram(Instant::now(), from, &request(&creds.local_pwd), &mut pool);
     assert!(
         plane.poll_transmit().is_some(),
         "the right password is answered"
@@ -320,6 +339,7 @@ fn the_plane_offers_a_new_track_after_the_first_exchange() {
     let mut pair = Pair {
         client,
         plane,
+        pool: Pool::default(),
         client_up: false,
         plane_up: false,
         received: Vec::new(),
@@ -365,7 +385,7 @@ fn the_plane_offers_a_new_track_after_the_first_exchange() {
                 ssrc,
                 ..Default::default()
             };
-            pair.plane.send_rtp(&header, &[i as u8; 40]).unwrap();
+            pair.send(&header, &[i as u8; 40]);
         }
     }
     assert_eq!(

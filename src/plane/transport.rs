@@ -11,21 +11,22 @@
 //!   `a=setup:passive`); the client's certificate must match the fingerprint in its SDP. When
 //!   the handshake completes, the SRTP keys are exported and both SRTP contexts made.
 //! * **SRTP/SRTCP** (128-191): decrypted with the client's context and handed out as events.
+//!   RTP is copied into a buffer of the caller's [`Pool`] and decrypted there, in place
+//!   ([`super::srtp`]); RTCP goes through `rtc`'s SRTCP context.
 //!
-//! Sending RTP is [`Transport::send_rtp`]: the header is serialised into a reused buffer and
-//! encrypted with our context; the datagram goes to the nominated address. Forwarded packets
+//! Sending RTP is [`Transport::send_rtp`]: header and payload are copied into a pooled buffer
+//! and encrypted in place with our context; the datagram goes to the nominated address. Forwarded packets
 //! never pass through a handler chain or a channel (docs/performance.md, "Choosing the media
 //! plane").
 
+use super::srtp::{self, Pool, RtpContext};
 use bytes::BytesMut;
 use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
 use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType};
 use rtc::dtls::crypto::Certificate;
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::rtp;
 use rtc::shared::TransportProtocol;
-use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use rtc::stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
@@ -147,11 +148,14 @@ pub struct Transport {
     /// Where media goes: the address the client nominated (or the first validated one).
     selected: Option<SocketAddr>,
     nominated: bool,
-    /// (ours, the client's) once DTLS is done.
+    /// SRTCP (ours, the client's) once DTLS is done.
     srtp: Option<(Context, Context)>,
+    /// SRTP for RTP (ours, the client's), in place.
+    rtp: Option<(RtpContext, RtpContext)>,
     transmits: VecDeque<(SocketAddr, BytesMut)>,
     events: VecDeque<TransportEvent>,
-    scratch: Vec<u8>,
+    /// SRTP/SRTCP packets refused (forged, replayed, malformed) since the owner last asked.
+    refused: u64,
     failed: bool,
     created: Instant,
 }
@@ -200,9 +204,10 @@ impl Transport {
             selected: None,
             nominated: false,
             srtp: None,
+            rtp: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            scratch: Vec::with_capacity(1500),
+            refused: 0,
             failed: false,
             created: now,
         })
@@ -225,18 +230,29 @@ impl Transport {
 
     /// Whether SRTP is up.
     pub fn is_connected(&self) -> bool {
-        self.srtp.is_some() && self.selected.is_some()
+        self.rtp.is_some() && self.selected.is_some()
     }
 
-    /// One datagram from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// SRTP and SRTCP packets refused since the last call (the engine counts them).
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// One datagram from `from`; a decrypted RTP packet is handed out in a buffer of `pool`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        pool: &mut Pool,
+    ) {
         if self.failed {
             return;
         }
         match data.first() {
             Some(0..=3) => self.handle_stun(now, from, data),
             Some(20..=63) if self.is_validated(from) => self.handle_dtls(now, from, data),
-            Some(128..=191) if self.is_validated(from) => self.handle_srtp(data),
+            Some(128..=191) if self.is_validated(from) => self.handle_srtp(data, pool),
             _ => {} // unchecked source or not ours: dropped (the plane counts it)
         }
     }
@@ -365,54 +381,68 @@ impl Transport {
                     crypto,
                 )
                 .map_err(|e| e.to_string())?;
-                Ok((local, remote))
+                let ours = match profile {
+                    ProtectionProfile::AeadAes128Gcm => srtp::Profile::AeadAes128Gcm,
+                    _ => srtp::Profile::AesCmHmacSha1_80,
+                };
+                let rtp_local = RtpContext::new(ours, &k.local_master_key, &k.local_master_salt)
+                    .map_err(|e| e.to_string())?;
+                let rtp_remote = RtpContext::new(ours, &k.remote_master_key, &k.remote_master_salt)
+                    .map_err(|e| e.to_string())?;
+                Ok(((local, remote), (rtp_local, rtp_remote)))
             });
         match made {
-            Ok(contexts) => {
-                self.srtp = Some(contexts);
+            Ok((rtcp, rtp)) => {
+                self.srtp = Some(rtcp);
+                self.rtp = Some(rtp);
                 self.events.push_back(TransportEvent::Connected);
             }
             Err(e) => self.fail(format!("SRTP keys: {e}")),
         }
     }
 
-    fn handle_srtp(&mut self, data: &[u8]) {
-        let Some((_, remote)) = &mut self.srtp else {
+    fn handle_srtp(&mut self, data: &[u8], pool: &mut Pool) {
+        let (Some((_, rtcp)), Some((_, rtp))) = (&mut self.srtp, &mut self.rtp) else {
             return;
         };
         // RTCP packet types 192-223 sit in the second byte (RFC 5761 demultiplexing).
-        let rtcp = data.len() > 1 && (192..=223).contains(&data[1]);
-        let out = if rtcp {
-            remote.decrypt_rtcp(data).map(TransportEvent::Rtcp)
-        } else {
-            remote.decrypt_rtp(data).map(TransportEvent::Rtp)
-        };
-        if let Ok(ev) = out {
-            self.events.push_back(ev);
+        if data.len() > 1 && (192..=223).contains(&data[1]) {
+            match rtcp.decrypt_rtcp(data) {
+                Ok(p) => self.events.push_back(TransportEvent::Rtcp(p)),
+                Err(_) => self.refused += 1,
+            }
+            return;
+        }
+        let mut b = pool.take();
+        b.extend_from_slice(data);
+        match rtp.unprotect(&mut b) {
+            Ok(()) => self.events.push_back(TransportEvent::Rtp(b)),
+            Err(_) => {
+                self.refused += 1;
+                pool.give(b);
+            }
         }
     }
 
-    /// Encrypts one RTP packet (`header` as it should go out, `payload` unchanged) and queues it
-    /// for the selected address.
+    /// Encrypts one RTP packet (`header` serialised as it should go out, `payload` unchanged)
+    /// in a buffer of `pool` and queues it for the selected address.
     pub fn send_rtp(
         &mut self,
-        header: &rtp::header::Header,
+        pool: &mut Pool,
+        header: &[u8],
         payload: &[u8],
     ) -> Result<(), TransportError> {
-        let (Some(to), Some((local, _))) = (self.selected, &mut self.srtp) else {
+        let (Some(to), Some((local, _))) = (self.selected, &mut self.rtp) else {
             return Err(TransportError::NotConnected);
         };
-        self.scratch.clear();
-        self.scratch
-            .resize(header.marshal_size() + payload.len(), 0);
-        let n = header
-            .marshal_to(&mut self.scratch[..])
-            .map_err(|e| TransportError::Crypto(e.to_string()))?;
-        self.scratch[n..].copy_from_slice(payload);
-        let out = local
-            .encrypt_rtp_with_header(&self.scratch, header)
-            .map_err(|e| TransportError::Crypto(e.to_string()))?;
-        self.transmits.push_back((to, out));
+        let mut b = pool.take();
+        b.extend_from_slice(header);
+        b.extend_from_slice(payload);
+        if let Err(e) = local.protect(&mut b) {
+            pool.give(b);
+            return Err(TransportError::Crypto(e.to_string()));
+        }
+        self.transmits.push_back((to, b));
         Ok(())
     }
 

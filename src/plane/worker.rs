@@ -11,13 +11,13 @@
 //! stream nobody published) is counted in [`WorkerStats`].
 
 use super::engine::{Engine, TransportId};
+use super::srtp;
 use super::transport::{Transport, TransportEvent};
 use crate::room::keyframe::VideoCodec;
 use bytes::{Bytes, BytesMut};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::Marshal;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -167,6 +167,10 @@ pub struct WorkerStats {
     pub send_failed: AtomicU64,
     /// `sendmmsg` calls.
     pub batches: AtomicU64,
+    /// SRTP/SRTCP packets refused (authentication, replay, malformed); dropped.
+    pub srtp_refused: AtomicU64,
+    /// Packet buffers allocated because the pool had none free.
+    pub buffers_allocated: AtomicU64,
 }
 
 /// Why a command was not queued.
@@ -377,6 +381,12 @@ impl Loop {
             .send_failed
             .store(e.send_failed, Ordering::Relaxed);
         self.stats.batches.store(e.batches, Ordering::Relaxed);
+        self.stats
+            .srtp_refused
+            .store(e.srtp_refused, Ordering::Relaxed);
+        self.stats
+            .buffers_allocated
+            .store(e.buffers_allocated, Ordering::Relaxed);
     }
 
     fn id(&self, key: Key) -> Option<TransportId> {
@@ -533,21 +543,25 @@ impl Loop {
     }
 
     fn forward(&mut self, id: TransportId, p: BytesMut, now: Instant) {
-        let mut b = &p[..];
-        let Ok(mut header) = rtp::header::Header::unmarshal(&mut b) else {
+        self.forward_packet(id, &p, now);
+        self.engine.recycle(p);
+    }
+
+    fn forward_packet(&mut self, id: TransportId, p: &[u8], now: Instant) {
+        let Some(header_len) = srtp::header_len(p) else {
             return;
         };
-        let payload_at = header.marshal_size().min(p.len());
-        let Some(source) = self.sources.get_mut(&(id, header.ssrc)) else {
+        let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+        let Some(source) = self.sources.get_mut(&(id, ssrc)) else {
             self.stats.unknown_stream.fetch_add(1, Ordering::Relaxed);
             if let Some(Some(o)) = self.owners.get_mut(id)
                 && o.reported.len() < UNKNOWN_REPORTED
-                && !o.reported.contains(&header.ssrc)
+                && !o.reported.contains(&ssrc)
             {
-                o.reported.push(header.ssrc);
+                o.reported.push(ssrc);
                 let ev = Event::UnknownStream {
-                    ssrc: header.ssrc,
-                    payload_type: header.payload_type,
+                    ssrc,
+                    payload_type: p[1] & 0x7f,
                 };
                 if o.events.try_send(ev).is_err() {
                     self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
@@ -555,11 +569,15 @@ impl Loop {
             }
             return;
         };
-        let source_ssrc = header.ssrc;
-        let payload = &p[payload_at..];
-        // Header extensions were negotiated with the publisher, not with each subscriber.
-        header.extension = false;
-        header.extensions.clear();
+        let payload = &p[header_len..];
+        // The header a leg gets: the fixed part and CSRCs, without the extensions (they were
+        // negotiated with the publisher, not with each subscriber); SSRC and payload type are
+        // the leg's.
+        let csrc_end = 12 + 4 * usize::from(p[0] & 0x0f);
+        let mut out = [0u8; 12 + 4 * 15];
+        out[..csrc_end].copy_from_slice(&p[..csrc_end]);
+        out[0] &= !0x10;
+        let out = &mut out[..csrc_end];
         let keyframe = source
             .video
             .is_some_and(|codec| codec.starts_keyframe(payload));
@@ -572,9 +590,9 @@ impl Loop {
                 }
                 leg.waiting_for_keyframe = false;
             }
-            header.ssrc = leg.ssrc;
-            header.payload_type = leg.payload_type;
-            if self.engine.send_rtp(leg.to, &header, payload).is_ok() {
+            out[1] = (p[1] & 0x80) | (leg.payload_type & 0x7f);
+            out[8..12].copy_from_slice(&leg.ssrc.to_be_bytes());
+            if self.engine.send_rtp(leg.to, out, payload).is_ok() {
                 forwarded += 1;
             } else {
                 self.stats.leg_not_ready.fetch_add(1, Ordering::Relaxed);
@@ -587,14 +605,16 @@ impl Loop {
         // One shared counter update per packet, not per leg.
         self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         let waiting = source.legs.iter().any(|l| l.waiting_for_keyframe);
+        // The room's copy (one allocation per tapped packet, none per leg): the buffer itself
+        // goes back to the pool.
         if let Some(tap) = &source.tap
-            && tap.try_send(p.freeze()).is_err()
+            && tap.try_send(Bytes::copy_from_slice(p)).is_err()
         {
             self.stats.tap_dropped.fetch_add(1, Ordering::Relaxed);
         }
         if waiting {
             // The first request may have been lost, or sent before the publisher was up.
-            self.request_keyframe(id, source_ssrc, now);
+            self.request_keyframe(id, ssrc, now);
         }
     }
 
