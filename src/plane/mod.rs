@@ -22,4 +22,6 @@ pub mod transport;
 pub mod worker;
 
 #[cfg(test)]
+mod alloc_count;
+#[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 use super::sdp::{self, Answered, Direction, Local, Offer, OfferedMedia, Section, Sending};
 use super::session::Session;
 use super::transport::{Credentials, Identity, Transport};
-use super::worker::{self, Command, Event, Key, Worker};
+use super::worker::{self, Command, Event, Key, Tapped, Worker};
 use crate::metrics::Metrics;
 use crate::peer::edge::{ClientEdge, Flow};
 use crate::peer::participant::{CLIENT_QUEUE, ParticipantSession, ParticipantSpec};
@@ -655,7 +655,7 @@ impl Actor {
         };
         let transcribe = self.spec.role != Some(Role::Agent);
         let (tap, tap_rx) = if kind == TrackKind::Audio && transcribe {
-            let (tx, rx) = mpsc::channel::<Bytes>(TAP_QUEUE);
+            let (tx, rx) = mpsc::channel::<Tapped>(TAP_QUEUE);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -692,8 +692,10 @@ impl Actor {
             let p = producer.clone();
             tokio::spawn(
                 async move {
-                    // Read from the Bytes itself: the payload is a slice of it, not a copy.
-                    while let Some(mut bytes) = rx.recv().await {
+                    // The copy out of the queue is made here, on the room's side, not on the
+                    // forwarding thread; the payload is then a slice of it.
+                    while let Some(tapped) = rx.recv().await {
+                        let mut bytes = Bytes::copy_from_slice(tapped.packet());
                         if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut bytes) {
                             p.deliver(packet);
                         }

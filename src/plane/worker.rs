@@ -98,9 +98,9 @@ pub enum Command {
         ssrc: u32,
         /// Its video codec (keyframe gating for new legs), or `None` for audio.
         video: Option<VideoCodec>,
-        /// Every packet, serialised, for the room's own use (transcription, recording); full:
+        /// Every packet, decrypted, for the room's own use (transcription, recording); full:
         /// dropped and counted, forwarding goes on.
-        tap: Option<mpsc::Sender<Bytes>>,
+        tap: Option<mpsc::Sender<Tapped>>,
     },
     /// Stops forwarding a stream, and drops its legs.
     Unpublish {
@@ -136,6 +136,34 @@ pub enum Command {
         /// The packet, serialised.
         packet: Bytes,
     },
+}
+
+/// The longest packet a tap carries (an MTU; Opus packets are at most 1,275 bytes of payload).
+pub const TAP_MAX: usize = 1500;
+
+/// One packet for a tap, by value: the worker copies it into the queue's own slot, so the
+/// forwarding thread allocates nothing for it (the queue's blocks are reused once it has
+/// warmed up). Whoever reads it copies it out.
+pub struct Tapped {
+    len: u16,
+    data: [u8; TAP_MAX],
+}
+
+impl Tapped {
+    /// The packet, or `None` if it is longer than [`TAP_MAX`].
+    pub fn new(packet: &[u8]) -> Option<Tapped> {
+        let mut t = Tapped {
+            len: u16::try_from(packet.len()).ok()?,
+            data: [0; TAP_MAX],
+        };
+        t.data.get_mut(..packet.len())?.copy_from_slice(packet);
+        Some(t)
+    }
+
+    /// The RTP packet (header and payload, decrypted).
+    pub fn packet(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
 }
 
 /// Counters a worker keeps (read at any time, from any thread).
@@ -313,7 +341,7 @@ struct Leg {
 
 struct Source {
     video: Option<VideoCodec>,
-    tap: Option<mpsc::Sender<Bytes>>,
+    tap: Option<mpsc::Sender<Tapped>>,
     legs: Vec<Leg>,
     last_keyframe_request: Option<Instant>,
 }
@@ -605,10 +633,10 @@ impl Loop {
         // One shared counter update per packet, not per leg.
         self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         let waiting = source.legs.iter().any(|l| l.waiting_for_keyframe);
-        // The room's copy (one allocation per tapped packet, none per leg): the buffer itself
-        // goes back to the pool.
+        // The room's copy, by value into the queue (no allocation here); the buffer itself goes
+        // back to the pool.
         if let Some(tap) = &source.tap
-            && tap.try_send(Bytes::copy_from_slice(p)).is_err()
+            && Tapped::new(p).is_none_or(|t| tap.try_send(t).is_err())
         {
             self.stats.tap_dropped.fetch_add(1, Ordering::Relaxed);
         }
