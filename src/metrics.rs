@@ -438,6 +438,16 @@ pub fn render_plane(out: &mut String, w: &crate::plane::worker::WorkerStats) {
                 &w.keyframe_requests,
             ),
             (
+                "conclave_plane_retransmitted_total",
+                "Video packets the media plane sent again to a subscriber that NACKed them.",
+                &w.retransmitted,
+            ),
+            (
+                "conclave_plane_nack_missed_total",
+                "NACKed packets not sent again (no longer kept, never seen, or over the leg's budget).",
+                &w.nack_missed,
+            ),
+            (
                 "conclave_plane_stale_commands_total",
                 "Commands naming a transport or stream the worker no longer has.",
                 &w.stale_commands,

@@ -1,7 +1,9 @@
 //! The SFU's own per-packet path (producer fan-out into each sink's queue, the leg's dequeue
 //! and rewrite) allocates nothing per packet once warm, counted by a global allocator. What
 //! webrtc-rs does after `write_rtp` (interceptors, SRTP, the socket) is not covered here; see
-//! docs/performance.md.
+//! docs/performance.md. The media plane's whole path, socket to socket with SRTP (`--media-plane
+//! worker`), is counted on its worker thread in src/plane/tests.rs
+//! (`the_worker_forwards_without_allocating_per_packet`).
 
 use conclave::peer::leg::rewrite_for_leg;
 use conclave::room::producer::RetiredCounts;

@@ -7,6 +7,7 @@
 //! default is still `src/peer/`):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
+//! * [`history`]: a video stream's recent packets, for answering NACKs.
 //! * [`sdp`]: reading offers and answers, writing the plane's descriptions.
 //! * [`session`]: one client's negotiation: answers to its offers, the plane's offers.
 //! * [`participant`]: a participant's task on the plane (negotiation, publishing, legs).
@@ -14,6 +15,7 @@
 //!   published stream to its legs inside the loop (keyframe gating and requests included).
 
 pub mod engine;
+pub mod history;
 pub mod participant;
 pub mod sdp;
 pub mod session;

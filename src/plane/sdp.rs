@@ -216,6 +216,14 @@ pub fn write(sections: &[Section], version: u64, setup: &str, local: &Local<'_>)
             pwd = local.pwd,
             fingerprint = local.fingerprint,
         );
+        if m.kind == "video" {
+            // Feedback the plane acts on: NACKs from subscribers (answered from its history),
+            // PLI and FIR (relayed to the publisher as a PLI); and what it sends publishers.
+            let _ = write!(
+                s,
+                "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
+            );
+        }
         if let Some(snd) = &m.sending
             && matches!(m.direction, Direction::SendOnly | Direction::SendRecv)
         {

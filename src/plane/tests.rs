@@ -436,6 +436,9 @@ struct UdpClient {
     up: bool,
     received: Vec<rtp::Packet>,
     rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
+    /// RTP sequence numbers lost on the way in, once each (read from the SRTP header, which
+    /// is not encrypted).
+    drop_rtp: Vec<u16>,
 }
 
 impl UdpClient {
@@ -451,6 +454,7 @@ impl UdpClient {
             up: false,
             received: Vec::new(),
             rtcp: Vec::new(),
+            drop_rtp: Vec::new(),
         }
     }
 
@@ -458,6 +462,16 @@ impl UdpClient {
         let now = Instant::now();
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let rtp = n > 12 && buf[0] >> 6 == 2 && !(192..=223).contains(&buf[1]);
+            if rtp
+                && let Some(i) = self
+                    .drop_rtp
+                    .iter()
+                    .position(|&s| s.to_be_bytes() == buf[2..4])
+            {
+                self.drop_rtp.swap_remove(i);
+                continue;
+            }
             let _ = self.pc.handle_read(TaggedBytesMut {
                 now,
                 transport: TransportContext {
@@ -884,11 +898,15 @@ fn the_worker_forwards_without_allocating_per_packet() {
 }
 
 /// A new video leg waits for a keyframe and asks the publisher for one; a subscriber's PLI
-/// reaches the publisher as a PLI for the stream it sends, throttled.
+/// reaches the publisher as a PLI for the stream it sends, throttled; packets it NACKs are
+/// sent again from the plane's history.
 #[test]
 fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
     use super::worker::{Command, Worker};
     use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+        TransportLayerNack, nack_pairs_from_sequence_numbers,
+    };
     let worker = Worker::start("127.0.0.1:0".parse().unwrap()).unwrap();
     let identity = Identity::generate().unwrap();
     let mut publisher = UdpClient::new();
@@ -1024,5 +1042,59 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
             .keyframe_requests
             .load(std::sync::atomic::Ordering::Relaxed),
         requests + 1
+    );
+
+    // The subscriber loses 12 and 14 on the way and NACKs them, with 300 (never sent): the
+    // plane sends the two again from its history, as the leg had them.
+    sub.drop_rtp = vec![12, 14];
+    for seq in 10..20u16 {
+        let _ = publisher
+            .pc
+            .rtp_sender(sender)
+            .unwrap()
+            .write_rtp(Instant::now(), frame(seq, false));
+        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let has = |c: &UdpClient, seq: u16| c.received.iter().any(|p| p.header.sequence_number == seq);
+    assert!(pump_until(&mut [&mut publisher, &mut sub], 3, |cs| has(
+        cs[1], 19
+    )));
+    assert!(!has(&sub, 12) && !has(&sub, 14), "lost on the way");
+    let stats = worker.stats();
+    let missed = stats.nack_missed.load(std::sync::atomic::Ordering::Relaxed);
+    let nack = TransportLayerNack {
+        sender_ssrc: 0x1234,
+        media_ssrc: 0x7000,
+        nacks: nack_pairs_from_sequence_numbers(&[12, 14, 300]),
+    };
+    sub.pc
+        .rtp_receiver(receiver)
+        .unwrap()
+        .write_rtcp(Instant::now(), vec![Box::new(nack)])
+        .unwrap();
+    assert!(
+        pump_until(&mut [&mut publisher, &mut sub], 3, |cs| has(cs[1], 12)
+            && has(cs[1], 14)),
+        "the lost packets came again"
+    );
+    for p in sub
+        .received
+        .iter()
+        .filter(|p| [12, 14].contains(&p.header.sequence_number))
+    {
+        assert_eq!(p.header.ssrc, 0x7000, "as the leg's stream");
+        assert_eq!(p.header.payload_type, pt);
+        assert_eq!(p.payload, frame(p.header.sequence_number, false).payload);
+    }
+    assert!(
+        stats
+            .retransmitted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+    assert!(
+        stats.nack_missed.load(std::sync::atomic::Ordering::Relaxed) > missed,
+        "300 was never sent: a miss"
     );
 }

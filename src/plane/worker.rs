@@ -7,16 +7,20 @@
 //! and SSRCs it is forwarded to. A packet from a publisher goes to every leg in the same pass
 //! of the loop that read it, without a channel or a task per leg; a subscriber's PLI or FIR
 //! becomes one PLI to the publisher (at most one per [`KEYFRAME_INTERVAL`]), and a new video
-//! leg waits for a keyframe. Whatever is dropped (a full event or tap queue, a packet for a
+//! leg waits for a keyframe. A video stream keeps its last packets ([`History`]), so a
+//! subscriber's NACK is answered by the plane, to that subscriber only, within a budget per leg
+//! ([`RETRANSMIT_PER_SECOND`]). Whatever is dropped (a full event or tap queue, a packet for a
 //! stream nobody published) is counted in [`WorkerStats`].
 
 use super::engine::{Engine, TransportId};
+use super::history::History;
 use super::srtp;
 use super::transport::{Transport, TransportEvent};
 use crate::room::keyframe::VideoCodec;
 use bytes::{Bytes, BytesMut};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::marshal::Marshal;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +38,9 @@ pub const COMMAND_QUEUE: usize = 4096;
 pub const TIMER_TICK: Duration = Duration::from_millis(5);
 /// Keyframe requests relayed to one publisher at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Retransmissions a leg gets at most per second (a NACK flood costs the plane this much and
+/// no more; 1.5 Mbit/s video is about 130 packets a second).
+pub const RETRANSMIT_PER_SECOND: u32 = 200;
 /// Socket buffer size asked for, each way.
 pub const SOCKET_BUFFER: libc::c_int = 4 << 20;
 /// Unpublished SSRCs reported per transport (more are only counted).
@@ -183,6 +190,10 @@ pub struct WorkerStats {
     pub events_dropped: AtomicU64,
     /// Keyframe requests relayed to publishers.
     pub keyframe_requests: AtomicU64,
+    /// Packets sent again to a subscriber that NACKed them.
+    pub retransmitted: AtomicU64,
+    /// NACKed packets not sent again: no longer kept, never seen, or over the leg's budget.
+    pub nack_missed: AtomicU64,
     /// Commands naming a transport or stream the worker does not have; ignored.
     pub stale_commands: AtomicU64,
     /// Datagrams read from the socket.
@@ -337,6 +348,39 @@ struct Leg {
     ssrc: u32,
     payload_type: u8,
     waiting_for_keyframe: bool,
+    /// Retransmissions in the second that began at `resent_since`.
+    resent: u32,
+    resent_since: Option<Instant>,
+}
+
+impl Leg {
+    /// Whether one more retransmission fits this second's budget (and counts it).
+    fn may_resend(&mut self, now: Instant) -> bool {
+        if self
+            .resent_since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.resent_since = Some(now);
+            self.resent = 0;
+        }
+        self.resent += 1;
+        self.resent <= RETRANSMIT_PER_SECOND
+    }
+}
+
+/// The header a leg gets for `packet`, written into `out`: the fixed part and CSRCs, without
+/// the extensions (they were negotiated with the publisher, not with each subscriber). Returns
+/// its length; [`for_leg`] then sets the leg's payload type and SSRC.
+fn leg_header(packet: &[u8], out: &mut [u8; 12 + 4 * 15]) -> usize {
+    let csrc_end = 12 + 4 * usize::from(packet[0] & 0x0f);
+    out[..csrc_end].copy_from_slice(&packet[..csrc_end]);
+    out[0] &= !0x10;
+    csrc_end
+}
+
+fn for_leg(header: &mut [u8], marker_pt: u8, leg: &Leg) {
+    header[1] = (marker_pt & 0x80) | (leg.payload_type & 0x7f);
+    header[8..12].copy_from_slice(&leg.ssrc.to_be_bytes());
 }
 
 struct Source {
@@ -344,6 +388,8 @@ struct Source {
     tap: Option<mpsc::Sender<Tapped>>,
     legs: Vec<Leg>,
     last_keyframe_request: Option<Instant>,
+    /// Video only: recent packets, for NACKs.
+    history: Option<History>,
 }
 
 struct Loop {
@@ -472,11 +518,12 @@ impl Loop {
                 tap,
             } => {
                 if let Some(id) = self.id(key) {
-                    self.sources.entry((id, ssrc)).or_insert(Source {
+                    self.sources.entry((id, ssrc)).or_insert_with(|| Source {
                         video,
                         tap,
                         legs: Vec::new(),
                         last_keyframe_request: None,
+                        history: video.map(|_| History::default()),
                     });
                 }
             }
@@ -509,6 +556,8 @@ impl Loop {
                     ssrc,
                     payload_type,
                     waiting_for_keyframe: video,
+                    resent: 0,
+                    resent_since: None,
                 });
                 self.legs.insert((to, ssrc), (from, source_ssrc));
                 if video {
@@ -564,7 +613,7 @@ impl Loop {
             TransportEvent::Failed(why) => self.tell(id, Event::Failed(why)),
             TransportEvent::Rtp(p) => self.forward(id, p, now),
             TransportEvent::Rtcp(p) => {
-                self.keyframe_requests_in(id, &p, now);
+                self.feedback_in(id, &p, now);
                 self.tell(id, Event::Rtcp(p));
             }
         }
@@ -598,14 +647,12 @@ impl Loop {
             return;
         };
         let payload = &p[header_len..];
-        // The header a leg gets: the fixed part and CSRCs, without the extensions (they were
-        // negotiated with the publisher, not with each subscriber); SSRC and payload type are
-        // the leg's.
-        let csrc_end = 12 + 4 * usize::from(p[0] & 0x0f);
         let mut out = [0u8; 12 + 4 * 15];
-        out[..csrc_end].copy_from_slice(&p[..csrc_end]);
-        out[0] &= !0x10;
-        let out = &mut out[..csrc_end];
+        let n = leg_header(p, &mut out);
+        let out = &mut out[..n];
+        if let Some(h) = &mut source.history {
+            h.store(u16::from_be_bytes([p[2], p[3]]), p);
+        }
         let keyframe = source
             .video
             .is_some_and(|codec| codec.starts_keyframe(payload));
@@ -618,8 +665,7 @@ impl Loop {
                 }
                 leg.waiting_for_keyframe = false;
             }
-            out[1] = (p[1] & 0x80) | (leg.payload_type & 0x7f);
-            out[8..12].copy_from_slice(&leg.ssrc.to_be_bytes());
+            for_leg(out, p[1], leg);
             if self.engine.send_rtp(leg.to, out, payload).is_ok() {
                 forwarded += 1;
             } else {
@@ -646,14 +692,19 @@ impl Loop {
         }
     }
 
-    /// PLI and FIR from a subscriber about a leg it receives: a PLI to that leg's publisher.
-    fn keyframe_requests_in(&mut self, id: TransportId, p: &[u8], now: Instant) {
+    /// Feedback from a subscriber about a leg it receives: PLI and FIR become a PLI to the
+    /// leg's publisher; a NACK is answered from the stream's history.
+    fn feedback_in(&mut self, id: TransportId, p: &[u8], now: Instant) {
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &p[..]) else {
             return;
         };
         let mut wanted: Vec<(TransportId, u32)> = Vec::new();
         for packet in &packets {
             let any = packet.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                self.retransmit(id, nack, now);
+                continue;
+            }
             let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 vec![pli.media_ssrc]
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
@@ -672,6 +723,52 @@ impl Loop {
         for (from, ssrc) in wanted {
             self.request_keyframe(from, ssrc, now);
         }
+    }
+
+    /// Sends the packets `nack` names again to the subscriber `id`, as its leg had them.
+    fn retransmit(&mut self, id: TransportId, nack: &TransportLayerNack, now: Instant) {
+        let lost = nack.nacks.iter().flat_map(|pair| pair.into_iter());
+        let Some(src) = self.legs.get(&(id, nack.media_ssrc)) else {
+            self.stats
+                .nack_missed
+                .fetch_add(lost.count() as u64, Ordering::Relaxed);
+            return;
+        };
+        let source = self.sources.get_mut(src);
+        let Some((Some(history), Some(leg))) = source.map(|s| {
+            let leg = s
+                .legs
+                .iter_mut()
+                .find(|l| l.to == id && l.ssrc == nack.media_ssrc);
+            (s.history.as_ref(), leg)
+        }) else {
+            self.stats
+                .nack_missed
+                .fetch_add(lost.count() as u64, Ordering::Relaxed);
+            return;
+        };
+        let (mut resent, mut missed) = (0, 0);
+        for seq in lost {
+            let Some(p) = history.get(seq).filter(|_| leg.may_resend(now)) else {
+                missed += 1;
+                continue;
+            };
+            let Some(header_len) = srtp::header_len(p) else {
+                missed += 1;
+                continue;
+            };
+            let mut out = [0u8; 12 + 4 * 15];
+            let n = leg_header(p, &mut out);
+            for_leg(&mut out[..n], p[1], leg);
+            match self.engine.send_rtp(id, &out[..n], &p[header_len..]) {
+                Ok(()) => resent += 1,
+                Err(_) => missed += 1,
+            }
+        }
+        self.stats
+            .retransmitted
+            .fetch_add(resent, Ordering::Relaxed);
+        self.stats.nack_missed.fetch_add(missed, Ordering::Relaxed);
     }
 
     fn request_keyframe(&mut self, from: TransportId, ssrc: u32, now: Instant) {
@@ -693,5 +790,28 @@ impl Loop {
             s.last_keyframe_request = Some(now);
             self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leg_gets_at_most_its_budget_of_retransmissions_a_second() {
+        let mut leg = Leg {
+            to: 0,
+            ssrc: 1,
+            payload_type: 96,
+            waiting_for_keyframe: false,
+            resent: 0,
+            resent_since: None,
+        };
+        let t0 = Instant::now();
+        let granted = (0..1000).filter(|_| leg.may_resend(t0)).count();
+        assert_eq!(granted, RETRANSMIT_PER_SECOND as usize, "a NACK flood is cut off");
+        let later = t0 + Duration::from_millis(999);
+        assert!(!leg.may_resend(later), "still the same second");
+        assert!(leg.may_resend(t0 + Duration::from_secs(1)), "a new second, a new budget");
     }
 }
