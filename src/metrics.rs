@@ -448,6 +448,11 @@ pub fn render_plane(out: &mut String, w: &crate::plane::worker::WorkerStats) {
                 &w.nack_missed,
             ),
             (
+                "conclave_plane_reports_sent_total",
+                "Receiver reports (with a REMB for video) the media plane sent to publishers.",
+                &w.reports_sent,
+            ),
+            (
                 "conclave_plane_stale_commands_total",
                 "Commands naming a transport or stream the worker no longer has.",
                 &w.stale_commands,

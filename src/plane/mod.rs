@@ -7,6 +7,7 @@
 //! default is still `src/peer/`):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
+//! * [`feedback`]: receiver reports and REMB for publishers.
 //! * [`history`]: a video stream's recent packets, for answering NACKs.
 //! * [`sdp`]: reading offers and answers, writing the plane's descriptions.
 //! * [`session`]: one client's negotiation: answers to its offers, the plane's offers.
@@ -15,6 +16,7 @@
 //!   published stream to its legs inside the loop (keyframe gating and requests included).
 
 pub mod engine;
+pub mod feedback;
 pub mod history;
 pub mod participant;
 pub mod sdp;

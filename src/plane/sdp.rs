@@ -223,6 +223,10 @@ pub fn write(sections: &[Section], version: u64, setup: &str, local: &Local<'_>)
                 s,
                 "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
             );
+            // A stream the plane receives gets its ceiling by REMB (`plane::feedback`).
+            if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                let _ = write!(s, "a=rtcp-fb:{pt} goog-remb\r\n");
+            }
         }
         if let Some(snd) = &m.sending
             && matches!(m.direction, Direction::SendOnly | Direction::SendRecv)

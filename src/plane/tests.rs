@@ -29,12 +29,54 @@ const CLIENT: &str = "127.0.0.1:41001";
 
 /// A webrtc-rs peer whose one host candidate is `addr`. The server's keyframe-request tap is
 /// in its chain, so PLI and FIR reach the test as RTCP messages.
+/// Hands every inbound RTCP packet to the test (webrtc-rs keeps RTCP no interceptor marks for
+/// the application; the product's `KeyframeRequestTap` marks only PLI and FIR).
+#[derive(Default)]
+struct DeliverRtcp {
+    reads: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    writes: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()> for DeliverRtcp {
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, rtc::interceptor::Packet::Rtcp(_)) {
+            msg.message
+                .add(rtc::interceptor::Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl rtc::interceptor::Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+}
+
 fn peer_at(addr: SocketAddr) -> RTCPeerConnection {
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
     let registry = rtc::interceptor::Registry::new().with(
         rtc::interceptor::Slot::from(crate::peer::rtcp::KEYFRAME_SLOT),
-        crate::peer::rtcp::KeyframeRequestTap::default(),
+        DeliverRtcp::default(),
     );
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -1097,4 +1139,31 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
         stats.nack_missed.load(std::sync::atomic::Ordering::Relaxed) > missed,
         "300 was never sent: a miss"
     );
+
+    // The publisher hears about its stream once a second: a receiver report (20 packets
+    // sent, 0 to 19, none lost on the way in) and a REMB with the plane's ceiling.
+    use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate as Remb;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    publisher.rtcp.clear();
+    let reported = |c: &UdpClient| {
+        let rr = c.rtcp.iter().find_map(|p| {
+            p.as_any()
+                .downcast_ref::<ReceiverReport>()
+                .and_then(|rr| rr.reports.iter().find(|r| r.ssrc == 0xB0B).cloned())
+        });
+        let remb = c.rtcp.iter().find_map(|p| {
+            p.as_any()
+                .downcast_ref::<Remb>()
+                .filter(|r| r.ssrcs == [0xB0B])
+                .map(|r| r.bitrate)
+        });
+        rr.zip(remb)
+    };
+    assert!(pump_until(&mut [&mut publisher, &mut sub], 3, |cs| {
+        reported(cs[0]).is_some()
+    }));
+    let (rr, remb) = reported(&publisher).unwrap();
+    assert_eq!(rr.last_sequence_number, 19);
+    assert_eq!(rr.total_lost, 0);
+    assert_eq!(remb, super::feedback::VIDEO_BITRATE_MAX);
 }

@@ -9,10 +9,12 @@
 //! becomes one PLI to the publisher (at most one per [`KEYFRAME_INTERVAL`]), and a new video
 //! leg waits for a keyframe. A video stream keeps its last packets ([`History`]), so a
 //! subscriber's NACK is answered by the plane, to that subscriber only, within a budget per leg
-//! ([`RETRANSMIT_PER_SECOND`]). Whatever is dropped (a full event or tap queue, a packet for a
+//! ([`RETRANSMIT_PER_SECOND`]). Every published stream gets a receiver report each second, and
+//! a video stream a REMB with the plane's ceiling ([`feedback`]). Whatever is dropped (a full event or tap queue, a packet for a
 //! stream nobody published) is counted in [`WorkerStats`].
 
 use super::engine::{Engine, TransportId};
+use super::feedback::{self, ReceiveStats};
 use super::history::History;
 use super::srtp;
 use super::transport::{Transport, TransportEvent};
@@ -20,6 +22,10 @@ use crate::room::keyframe::VideoCodec;
 use bytes::{Bytes, BytesMut};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::marshal::Marshal;
 use std::collections::HashMap;
@@ -41,6 +47,8 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// Retransmissions a leg gets at most per second (a NACK flood costs the plane this much and
 /// no more; 1.5 Mbit/s video is about 130 packets a second).
 pub const RETRANSMIT_PER_SECOND: u32 = 200;
+/// The SSRC the plane's own RTCP (reports, REMB, PLI) goes out under.
+pub const PLANE_SSRC: u32 = 1;
 /// Socket buffer size asked for, each way.
 pub const SOCKET_BUFFER: libc::c_int = 4 << 20;
 /// Unpublished SSRCs reported per transport (more are only counted).
@@ -194,6 +202,8 @@ pub struct WorkerStats {
     pub retransmitted: AtomicU64,
     /// NACKed packets not sent again: no longer kept, never seen, or over the leg's budget.
     pub nack_missed: AtomicU64,
+    /// Receiver reports (with a REMB for video) sent to publishers.
+    pub reports_sent: AtomicU64,
     /// Commands naming a transport or stream the worker does not have; ignored.
     pub stale_commands: AtomicU64,
     /// Datagrams read from the socket.
@@ -273,6 +283,7 @@ impl Worker {
             legs: HashMap::new(),
             inbound: Vec::new(),
             next_local: usize::MAX,
+            next_feedback: Instant::now() + feedback::INTERVAL,
         };
         let thread = std::thread::Builder::new()
             .name(format!("media-{}", addr.port()))
@@ -390,6 +401,8 @@ struct Source {
     last_keyframe_request: Option<Instant>,
     /// Video only: recent packets, for NACKs.
     history: Option<History>,
+    /// What the publisher is told in its receiver reports.
+    received: ReceiveStats,
 }
 
 struct Loop {
@@ -407,6 +420,7 @@ struct Loop {
     /// Ids of local sources count down from the top, where the engine has no transports (so
     /// whatever the loop would send them, a keyframe request, is refused, not misrouted).
     next_local: TransportId,
+    next_feedback: Instant,
 }
 
 impl Loop {
@@ -427,6 +441,10 @@ impl Loop {
                 self.engine
                     .handle_timeouts(now, |id, ev| inbound.push((id, ev)));
                 next_timer = now + TIMER_TICK;
+            }
+            if now >= self.next_feedback {
+                self.send_feedback(now);
+                self.next_feedback = now + feedback::INTERVAL;
             }
             let inbound = &mut self.inbound;
             let got = self.engine.receive(now, |id, ev| inbound.push((id, ev)));
@@ -524,6 +542,10 @@ impl Loop {
                         legs: Vec::new(),
                         last_keyframe_request: None,
                         history: video.map(|_| History::default()),
+                        received: ReceiveStats::new(
+                            if video.is_some() { 90_000 } else { 48_000 },
+                            now,
+                        ),
                     });
                 }
             }
@@ -650,8 +672,12 @@ impl Loop {
         let mut out = [0u8; 12 + 4 * 15];
         let n = leg_header(p, &mut out);
         let out = &mut out[..n];
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        source
+            .received
+            .on_packet(seq, u32::from_be_bytes([p[4], p[5], p[6], p[7]]), now);
         if let Some(h) = &mut source.history {
-            h.store(u16::from_be_bytes([p[2], p[3]]), p);
+            h.store(seq, p);
         }
         let keyframe = source
             .video
@@ -705,6 +731,12 @@ impl Loop {
                 self.retransmit(id, nack, now);
                 continue;
             }
+            if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                if let Some(s) = self.sources.get_mut(&(id, sr.ssrc)) {
+                    s.received.on_sender_report(sr.ntp_time, now);
+                }
+                continue;
+            }
             let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 vec![pli.media_ssrc]
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
@@ -722,6 +754,43 @@ impl Loop {
         }
         for (from, ssrc) in wanted {
             self.request_keyframe(from, ssrc, now);
+        }
+    }
+
+    /// A receiver report for every published stream that has sent anything, with a REMB for
+    /// video, to its publisher.
+    fn send_feedback(&mut self, now: Instant) {
+        for (&(from, ssrc), source) in &mut self.sources {
+            if !source.received.started() {
+                continue;
+            }
+            let r = source.received.report(now);
+            let mut packets: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(ReceiverReport {
+                ssrc: PLANE_SSRC,
+                reports: vec![ReceptionReport {
+                    ssrc,
+                    fraction_lost: r.fraction_lost,
+                    total_lost: r.total_lost,
+                    last_sequence_number: r.highest,
+                    jitter: r.jitter,
+                    last_sender_report: r.last_sr,
+                    delay: r.delay_since_sr,
+                }],
+                profile_extensions: Bytes::new(),
+            })];
+            if source.video.is_some() {
+                packets.push(Box::new(ReceiverEstimatedMaximumBitrate {
+                    sender_ssrc: PLANE_SSRC,
+                    bitrate: feedback::VIDEO_BITRATE_MAX,
+                    ssrcs: vec![ssrc],
+                }));
+            }
+            // A local source (no transport) refuses it; nothing is sent.
+            if let Ok(raw) = rtc::rtcp::packet::marshal(&packets)
+                && self.engine.send_rtcp(from, &raw).is_ok()
+            {
+                self.stats.reports_sent.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -781,7 +850,7 @@ impl Loop {
             return;
         }
         let pli = PictureLossIndication {
-            sender_ssrc: 1,
+            sender_ssrc: PLANE_SSRC,
             media_ssrc: ssrc,
         };
         if let Ok(raw) = pli.marshal()
@@ -809,9 +878,15 @@ mod tests {
         };
         let t0 = Instant::now();
         let granted = (0..1000).filter(|_| leg.may_resend(t0)).count();
-        assert_eq!(granted, RETRANSMIT_PER_SECOND as usize, "a NACK flood is cut off");
+        assert_eq!(
+            granted, RETRANSMIT_PER_SECOND as usize,
+            "a NACK flood is cut off"
+        );
         let later = t0 + Duration::from_millis(999);
         assert!(!leg.may_resend(later), "still the same second");
-        assert!(leg.may_resend(t0 + Duration::from_secs(1)), "a new second, a new budget");
+        assert!(
+            leg.may_resend(t0 + Duration::from_secs(1)),
+            "a new second, a new budget"
+        );
     }
 }

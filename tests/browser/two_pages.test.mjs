@@ -45,6 +45,22 @@ test(`two pages exchange audio and video, then leave (media stack: ${plane})`, {
       );
     }
 
+    // The server's feedback (receiver reports and REMB on the plane, webrtc-rs's interceptors on
+    // the default stack) lets each browser's congestion control leave its start rate (300 kbit/s
+    // in Chromium); without any, a real camera would be held there.
+    for (const [label, page] of [['A', a], ['B', b]]) {
+      await waitFor(
+        () => page.evaluate(async () => {
+          let target = 0;
+          (await window.conclave.pc.getStats()).forEach((s) => {
+            if (s.type === 'outbound-rtp' && s.kind === 'video') target = s.targetBitrate || 0;
+          });
+          return target > 1000000;
+        }),
+        { timeout: 15000, message: `page ${label}'s video send rate to rise above 1 Mbit/s (targetBitrate)` },
+      );
+    }
+
     for (const [label, page, other] of [['A', a, 'B'], ['B', b, 'A']]) {
       const names = await waitFor(
         async () => {
