@@ -235,13 +235,49 @@ const ECHO_SHARE: f32 = 0.7;
 /// Share at which words heard during a pause are too like the agent's to count as words.
 const AMBIGUOUS_SHARE: f32 = 0.5;
 
-/// The share of `text`'s words that are among `said`.
+/// The share of `text`'s words that are among `said` (see [`found`]).
 fn share(said: &[String], text: &str) -> f32 {
     let heard = words(text);
     if heard.is_empty() {
         return 0.0;
     }
-    heard.iter().filter(|w| said.contains(w)).count() as f32 / heard.len() as f32
+    heard.iter().filter(|w| found(said, w)).count() as f32 / heard.len() as f32
+}
+
+/// Whether `heard` is one of `said`'s words, or a mis-hearing of one or of up to three in a
+/// row run together (Whisper heard the agent's "Hi Dana" coming back as "Haidena"): a word of
+/// five letters or more within 30% of its letters by edit distance. Shorter words must match.
+fn found(said: &[String], heard: &str) -> bool {
+    if said.iter().any(|w| w == heard) {
+        return true;
+    }
+    let n = heard.chars().count();
+    if n < 5 {
+        return false;
+    }
+    let limit = n * 3 / 10;
+    (0..said.len()).any(|i| {
+        (1..=3).filter(|k| i + k <= said.len()).any(|k| {
+            let joined = said[i..i + k].concat();
+            joined.chars().count().abs_diff(n) <= limit && edit_distance(heard, &joined) <= limit
+        })
+    })
+}
+
+/// Levenshtein distance between two short words, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Words that end with a full stop, question or exclamation mark and no unfinished word.
@@ -1166,6 +1202,24 @@ mod tests {
         // The next line starts before the final of that echo arrives: still an echo.
         t.on(agent("Okay."), 6_100);
         assert!(t.echo_of_agent("lead", "Yeah, I'm Ava. What problem?", 1_400, 2_400));
+    }
+
+    #[test]
+    fn an_echo_heard_with_its_words_run_together_is_still_an_echo() {
+        let mut t = Turns::new(TurnConfig::default());
+        t.on(
+            agent("Hi Dana, I'm Ava. What problem are you trying to solve?"),
+            1_000,
+        );
+        // Seen in CI: the greeting's first words came back transcribed as one.
+        assert!(t.echo_of_agent("lead", "Haidena.", 1_050, 1_900));
+        assert!(t.echo_of_agent("lead", "What problem are you tryingto solve?", 2_000, 4_000));
+        // The lead's own words over the line are not, fused or not.
+        assert!(!t.echo_of_agent("lead", "Hello there.", 1_050, 1_900));
+        assert!(!t.echo_of_agent("lead", "Our invoicing is a mess.", 2_000, 4_000));
+        assert_eq!(edit_distance("haidena", "hidana"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     fn verdict(who: &str, probability: f32) -> TurnEvent {

@@ -641,18 +641,12 @@ fn receiving(pc: &mut RTCPeerConnection, kind: RtpCodecKind) {
     .unwrap();
 }
 
-fn pump_until(
-    clients: &mut [&mut UdpClient],
-    secs: u64,
-    done: impl Fn(&[&mut UdpClient]) -> bool,
-) -> bool {
-    // Pumps at least once, so `secs == 0` flushes what is queued.
+/// Runs `step` every 2 ms until it says done or `secs` pass; at least once, so `secs == 0`
+/// flushes what is queued.
+fn until(secs: u64, mut step: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
-        for c in clients.iter_mut() {
-            c.pump();
-        }
-        if done(clients) {
+        if step() {
             return true;
         }
         if Instant::now() >= end {
@@ -660,6 +654,19 @@ fn pump_until(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+fn pump_until(
+    clients: &mut [&mut UdpClient],
+    secs: u64,
+    done: impl Fn(&[&mut UdpClient]) -> bool,
+) -> bool {
+    until(secs, || {
+        for c in clients.iter_mut() {
+            c.pump();
+        }
+        done(clients)
+    })
 }
 
 /// One audio publisher (SSRC 0xA11CE, with a tap as the room has) and `n` subscribers
@@ -760,20 +767,13 @@ impl AudioFanout {
 
     /// Pumps every client (at least once) until `done` or `secs` pass.
     fn pump_until(&mut self, secs: u64, done: impl Fn(&AudioFanout) -> bool) -> bool {
-        let end = Instant::now() + Duration::from_secs(secs);
-        loop {
+        until(secs, || {
             self.publisher.pump();
             for (c, _) in &mut self.subs {
                 c.pump();
             }
-            if done(self) {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+            done(self)
+        })
     }
 
     /// Sends packets `seqs`, one a millisecond, pumping as it goes.
@@ -1007,6 +1007,21 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
         },
         payload: bytes::Bytes::from(vec![0x10, if key { 0x00 } else { 0x01 }, 0, 0, 0, 0]),
     };
+    // Frames `seqs`, 5 ms apart, the one at `key` a keyframe.
+    let send_frames = |publisher: &mut UdpClient,
+                       sub: &mut UdpClient,
+                       seqs: std::ops::Range<u16>,
+                       key: Option<u16>| {
+        for seq in seqs {
+            let _ = publisher
+                .pc
+                .rtp_sender(sender)
+                .unwrap()
+                .write_rtp(Instant::now(), frame(seq, key == Some(seq)));
+            pump_until(&mut [publisher, sub], 0, |_| true);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     let pli_seen = |c: &UdpClient| {
         c.rtcp.iter().any(|p| {
             p.as_any()
@@ -1015,15 +1030,7 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
         })
     };
     // Delta frames first: held back, and the publisher is asked for a keyframe.
-    for seq in 0..5u16 {
-        let _ = publisher
-            .pc
-            .rtp_sender(sender)
-            .unwrap()
-            .write_rtp(Instant::now(), frame(seq, false));
-        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    send_frames(&mut publisher, &mut sub, 0..5, None);
     assert!(
         pump_until(&mut [&mut publisher, &mut sub], 3, |cs| pli_seen(cs[0])),
         "the publisher was asked for a keyframe"
@@ -1032,15 +1039,7 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
         sub.received.is_empty(),
         "no delta frame before the keyframe"
     );
-    for seq in 5..10u16 {
-        let _ = publisher
-            .pc
-            .rtp_sender(sender)
-            .unwrap()
-            .write_rtp(Instant::now(), frame(seq, seq == 5));
-        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    send_frames(&mut publisher, &mut sub, 5..10, Some(5));
     assert!(pump_until(&mut [&mut publisher, &mut sub], 3, |cs| cs[1]
         .received
         .len()
@@ -1089,15 +1088,7 @@ fn a_worker_starts_a_video_leg_at_a_keyframe_and_relays_keyframe_requests() {
     // The subscriber loses 12 and 14 on the way and NACKs them, with 300 (never sent): the
     // plane sends the two again from its history, as the leg had them.
     sub.drop_rtp = vec![12, 14];
-    for seq in 10..20u16 {
-        let _ = publisher
-            .pc
-            .rtp_sender(sender)
-            .unwrap()
-            .write_rtp(Instant::now(), frame(seq, false));
-        pump_until(&mut [&mut publisher, &mut sub], 0, |_| true);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    send_frames(&mut publisher, &mut sub, 10..20, None);
     let has = |c: &UdpClient, seq: u16| c.received.iter().any(|p| p.header.sequence_number == seq);
     assert!(pump_until(&mut [&mut publisher, &mut sub], 3, |cs| has(
         cs[1], 19
