@@ -41,9 +41,9 @@ pub struct ServeArgs {
     /// Public IP advertised in ICE candidates instead of the bound one (1:1 NAT).
     #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
-    /// Which media stack carries participants: `webrtc` (a PeerConnection per participant,
-    /// the default) or `worker` (the media plane: one UDP socket on the first free port of
-    /// the UDP range, driven by one thread; experimental, see docs/performance.md).
+    /// Which media stack carries participants: `worker` (the media plane, the default: one UDP
+    /// socket on the first free port of the UDP range, driven by one thread; see
+    /// docs/performance.md) or `webrtc` (a webrtc-rs PeerConnection per participant).
     #[arg(long, env = "CONCLAVE_MEDIA_PLANE")]
     pub media_plane: Option<String>,
     /// Run the embedded TURN server.
@@ -510,8 +510,8 @@ impl Config {
             .or(file.media_plane.clone())
             .as_deref()
         {
-            None | Some("webrtc") => false,
-            Some("worker") => true,
+            None | Some("worker") => true,
+            Some("webrtc") => false,
             Some(other) => bail!("media_plane must be `webrtc` or `worker`, not `{other}`"),
         };
         if udp_ports.0 > udp_ports.1 {
@@ -959,14 +959,14 @@ mod tests {
     }
 
     #[test]
-    fn the_media_plane_is_webrtc_unless_worker_is_asked_for_and_nothing_else_is_taken() {
+    fn the_media_plane_is_the_default_webrtc_is_asked_for_and_nothing_else_is_taken() {
         let plane = |v: Option<&str>| {
             Config::load(ServeArgs {
                 media_plane: v.map(str::to_owned),
                 ..Default::default()
             })
         };
-        assert!(!plane(None).unwrap().media_plane_worker);
+        assert!(plane(None).unwrap().media_plane_worker);
         assert!(!plane(Some("webrtc")).unwrap().media_plane_worker);
         assert!(plane(Some("worker")).unwrap().media_plane_worker);
         let e = plane(Some("Worker ")).unwrap_err().to_string();

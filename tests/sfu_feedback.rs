@@ -84,7 +84,11 @@ async fn muting_is_announced_to_everyone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_costs_the_publisher_one_keyframe_request_and_nobody_else_anything() {
     use conclave::room::SinkOptions;
-    let server = start_server(|_| {}).await;
+    // The PeerConnection stack, where every subscriber's leg is a sink of the room's fan-out
+    // with its own queue. On the media plane a leg has no queue to stall (a packet goes to the
+    // kernel in the pass that read it; a full socket buffer is counted, `send_failed`), and
+    // its video does not feed room-level sinks (nothing in the product reads them yet).
+    let server = start_server(|a| a.media_plane = Some("webrtc".into())).await;
     let http = server.http_addr;
     let a = TestClient::join(http, "slow", "alice", &token("slow", "alice"), true).await;
     let b = TestClient::join(http, "slow", "bob", &token("slow", "bob"), false).await;

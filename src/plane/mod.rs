@@ -3,8 +3,8 @@
 //! transport from one event loop per core, and forwarded packets are serialised and
 //! SRTP-encrypted by the plane itself, never passed through a per-connection handler chain.
 //!
-//! Built bottom-up; the server runs participants on it with `--media-plane worker` (the
-//! default is still `src/peer/`):
+//! Built bottom-up; the server runs participants on it by default since 2026-12-03
+//! (`--media-plane webrtc` runs them on `src/peer/` instead):
 //! * [`transport`]: one client's ICE-lite + DTLS + SRTP, sans-IO.
 //! * [`engine`]: transports behind one socket: routing by address and ufrag, batched sends.
 //! * [`feedback`]: receiver reports and REMB for publishers.

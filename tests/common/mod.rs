@@ -62,7 +62,8 @@ pub async fn start_server_in(
         api_secret: Some(API_SECRET.into()),
         ..Default::default()
     };
-    // The whole suite can run on the media plane: CONCLAVE_TEST_MEDIA_PLANE=worker.
+    // The suite runs on the default stack, the media plane; CONCLAVE_TEST_MEDIA_PLANE=webrtc
+    // runs it on a PeerConnection per participant.
     args.media_plane = std::env::var("CONCLAVE_TEST_MEDIA_PLANE").ok();
     tweak(&mut args);
     if args.whisper_model.is_some() && args.silero_model.is_none() {

@@ -85,7 +85,7 @@ struct Args {
     #[arg(long)]
     conclave_bin: Option<PathBuf>,
     /// The server's media stack (`--media-plane` of `conclave serve`: `webrtc` or `worker`).
-    #[arg(long, default_value = "webrtc")]
+    #[arg(long, default_value = "worker")]
     media_plane: String,
     /// Core the server is pinned to (the client takes another); `--no-pin` to not pin.
     #[arg(long, default_value_t = 0)]
