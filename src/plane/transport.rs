@@ -149,7 +149,7 @@ pub struct Transport {
     selected: Option<SocketAddr>,
     nominated: bool,
     /// SRTCP (ours, the client's) once DTLS is done.
-    srtp: Option<(Context, Context)>,
+    srtcp: Option<(Context, Context)>,
     /// SRTP for RTP (ours, the client's), in place.
     rtp: Option<(RtpContext, RtpContext)>,
     transmits: VecDeque<(SocketAddr, BytesMut)>,
@@ -203,7 +203,7 @@ impl Transport {
             validated: Vec::new(),
             selected: None,
             nominated: false,
-            srtp: None,
+            srtcp: None,
             rtp: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -393,7 +393,7 @@ impl Transport {
             });
         match made {
             Ok((rtcp, rtp)) => {
-                self.srtp = Some(rtcp);
+                self.srtcp = Some(rtcp);
                 self.rtp = Some(rtp);
                 self.events.push_back(TransportEvent::Connected);
             }
@@ -402,7 +402,7 @@ impl Transport {
     }
 
     fn handle_srtp(&mut self, data: &[u8], pool: &mut Pool) {
-        let (Some((_, rtcp)), Some((_, rtp))) = (&mut self.srtp, &mut self.rtp) else {
+        let (Some((_, rtcp)), Some((_, rtp))) = (&mut self.srtcp, &mut self.rtp) else {
             return;
         };
         // RTCP packet types 192-223 sit in the second byte (RFC 5761 demultiplexing).
@@ -448,7 +448,7 @@ impl Transport {
 
     /// Encrypts one serialised RTCP compound packet and queues it.
     pub fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), TransportError> {
-        let (Some(to), Some((local, _))) = (self.selected, &mut self.srtp) else {
+        let (Some(to), Some((local, _))) = (self.selected, &mut self.srtcp) else {
             return Err(TransportError::NotConnected);
         };
         let out = local

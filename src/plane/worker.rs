@@ -797,41 +797,41 @@ impl Loop {
     /// Sends the packets `nack` names again to the subscriber `id`, as its leg had them.
     fn retransmit(&mut self, id: TransportId, nack: &TransportLayerNack, now: Instant) {
         let lost = nack.nacks.iter().flat_map(|pair| pair.into_iter());
-        let Some(src) = self.legs.get(&(id, nack.media_ssrc)) else {
-            self.stats
-                .nack_missed
-                .fetch_add(lost.count() as u64, Ordering::Relaxed);
-            return;
-        };
-        let source = self.sources.get_mut(src);
-        let Some((Some(history), Some(leg))) = source.map(|s| {
-            let leg = s
-                .legs
-                .iter_mut()
-                .find(|l| l.to == id && l.ssrc == nack.media_ssrc);
-            (s.history.as_ref(), leg)
-        }) else {
-            self.stats
-                .nack_missed
-                .fetch_add(lost.count() as u64, Ordering::Relaxed);
-            return;
-        };
+        // The leg this subscriber NACKs, and its stream's history (video only).
+        let found = self
+            .legs
+            .get(&(id, nack.media_ssrc))
+            .and_then(|src| self.sources.get_mut(src))
+            .and_then(|s| {
+                let history = s.history.as_ref()?;
+                let leg = s
+                    .legs
+                    .iter_mut()
+                    .find(|l| l.to == id && l.ssrc == nack.media_ssrc)?;
+                Some((history, leg))
+            });
         let (mut resent, mut missed) = (0, 0);
-        for seq in lost {
-            let Some(p) = history.get(seq).filter(|_| leg.may_resend(now)) else {
-                missed += 1;
-                continue;
-            };
-            let Some(header_len) = srtp::header_len(p) else {
-                missed += 1;
-                continue;
-            };
-            let mut out = [0u8; 12 + 4 * 15];
-            let n = leg_header(p, &mut out);
-            for_leg(&mut out[..n], p[1], leg);
-            match self.engine.send_rtp(id, &out[..n], &p[header_len..]) {
-                Ok(()) => resent += 1,
-                Err(_) => missed += 1,
+        match found {
+            None => missed = lost.count() as u64,
+            Some((history, leg)) => {
+                for seq in lost {
+                    // Stored packets passed `header_len` when they were forwarded.
+                    let Some((p, header_len)) = history
+                        .get(seq)
+                        .filter(|_| leg.may_resend(now))
+                        .and_then(|p| Some((p, srtp::header_len(p)?)))
+                    else {
+                        missed += 1;
+                        continue;
+                    };
+                    let mut out = [0u8; 12 + 4 * 15];
+                    let n = leg_header(p, &mut out);
+                    for_leg(&mut out[..n], p[1], leg);
+                    match self.engine.send_rtp(id, &out[..n], &p[header_len..]) {
+                        Ok(()) => resent += 1,
+                        Err(_) => missed += 1,
+                    }
+                }
             }
         }
         self.stats
