@@ -867,6 +867,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tapped_packet_keeps_its_bytes_and_one_too_long_for_a_slot_is_refused() {
+        let p: Vec<u8> = (0..200u8).collect();
+        assert_eq!(Tapped::new(&p).unwrap().packet(), &p[..]);
+        assert_eq!(Tapped::new(&[7; TAP_MAX]).unwrap().packet().len(), TAP_MAX);
+        // Refused, so the caller counts it as dropped (`tap_dropped`).
+        assert!(Tapped::new(&[7; TAP_MAX + 1]).is_none());
+    }
+
+    #[test]
     fn a_leg_gets_at_most_its_budget_of_retransmissions_a_second() {
         let mut leg = Leg {
             to: 0,
