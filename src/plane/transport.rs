@@ -93,9 +93,20 @@ impl Identity {
             provider,
         })
     }
+
+    /// The certificate (a DTLS client made from this identity presents it too).
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// The crypto provider the certificate was made with.
+    pub fn provider(&self) -> &Arc<dyn RTCCryptoProvider> {
+        &self.provider
+    }
 }
 
-fn sha256_fingerprint(
+/// `AA:BB:...` (upper-case hex pairs) of a DER certificate, as SDP's `a=fingerprint` writes it.
+pub fn sha256_fingerprint(
     provider: &dyn RTCCryptoProvider,
     der: &[u8],
 ) -> Result<String, TransportError> {
@@ -135,6 +146,81 @@ impl Credentials {
             remote_fingerprint,
         }
     }
+}
+
+/// The SRTP and SRTCP contexts of a completed DTLS handshake, either side's: "local" protects
+/// what this end sends, "remote" checks what the other end sends (with a 64-packet replay
+/// window). The load tool's light clients use it as the DTLS client.
+pub struct SrtpContexts {
+    /// Protects our RTCP.
+    pub local_rtcp: Context,
+    /// Checks the peer's RTCP.
+    pub remote_rtcp: Context,
+    /// Protects our RTP, in place.
+    pub local_rtp: RtpContext,
+    /// Checks the peer's RTP, in place.
+    pub remote_rtp: RtpContext,
+}
+
+/// Derives [`SrtpContexts`] from a finished handshake (RFC 5764 key export).
+pub fn srtp_contexts(
+    state: &rtc::dtls::state::State,
+    provider: &dyn RTCCryptoProvider,
+) -> Result<SrtpContexts, String> {
+    let profile = match state.srtp_protection_profile() {
+        SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
+        SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
+            ProtectionProfile::Aes128CmHmacSha1_80
+        }
+        other => return Err(format!("unsupported SRTP profile {other:?}")),
+    };
+    let mut config = rtc::srtp::config::Config {
+        profile,
+        ..Default::default()
+    };
+    let km = state
+        .export_keying_material(
+            rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP,
+            &[],
+            config.keying_material_len(),
+        )
+        .map_err(|e| format!("SRTP keys: {e}"))?;
+    config
+        .set_session_keys_from_keying_material(km.as_ref(), state.is_client())
+        .map_err(|e| format!("SRTP keys: {e}"))?;
+    let crypto = provider.crypto();
+    let k = &config.keys;
+    let err = |e: &dyn std::fmt::Display| format!("SRTP keys: {e}");
+    let local_rtcp = Context::new(
+        &k.local_master_key,
+        &k.local_master_salt,
+        profile,
+        None,
+        None,
+        crypto,
+    )
+    .map_err(|e| err(&e))?;
+    let remote_rtcp = Context::new(
+        &k.remote_master_key,
+        &k.remote_master_salt,
+        profile,
+        Some(rtc::srtp::option::srtp_replay_protection(64)),
+        Some(rtc::srtp::option::srtcp_replay_protection(64)),
+        crypto,
+    )
+    .map_err(|e| err(&e))?;
+    let ours = match profile {
+        ProtectionProfile::AeadAes128Gcm => srtp::Profile::AeadAes128Gcm,
+        _ => srtp::Profile::AesCmHmacSha1_80,
+    };
+    Ok(SrtpContexts {
+        local_rtcp,
+        remote_rtcp,
+        local_rtp: RtpContext::new(ours, &k.local_master_key, &k.local_master_salt)
+            .map_err(|e| err(&e))?,
+        remote_rtp: RtpContext::new(ours, &k.remote_master_key, &k.remote_master_salt)
+            .map_err(|e| err(&e))?,
+    })
 }
 
 /// One client's ICE-lite + DTLS + SRTP state.
@@ -337,67 +423,13 @@ impl Transport {
         let Some(state) = self.dtls.get_connection_state(from) else {
             return;
         };
-        let profile = match state.srtp_protection_profile() {
-            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
-                ProtectionProfile::Aes128CmHmacSha1_80
-            }
-            other => return self.fail(format!("unsupported SRTP profile {other:?}")),
-        };
-        let mut config = rtc::srtp::config::Config {
-            profile,
-            ..Default::default()
-        };
-        let made = state
-            .export_keying_material(
-                rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP,
-                &[],
-                config.keying_material_len(),
-            )
-            .map_err(|e| e.to_string())
-            .and_then(|km| {
-                config
-                    .set_session_keys_from_keying_material(km.as_ref(), state.is_client())
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|()| {
-                let crypto = self.provider.crypto();
-                let k = &config.keys;
-                let local = Context::new(
-                    &k.local_master_key,
-                    &k.local_master_salt,
-                    profile,
-                    None,
-                    None,
-                    crypto,
-                )
-                .map_err(|e| e.to_string())?;
-                let remote = Context::new(
-                    &k.remote_master_key,
-                    &k.remote_master_salt,
-                    profile,
-                    Some(rtc::srtp::option::srtp_replay_protection(64)),
-                    Some(rtc::srtp::option::srtcp_replay_protection(64)),
-                    crypto,
-                )
-                .map_err(|e| e.to_string())?;
-                let ours = match profile {
-                    ProtectionProfile::AeadAes128Gcm => srtp::Profile::AeadAes128Gcm,
-                    _ => srtp::Profile::AesCmHmacSha1_80,
-                };
-                let rtp_local = RtpContext::new(ours, &k.local_master_key, &k.local_master_salt)
-                    .map_err(|e| e.to_string())?;
-                let rtp_remote = RtpContext::new(ours, &k.remote_master_key, &k.remote_master_salt)
-                    .map_err(|e| e.to_string())?;
-                Ok(((local, remote), (rtp_local, rtp_remote)))
-            });
-        match made {
-            Ok((rtcp, rtp)) => {
-                self.srtcp = Some(rtcp);
-                self.rtp = Some(rtp);
+        match srtp_contexts(state, &*self.provider) {
+            Ok(c) => {
+                self.srtcp = Some((c.local_rtcp, c.remote_rtcp));
+                self.rtp = Some((c.local_rtp, c.remote_rtp));
                 self.events.push_back(TransportEvent::Connected);
             }
-            Err(e) => self.fail(format!("SRTP keys: {e}")),
+            Err(e) => self.fail(e),
         }
     }
 

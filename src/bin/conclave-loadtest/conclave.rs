@@ -1,7 +1,7 @@
 //! Conclave as a load target: started as its own process (pinned to a core), joined over its
 //! signaling WebSocket.
 
-use crate::peer::{self, Peer};
+use crate::peer::{self, Client};
 use crate::{Join, Role};
 use anyhow::{Context, bail};
 use conclave::auth::{Grants, TokenAuthority, TokenRequest};
@@ -158,7 +158,7 @@ impl Server {
     }
 
     /// Joins one client: signaling, offer, trickled candidates, the server's later offers.
-    pub async fn join(&self, j: Join) -> anyhow::Result<Peer> {
+    pub async fn join(&self, j: Join) -> anyhow::Result<Client> {
         let opened = Instant::now();
         if let Role::Subscriber { stats, .. } = &j.role {
             stats.opened(opened);
@@ -196,6 +196,24 @@ impl Server {
                 stats,
                 window,
                 video,
+                light: true,
+            } => {
+                let light = crate::light::start(
+                    out_tx,
+                    ws_rx,
+                    writer,
+                    stats.clone(),
+                    window.clone(),
+                    *video,
+                )
+                .await?;
+                return Ok(Client::Light(light));
+            }
+            Role::Subscriber {
+                stats,
+                window,
+                video,
+                light: false,
             } => {
                 let p = peer::build(Some((stats.clone(), window.clone())), LOOPBACK).await?;
                 peer::add_receivers(&p, *video).await?;
@@ -292,7 +310,7 @@ impl Server {
             }
         });
         peer.tasks.extend([writer, trickle, reader]);
-        Ok(peer)
+        Ok(Client::Webrtc(peer))
     }
 }
 

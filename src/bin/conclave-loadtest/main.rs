@@ -5,6 +5,7 @@
 mod conclave;
 mod http;
 mod janus;
+mod light;
 mod peer;
 mod procstat;
 mod stats;
@@ -12,7 +13,7 @@ mod stats;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use peer::{Peer, Sent, Traffic};
+use peer::{Client, Sent, Traffic};
 use serde_json::json;
 use stats::{Histogram, Subscriber, Window};
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ enum Target {
     Janus,
     /// Both, alternating A B A B.
     Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SubscriberClient {
+    Webrtc,
+    Light,
 }
 
 #[derive(Parser, Debug)]
@@ -108,9 +115,24 @@ struct Args {
     /// Clients send their ICE candidates before their offer (some clients race them).
     #[arg(long)]
     candidates_first: bool,
+    /// Subscribers' client: `webrtc` (webrtc-rs peer connections, as browsers negotiate) or
+    /// `light` (the plane's own ICE, DTLS and in-place SRTP, several times cheaper per packet,
+    /// for loads one client core of webrtc-rs cannot receive; Conclave only).
+    #[arg(long, value_enum, default_value = "webrtc")]
+    subscriber_client: SubscriberClient,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Find the server's saturation and measure at half of it (Conclave; use with
+    /// `--subscriber-client light`): the audio rate rises by `--ramp-step` packets/s per
+    /// publisher until a step loses more than 1% or uses 95% of the server's core; the
+    /// capacity is the last clean step's packets per server CPU-second (what the whole core
+    /// forwards), and a last run at half of it reports the latency.
+    #[arg(long)]
+    saturation: bool,
+    /// Packets/s per publisher added per ramp step (`--saturation`).
+    #[arg(long, default_value_t = 500)]
+    ramp_step: u32,
 }
 
 /// The shape of a run.
@@ -159,6 +181,8 @@ pub enum Role {
         stats: Arc<Subscriber>,
         window: Arc<Window>,
         video: bool,
+        /// A light client (`crate::light`) rather than webrtc-rs.
+        light: bool,
     },
 }
 
@@ -202,14 +226,17 @@ impl Server {
         }
     }
     /// Joins a client; for a Janus publisher also returns its feed id.
-    async fn join(&self, j: Join) -> anyhow::Result<(Peer, Option<u64>)> {
+    async fn join(&self, j: Join) -> anyhow::Result<(Client, Option<u64>)> {
         match self {
             Server::Conclave(s) => Ok((s.join(j).await?, None)),
             Server::Relayed { room, edge } => match j.role {
                 Role::Publisher { .. } => Ok((room.join(j).await?, None)),
                 Role::Subscriber { .. } => Ok((edge.join(j).await?, None)),
             },
-            Server::Janus(s) => s.join(j).await,
+            Server::Janus(s) => {
+                let (p, feed) = s.join(j).await?;
+                Ok((Client::Webrtc(p), feed))
+            }
         }
     }
     async fn counters(&self) -> serde_json::Value {
@@ -259,12 +286,20 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::of(&args);
+    if args.subscriber_client == SubscriberClient::Light && args.target != Target::Conclave {
+        anyhow::bail!(
+            "--subscriber-client light runs against Conclave only (Janus offers first and runs full ICE)"
+        );
+    }
     let targets: Vec<Target> = match args.target {
         Target::Both => (0..args.rounds)
             .flat_map(|_| [Target::Conclave, Target::Janus])
             .collect(),
         t => (0..args.rounds).map(|_| t).collect(),
     };
+    if args.saturation {
+        return saturation(&args, scenario).await;
+    }
     let mut results: Vec<serde_json::Value> = Vec::new();
     let mut failed = false;
     for (i, t) in targets.iter().enumerate() {
@@ -279,6 +314,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         r["target"] = json!(name);
         r["preset"] = json!(format!("{:?}", args.preset));
         r["round"] = json!(i / if args.target == Target::Both { 2 } else { 1 });
+        r["subscriber_client"] = json!(format!("{:?}", args.subscriber_client).to_lowercase());
         if let Some(max) = args.max_join_p95_ms
             && r["join_ms"]["p95"].as_f64().unwrap_or(f64::MAX) > max
         {
@@ -305,6 +341,71 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if failed {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// One run of `s` on a fresh Conclave server.
+async fn conclave_once(args: &Args, s: Scenario, i: usize) -> anyhow::Result<serde_json::Value> {
+    let server = Arc::new(start(Target::Conclave, args, i).await?);
+    let r = run_once(&server, s, args).await;
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r
+}
+
+/// `--saturation`: the ramp, then the run at half the capacity (see the flag's help).
+async fn saturation(args: &Args, base: Scenario) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.target == Target::Conclave,
+        "--saturation runs against Conclave only"
+    );
+    let short = |r: &serde_json::Value| {
+        json!({
+            "audio_pps": r["scenario"]["audio_pps"], "delivered_per_second": r["delivered_per_second"],
+            "loss": r["loss"], "server_cpu_cores": r["server"]["cpu_cores"],
+            "client_cpu_cores": r["client_cpu_cores"], "packets_per_cpu_second": r["packets_per_cpu_second"],
+            "latency_ms": r["latency_ms"],
+        })
+    };
+    let mut steps = Vec::new();
+    let mut capacity = None;
+    let mut pps = args.ramp_step;
+    for i in 0.. {
+        let mut s = base;
+        s.traffic.audio_pps = pps;
+        let r = conclave_once(args, s, i).await?;
+        let clean = r["loss"].as_f64().unwrap_or(1.0) <= 0.01
+            && r["server"]["cpu_cores"].as_f64().unwrap_or(1.0) < 0.95;
+        eprintln!("ramp: {}", short(&r));
+        steps.push(short(&r));
+        if !clean {
+            break;
+        }
+        capacity = r["packets_per_cpu_second"].as_f64();
+        pps += args.ramp_step;
+    }
+    let capacity = capacity.context("the first ramp step was already saturated")?;
+    // Half the capacity, spread over the scenario's subscribers.
+    let receivers = (base.rooms * base.subscribers * base.publishers).max(1) as f64;
+    let mut half = base;
+    half.traffic.audio_pps = ((capacity / 2.0) / receivers).round().max(1.0) as u32;
+    let r = conclave_once(args, half, steps.len()).await?;
+    let out = json!({
+        "saturation": {
+            "subscriber_client": format!("{:?}", args.subscriber_client).to_lowercase(),
+            "scenario": r["scenario"],
+            "steps": steps,
+            "capacity_per_cpu_second": capacity,
+            "half_load": {
+                "delivered_per_second": r["delivered_per_second"], "loss": r["loss"],
+                "latency_ms": r["latency_ms"], "server_cpu_cores": r["server"]["cpu_cores"],
+                "client_cpu_cores": r["client_cpu_cores"],
+            },
+        }
+    });
+    println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
 
@@ -413,7 +514,7 @@ async fn run_once(
     pb.set_prefix(server.name());
     pb.set_message("joining publishers");
     let idle = procstat::read(server.pid())?;
-    let mut peers: Vec<Peer> = Vec::new();
+    let mut peers: Vec<Client> = Vec::new();
     let mut sent: Vec<Arc<Sent>> = Vec::new();
     let mut feeds: Vec<Vec<u64>> = vec![Vec::new(); s.rooms];
     let run_id = stats::now_ns() % 1_000_000;
@@ -445,7 +546,7 @@ async fn run_once(
     // Publishers connected and sending before anyone subscribes.
     let deadline = Instant::now() + Duration::from_secs(20);
     for p in &peers {
-        let mut st = p.state.clone();
+        let Some(mut st) = p.state() else { continue };
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(
             left,
@@ -473,6 +574,7 @@ async fn run_once(
                     stats,
                     window: window.clone(),
                     video: s.traffic.video_bps > 0,
+                    light: args.subscriber_client == SubscriberClient::Light,
                 },
                 feeds: feeds[room].clone(),
                 candidates_first: args.candidates_first,
@@ -500,6 +602,7 @@ async fn run_once(
     tokio::time::sleep(Duration::from_secs(1)).await;
     pb.set_message(format!("measuring {} s", args.duration));
     let before = procstat::read(server.pid())?;
+    let client_before = procstat::read(std::process::id())?;
     window.open();
     let steps = args.duration * 4;
     for _ in 0..steps {
@@ -508,6 +611,7 @@ async fn run_once(
     }
     window.close();
     let after = procstat::read(server.pid())?;
+    let client_after = procstat::read(std::process::id())?;
     // Packets sent at the end of the window still in flight.
     tokio::time::sleep(Duration::from_millis(500)).await;
     pb.finish_and_clear();
@@ -573,6 +677,8 @@ async fn run_once(
             "p50": latency.quantile_ms(0.50), "p99": latency.quantile_ms(0.99), "max": latency.max_ms(),
         },
         "packets_per_cpu_second": if cpu > 0.0 { received as f64 / cpu } else { 0.0 },
+        // This tool's own cost: near 1.0 means the client, not the server, may set latency.
+        "client_cpu_cores": (client_after.cpu_secs - client_before.cpu_secs) / secs,
         "server": {
             "cpu_seconds": cpu, "cpu_cores": cpu / secs,
             "rss_mb": after.rss_bytes as f64 / 1e6, "threads": after.threads,
@@ -583,12 +689,7 @@ async fn run_once(
     let mut result = result;
     result["server_counters"] = server.counters().await;
     // Leave as clients do, so the server's cleanup is not measured into the next run.
-    let closing = peers.iter().map(|p| {
-        let pc = p.pc.clone();
-        async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
-        }
-    });
+    let closing = peers.iter().map(|p| p.close());
     futures::future::join_all(closing).await;
     drop(peers);
     Ok(result)

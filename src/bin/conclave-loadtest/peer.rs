@@ -87,6 +87,33 @@ pub struct Peer {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A joined client: a webrtc-rs peer connection, or a light subscriber (`crate::light`).
+pub enum Client {
+    /// webrtc-rs, as the tests and every publisher use.
+    Webrtc(Peer),
+    /// The plane's parts as a receive-only client.
+    Light(
+        #[allow(dead_code, reason = "held: dropping it stops the subscriber")] crate::light::Light,
+    ),
+}
+
+impl Client {
+    /// The webrtc-rs connection's state (a light subscriber has none to wait on).
+    pub fn state(&self) -> Option<watch::Receiver<RTCPeerConnectionState>> {
+        match self {
+            Client::Webrtc(p) => Some(p.state.clone()),
+            Client::Light(_) => None,
+        }
+    }
+
+    /// Leaves as a client does (a light subscriber's socket closes when it is dropped).
+    pub async fn close(&self) {
+        if let Client::Webrtc(p) = self {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.pc.close()).await;
+        }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         for t in &self.tasks {

@@ -1,0 +1,768 @@
+//! Light subscribers: a receive-only WebRTC client made of the media plane's own parts, for
+//! loads that one core of webrtc-rs clients cannot receive (`--subscriber-client light`).
+//!
+//! A webrtc-rs subscriber costs its process more per packet than the plane spends forwarding
+//! it, so at the plane's half-saturation load the client's core, not the server, set the
+//! latency that was measured. A light subscriber is one task with one UDP socket:
+//!
+//! * it offers receive-only sections (Opus, and VP8 with video), answers the server's later
+//!   offers receive-only (or `inactive` where the server sends nothing), and takes the
+//!   server's ICE credentials, fingerprint and candidate from its descriptions or trickle;
+//! * it is the ICE controlling agent (the server is ICE-lite): a Binding request with
+//!   USE-CANDIDATE every 50 ms until one is answered, then one every 5 s for consent;
+//! * it is the DTLS client (`rtc`'s endpoint; the server's certificate must match the
+//!   fingerprint of its SDP), and SRTP comes from the same key export the server uses
+//!   ([`conclave::plane::transport::srtp_contexts`]); RTP is decrypted in place in one reused
+//!   buffer ([`conclave::plane::srtp`]), and its payload timed like any subscriber's.
+//!
+//! It sends no RTCP (no receiver reports or NACKs): on loopback nothing is lost, and the
+//! server's forwarding does not depend on subscribers' reports. Conclave only: Janus offers
+//! first and runs full ICE, which this client does not answer.
+
+use crate::stats::{Subscriber, Window};
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use conclave::plane::transport::{self, Identity};
+use conclave::plane::{sdp, srtp};
+use conclave_signaling::{ClientMessage, ServerMessage, decode_server};
+use futures::{Stream, StreamExt};
+use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType};
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::shared::TransportProtocol;
+use rtc::stun::attributes::{
+    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+};
+use rtc::stun::fingerprint::FINGERPRINT;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, TransactionId};
+use rtc::stun::textattrs::TextAttribute;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Checks before one is answered.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// Consent checks once connected (the server gives up after 30 s without one).
+const CONSENT_EVERY: Duration = Duration::from_secs(5);
+/// Datagrams read per wake-up before the task looks at signaling and timers again.
+const DRAIN: usize = 64;
+
+/// A running light subscriber; dropping it stops it (and closes its signaling socket).
+pub struct Light {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the reader to close its copy of the socket.
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Light {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The DTLS certificate every light client of this process presents.
+fn identity() -> anyhow::Result<&'static Identity> {
+    static IDENTITY: OnceLock<Identity> = OnceLock::new();
+    if let Some(i) = IDENTITY.get() {
+        return Ok(i);
+    }
+    let made = Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(IDENTITY.get_or_init(|| made))
+}
+
+/// Starts a subscriber whose server messages arrive on `ws_rx` and whose own go to `out`
+/// (the caller has joined the room; the offer is sent here).
+pub async fn start<S, E>(
+    out: mpsc::UnboundedSender<ClientMessage>,
+    ws_rx: S,
+    writer: tokio::task::JoinHandle<()>,
+    stats: Arc<Subscriber>,
+    window: Arc<Window>,
+    video: bool,
+) -> anyhow::Result<Light>
+where
+    S: Stream<Item = Result<WsMessage, E>> + Unpin + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let identity = identity()?;
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = sock.local_addr()?;
+    let (ufrag, pwd) = credentials();
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut client = Client {
+        sock: Some(sock),
+        sender: None,
+        closed: closed.clone(),
+        local,
+        ufrag,
+        pwd,
+        tiebreaker: rand::random(),
+        identity,
+        remote: Remote::default(),
+        answered: false,
+        next_check: Instant::now(),
+        dtls: None,
+        rtp: None,
+        buf: BytesMut::with_capacity(srtp::BUFFER),
+        version: 1,
+        stats,
+        window,
+        out,
+    };
+    let mut sections = vec![Offered {
+        kind: "audio",
+        mid: "0".into(),
+        codec: Some((111, "opus/48000/2".into())),
+        receive: true,
+    }];
+    if video {
+        sections.push(Offered {
+            kind: "video",
+            mid: "1".into(),
+            codec: Some((96, "VP8/90000".into())),
+            receive: true,
+        });
+    }
+    let sdp = client.describe(&sections, "actpass");
+    client.out.send(ClientMessage::Offer { sdp })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = client.run(ws_rx).await {
+            eprintln!("light subscriber: {e:#}");
+        }
+    });
+    Ok(Light {
+        tasks: vec![task, writer],
+        closed,
+    })
+}
+
+fn credentials() -> (String, String) {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    let text: String = (0..32)
+        .map(|_| ALPHABET[rand::random_range(0..64)] as char)
+        .collect();
+    (text[..8].to_owned(), text[8..].to_owned())
+}
+
+/// What the server's descriptions and trickle said about its end.
+#[derive(Default)]
+struct Remote {
+    ufrag: String,
+    pwd: String,
+    fingerprint: String,
+    addr: Option<SocketAddr>,
+}
+
+impl Remote {
+    /// Takes credentials, fingerprint and the first UDP candidate from a description.
+    fn read(&mut self, sdp: &str) {
+        for line in sdp.lines().map(str::trim_end) {
+            if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                self.ufrag = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                self.pwd = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("a=fingerprint:sha-256 ") {
+                self.fingerprint = v.trim().to_ascii_lowercase();
+            } else if let Some(v) = line.strip_prefix("a=") {
+                self.candidate(v);
+            }
+        }
+    }
+
+    /// `candidate:<foundation> <component> udp <priority> <ip> <port> typ <type> ...`
+    fn candidate(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("candidate:") else {
+            return;
+        };
+        let w: Vec<&str> = rest.split_whitespace().collect();
+        if self.addr.is_some() || w.len() < 6 || !w[2].eq_ignore_ascii_case("udp") {
+            return;
+        }
+        if let (Ok(ip), Ok(port)) = (w[4].parse(), w[5].parse()) {
+            self.addr = Some(SocketAddr::new(ip, port));
+        }
+    }
+}
+
+/// One section of a description this client writes.
+struct Offered {
+    kind: &'static str,
+    mid: String,
+    /// The codec it receives there; `None` rejects the section.
+    codec: Option<(u8, String)>,
+    /// Receive-only; otherwise inactive.
+    receive: bool,
+}
+
+struct Client {
+    /// The socket while this task reads it (ICE and DTLS); `None` once handed to the reader.
+    sock: Option<UdpSocket>,
+    /// The same socket for consent checks, once the reader reads it.
+    sender: Option<std::net::UdpSocket>,
+    closed: Arc<AtomicBool>,
+    local: SocketAddr,
+    ufrag: String,
+    pwd: String,
+    tiebreaker: u64,
+    identity: &'static Identity,
+    remote: Remote,
+    /// A check of ours was answered (the server validated and nominated our address).
+    answered: bool,
+    next_check: Instant,
+    dtls: Option<Endpoint>,
+    rtp: Option<srtp::RtpContext>,
+    buf: BytesMut,
+    version: u64,
+    stats: Arc<Subscriber>,
+    window: Arc<Window>,
+    out: mpsc::UnboundedSender<ClientMessage>,
+}
+
+impl Client {
+    async fn run<S, E>(&mut self, mut ws_rx: S) -> anyhow::Result<()>
+    where
+        S: Stream<Item = Result<WsMessage, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut datagram = vec![0u8; 2048];
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let due = self.next_timer();
+            if due != armed {
+                let at = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                timer.as_mut().reset(at.into());
+                armed = due;
+            }
+            let reading = self.sock.is_some();
+            tokio::select! {
+                biased;
+                r = recv(&self.sock, &mut datagram), if reading => {
+                    let (n, from) = r?;
+                    self.datagram(&datagram[..n], from)?;
+                    for _ in 1..DRAIN {
+                        let Some(sock) = &self.sock else { break };
+                        match sock.try_recv_from(&mut datagram) {
+                            Ok((n, from)) => self.datagram(&datagram[..n], from)?,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    if self.rtp.is_some() {
+                        self.hand_off()?;
+                    }
+                }
+                m = ws_rx.next() => match m {
+                    Some(Ok(frame)) => self.signal(frame)?,
+                    Some(Err(e)) => bail!("signaling: {e}"),
+                    None => return Ok(()),
+                },
+                () = &mut timer => {
+                    armed = None;
+                    self.timeout()?;
+                }
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Connected: the socket and the SRTP context go to the reader thread, which reads every
+    /// connected subscriber's socket with `recvmmsg`; this task keeps signaling and consent.
+    fn hand_off(&mut self) -> anyhow::Result<()> {
+        let (Some(sock), Some(rtp)) = (self.sock.take(), self.rtp.take()) else {
+            return Ok(());
+        };
+        let sock = sock.into_std()?;
+        self.sender = Some(sock.try_clone()?);
+        reader::register(reader::Registration {
+            sock,
+            rtp,
+            stats: self.stats.clone(),
+            window: self.window.clone(),
+            closed: self.closed.clone(),
+        })
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.remote.addr?;
+        let dtls = match (&self.dtls, self.remote.addr) {
+            (Some(d), Some(a)) if self.sock.is_some() => d.poll_timeout(&a),
+            _ => None,
+        };
+        Some(dtls.map_or(self.next_check, |d| d.min(self.next_check)))
+    }
+
+    fn signal(&mut self, frame: WsMessage) -> anyhow::Result<()> {
+        let Ok(text) = frame.to_text() else {
+            return Ok(());
+        };
+        let Ok(msg) = decode_server(text) else {
+            return Ok(());
+        };
+        match msg {
+            ServerMessage::Answer { sdp } => self.remote.read(&sdp),
+            ServerMessage::Offer { sdp } => {
+                self.remote.read(&sdp);
+                let offer = sdp::parse_offer(&sdp).context("the server's offer")?;
+                let sections: Vec<Offered> = offer
+                    .media
+                    .iter()
+                    .map(|m| {
+                        let kind = if m.kind == "video" { "video" } else { "audio" };
+                        let want = if kind == "video" {
+                            "vp8/90000"
+                        } else {
+                            "opus/48000/2"
+                        };
+                        let codec = m
+                            .codecs
+                            .iter()
+                            .find(|(_, c)| c.to_ascii_lowercase() == want)
+                            .cloned();
+                        Offered {
+                            kind,
+                            mid: m.mid.clone(),
+                            codec: codec.filter(|_| !m.rejected),
+                            receive: m.client_sends,
+                        }
+                    })
+                    .collect();
+                let sdp = self.describe(&sections, "active");
+                self.out.send(ClientMessage::Answer { sdp })?;
+            }
+            ServerMessage::Candidate { candidate } => self.remote.candidate(&candidate.candidate),
+            ServerMessage::Error { code, message, .. } => {
+                eprintln!("server error: {code:?}: {message}");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A description of `sections` with our credentials (`setup` is `actpass` in an offer,
+    /// `active` in an answer).
+    fn describe(&mut self, sections: &[Offered], setup: &str) -> String {
+        let mut s = String::with_capacity(1024);
+        let _ = write!(
+            s,
+            "v=0\r\no=- {id} {v} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE",
+            id = self.tiebreaker >> 2,
+            v = self.version
+        );
+        self.version += 1;
+        for m in sections.iter().filter(|m| m.codec.is_some()) {
+            let _ = write!(s, " {}", m.mid);
+        }
+        s.push_str("\r\na=msid-semantic: WMS\r\n");
+        for m in sections {
+            let Some((pt, codec)) = &m.codec else {
+                let _ = write!(
+                    s,
+                    "m={} 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\n",
+                    m.kind, m.mid
+                );
+                continue;
+            };
+            let _ = write!(
+                s,
+                "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n\
+                 a=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=mid:{mid}\r\n\
+                 a={dir}\r\na=rtcp-mux\r\na=rtpmap:{pt} {codec}\r\n",
+                kind = m.kind,
+                ufrag = self.ufrag,
+                pwd = self.pwd,
+                fp = self.identity.fingerprint,
+                mid = m.mid,
+                dir = if m.receive { "recvonly" } else { "inactive" },
+            );
+            if m.kind == "audio" {
+                let _ = write!(s, "a=fmtp:{pt} minptime=10;useinbandfec=1\r\n");
+            }
+        }
+        s
+    }
+
+    fn datagram(&mut self, data: &[u8], from: SocketAddr) -> anyhow::Result<()> {
+        if Some(from) != self.remote.addr {
+            return Ok(());
+        }
+        match data.first() {
+            Some(0..=3) => self.stun(data, from)?,
+            Some(20..=63) => self.dtls_read(data, from)?,
+            // RTCP (packet types 192-223 in the second byte) is not read.
+            Some(128..=191) if data.len() > 1 && !(192..=223).contains(&data[1]) => {
+                if let Some(ctx) = &mut self.rtp {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(data);
+                    if ctx.unprotect(&mut self.buf).is_ok()
+                        && let Some(hl) = srtp::header_len(&self.buf)
+                    {
+                        self.stats.packet(&self.buf[hl..], &self.window);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A Binding response: the first one answered starts DTLS at once.
+    fn stun(&mut self, data: &[u8], from: SocketAddr) -> anyhow::Result<()> {
+        let mut m = Message::new();
+        if m.unmarshal_binary(data).is_err() || m.typ != BINDING_SUCCESS {
+            return Ok(());
+        }
+        let crypto = self.identity.provider().crypto();
+        if MessageIntegrity::check(&mut m, self.remote.pwd.as_bytes(), crypto).is_err() {
+            return Ok(());
+        }
+        if !self.answered {
+            let now = Instant::now();
+            self.answered = true;
+            self.next_check = now + CONSENT_EVERY;
+            self.dtls = Some(self.connect(from, now)?);
+        }
+        Ok(())
+    }
+
+    fn dtls_read(&mut self, data: &[u8], from: SocketAddr) -> anyhow::Result<()> {
+        let Some(dtls) = &mut self.dtls else {
+            return Ok(());
+        };
+        let events = dtls
+            .read(Instant::now(), from, None, BytesMut::from(data))
+            .map_err(|e| anyhow::anyhow!("DTLS: {e}"))?;
+        if events
+            .iter()
+            .any(|e| matches!(e, EndpointEvent::HandshakeComplete))
+        {
+            let state = dtls
+                .get_connection_state(from)
+                .context("DTLS finished without a state")?;
+            let c = transport::srtp_contexts(state, &**self.identity.provider())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            self.rtp = Some(c.remote_rtp);
+        }
+        Ok(())
+    }
+
+    fn timeout(&mut self) -> anyhow::Result<()> {
+        let Some(addr) = self.remote.addr else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now >= self.next_check {
+            self.check(addr)?;
+            self.next_check = now
+                + if self.answered {
+                    CONSENT_EVERY
+                } else {
+                    CHECK_EVERY
+                };
+        }
+        if let Some(d) = &mut self.dtls
+            && self.sock.is_some()
+            && d.poll_timeout(&addr).is_some_and(|t| t <= now)
+        {
+            d.handle_timeout(addr, now)
+                .map_err(|e| anyhow::anyhow!("DTLS: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sends one Binding request to the server (controlling, nominating).
+    fn check(&mut self, to: SocketAddr) -> anyhow::Result<()> {
+        if self.remote.ufrag.is_empty() {
+            return Ok(());
+        }
+        let crypto = self.identity.provider().crypto();
+        let mut m = Message::new();
+        let setters: [Box<dyn Setter + '_>; 8] = [
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(
+                ATTR_USERNAME,
+                format!("{}:{}", self.remote.ufrag, self.ufrag),
+            )),
+            Box::new(Raw(
+                ATTR_ICE_CONTROLLING,
+                self.tiebreaker.to_be_bytes().to_vec(),
+            )),
+            // Host candidate priority for component 1 (RFC 8445 5.1.2.1, type preference 126).
+            Box::new(Raw(ATTR_PRIORITY, 2_130_706_431u32.to_be_bytes().to_vec())),
+            Box::new(Raw(ATTR_USE_CANDIDATE, Vec::new())),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                self.remote.pwd.clone(),
+                crypto,
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        m.build(&setters)
+            .map_err(|e| anyhow::anyhow!("STUN: {e}"))?;
+        // A full socket buffer loses a check; the next one goes 50 ms later.
+        if let Some(s) = &self.sock {
+            let _ = s.try_send_to(&m.raw, to);
+        } else if let Some(s) = &self.sender {
+            let _ = s.send_to(&m.raw, to);
+        }
+        Ok(())
+    }
+
+    fn connect(&self, remote: SocketAddr, now: Instant) -> anyhow::Result<Endpoint> {
+        let provider = self.identity.provider().clone();
+        let verify = provider.clone();
+        let expected = self.remote.fingerprint.clone();
+        let config = ConfigBuilder::default()
+            .with_crypto_provider(provider)
+            .with_certificates(vec![self.identity.certificate().clone()])
+            .with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ])
+            .with_insecure_skip_verify(true)
+            .with_verify_peer_certificate(Some(Arc::new(move |certs: &[Vec<u8>], _| {
+                let first = certs
+                    .first()
+                    .ok_or(rtc::shared::error::Error::ErrNonCertificate)?;
+                let got = transport::sha256_fingerprint(&*verify, first)
+                    .map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
+                if got.to_ascii_lowercase() == expected {
+                    Ok(())
+                } else {
+                    Err(rtc::shared::error::Error::ErrNoMatchingCertificateFingerprint)
+                }
+            })))
+            .with_extended_master_secret(ExtendedMasterSecretType::Require)
+            .build(true, Some(remote))
+            .map_err(|e| anyhow::anyhow!("DTLS config: {e}"))?;
+        let mut dtls = Endpoint::new(self.local, TransportProtocol::UDP, None);
+        dtls.connect(now, remote, Arc::new(config), None)
+            .map_err(|e| anyhow::anyhow!("DTLS: {e}"))?;
+        Ok(dtls)
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let (Some(d), Some(s)) = (&mut self.dtls, &self.sock) {
+            while let Some(t) = d.poll_transmit() {
+                s.send_to(&t.message, t.transport.peer_addr).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn recv(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An attribute written as given.
+struct Raw(rtc::stun::attributes::AttrType, Vec<u8>);
+
+impl Setter for Raw {
+    fn add_to(&self, m: &mut Message) -> rtc::shared::error::Result<()> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
+/// The one thread that reads every connected light subscriber's socket: level-triggered
+/// epoll, then `recvmmsg` per ready socket (one system call per batch, none to find a socket
+/// empty), decrypting in one reused buffer. It runs on the tool's core like everything else.
+mod reader {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::mpsc as std_mpsc;
+
+    /// A connected subscriber's socket and what its packets need.
+    pub struct Registration {
+        pub sock: std::net::UdpSocket,
+        pub rtp: srtp::RtpContext,
+        pub stats: Arc<Subscriber>,
+        pub window: Arc<Window>,
+        pub closed: Arc<AtomicBool>,
+    }
+
+    struct Handle {
+        tx: std_mpsc::Sender<Registration>,
+        wake: i32,
+    }
+
+    const WAKE: u64 = u64::MAX;
+    const BATCH: usize = 32;
+    const EVENTS: usize = 256;
+    const SLOT: usize = 2048;
+
+    /// Hands a socket to the reader (started on first use).
+    pub fn register(r: Registration) -> anyhow::Result<()> {
+        static HANDLE: OnceLock<anyhow::Result<Handle, String>> = OnceLock::new();
+        let h = HANDLE
+            .get_or_init(|| start().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("light reader: {e}"))?;
+        h.tx.send(r)
+            .map_err(|_| anyhow::anyhow!("the light reader stopped"))?;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our eventfd.
+        unsafe { libc::write(h.wake, one.as_ptr().cast(), 8) };
+        Ok(())
+    }
+
+    fn start() -> anyhow::Result<Handle> {
+        // SAFETY: plain system calls; results checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if ep < 0 || wake < 0 {
+            bail!("epoll/eventfd: {}", std::io::Error::last_os_error());
+        }
+        add(ep, wake, WAKE)?;
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("light-reader".into())
+            .spawn(move || run(ep, wake, rx))?;
+        Ok(Handle { tx, wake })
+    }
+
+    fn add(ep: i32, fd: i32, data: u64) -> anyhow::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: data,
+        };
+        // SAFETY: `ev` lives across the call.
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn run(ep: i32, wake: i32, rx: std_mpsc::Receiver<Registration>) {
+        let mut regs: Vec<Option<Registration>> = Vec::new();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut bufs = vec![[0u8; SLOT]; BATCH];
+        let mut iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: SLOT,
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is a valid empty header (no name, no control).
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut work = BytesMut::with_capacity(srtp::BUFFER);
+        let mut swept = Instant::now();
+        loop {
+            // SAFETY: `events` has EVENTS entries.
+            let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), EVENTS as i32, 100) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!(
+                    "light reader: epoll_wait: {}",
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+            for e in &events[..n as usize] {
+                let data = e.u64;
+                if data == WAKE {
+                    let mut b = [0u8; 8];
+                    // SAFETY: reads 8 bytes into a live buffer (resets the eventfd).
+                    unsafe { libc::read(wake, b.as_mut_ptr().cast(), 8) };
+                    while let Ok(r) = rx.try_recv() {
+                        let at = regs.iter().position(Option::is_none).unwrap_or_else(|| {
+                            regs.push(None);
+                            regs.len() - 1
+                        });
+                        if let Err(e) = add(ep, r.sock.as_raw_fd(), at as u64) {
+                            eprintln!("light reader: {e}");
+                            continue;
+                        }
+                        regs[at] = Some(r);
+                    }
+                    continue;
+                }
+                let Some(Some(r)) = regs.get_mut(data as usize) else {
+                    continue;
+                };
+                loop {
+                    // SAFETY: `msgs` points at BATCH live iovecs over `bufs`.
+                    let k = unsafe {
+                        libc::recvmmsg(
+                            r.sock.as_raw_fd(),
+                            msgs.as_mut_ptr(),
+                            BATCH as u32,
+                            libc::MSG_DONTWAIT,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    if k <= 0 {
+                        break;
+                    }
+                    for (m, b) in msgs.iter().zip(&bufs).take(k as usize) {
+                        packet(r, &b[..m.msg_len as usize], &mut work);
+                    }
+                    if (k as usize) < BATCH {
+                        break;
+                    }
+                }
+            }
+            if swept.elapsed() > Duration::from_millis(100) {
+                swept = Instant::now();
+                for slot in regs.iter_mut() {
+                    if slot
+                        .as_ref()
+                        .is_some_and(|r| r.closed.load(Ordering::Relaxed))
+                        && let Some(r) = slot.take()
+                    {
+                        // SAFETY: removes a descriptor we added; the socket closes on drop.
+                        unsafe {
+                            libc::epoll_ctl(
+                                ep,
+                                libc::EPOLL_CTL_DEL,
+                                r.sock.as_raw_fd(),
+                                std::ptr::null_mut(),
+                            )
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// One datagram: RTP is decrypted and timed; anything else (consent answers, RTCP) is not
+    /// read.
+    fn packet(r: &mut Registration, data: &[u8], work: &mut BytesMut) {
+        if data.len() < 2 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
+            return;
+        }
+        work.clear();
+        work.extend_from_slice(data);
+        if r.rtp.unprotect(work).is_ok()
+            && let Some(hl) = srtp::header_len(work)
+        {
+            r.stats.packet(&work[hl..], &r.window);
+        }
+    }
+}
