@@ -198,15 +198,28 @@ impl Server {
                 video,
                 light: true,
             } => {
-                let light = crate::light::start(
-                    out_tx,
-                    ws_rx,
-                    writer,
-                    stats.clone(),
-                    window.clone(),
-                    *video,
-                )
-                .await?;
+                let part = crate::light::Part::Receive {
+                    stats: stats.clone(),
+                    video: *video,
+                };
+                let light =
+                    crate::light::start(out_tx, ws_rx, writer, part, window.clone()).await?;
+                return Ok(Client::Light(light));
+            }
+            Role::Publisher {
+                traffic,
+                streams,
+                sent,
+                window,
+                light: true,
+            } => {
+                let part = crate::light::Part::Send {
+                    traffic: *traffic,
+                    stream: streams.0,
+                    sent: sent.0.clone(),
+                };
+                let light =
+                    crate::light::start(out_tx, ws_rx, writer, part, window.clone()).await?;
                 return Ok(Client::Light(light));
             }
             Role::Subscriber {
@@ -224,6 +237,7 @@ impl Server {
                 streams,
                 sent,
                 window,
+                light: false,
             } => {
                 let mut p = peer::build(None, LOOPBACK).await?;
                 peer::add_senders(

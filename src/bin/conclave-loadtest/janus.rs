@@ -181,6 +181,7 @@ impl Server {
                 streams,
                 sent,
                 window,
+                ..
             } => {
                 let mut p = peer::build(None, self.ice_ip).await?;
                 peer::add_senders(&mut p, &j.identity, traffic, streams, sent, window).await?;

@@ -1,25 +1,34 @@
-//! Light subscribers: a receive-only WebRTC client made of the media plane's own parts, for
-//! loads that one core of webrtc-rs clients cannot receive (`--subscriber-client light`).
+//! Light clients: WebRTC clients made of the media plane's own parts, for loads that one core
+//! of webrtc-rs clients cannot receive (`--client light`): subscribers, and publishers of
+//! audio (a video publisher stays a webrtc-rs one: keyframes on request are its encoder's).
 //!
 //! A webrtc-rs subscriber costs its process more per packet than the plane spends forwarding
 //! it, so at the plane's half-saturation load the client's core, not the server, set the
-//! latency that was measured. A light subscriber is one task with one UDP socket:
+//! latency that was measured; and a webrtc-rs publisher stamps a packet before its interceptor
+//! chain and driver task, whose delays were counted as the server's. A light client is one
+//! task with one UDP socket:
 //!
-//! * it offers receive-only sections (Opus, and VP8 with video), answers the server's later
-//!   offers receive-only (or `inactive` where the server sends nothing), and takes the
-//!   server's ICE credentials, fingerprint and candidate from its descriptions or trickle;
+//! * it offers receive-only sections (Opus, and VP8 with video) or one send-only Opus section,
+//!   answers the server's later offers in kind (or `inactive` where the server sends nothing),
+//!   and takes the server's ICE credentials, fingerprint and candidate from its descriptions
+//!   or trickle;
 //! * it is the ICE controlling agent (the server is ICE-lite): a Binding request with
 //!   USE-CANDIDATE every 50 ms until one is answered, then one every 5 s for consent;
 //! * it is the DTLS client (`rtc`'s endpoint; the server's certificate must match the
 //!   fingerprint of its SDP), and SRTP comes from the same key export the server uses
 //!   ([`conclave::plane::transport::srtp_contexts`]); RTP is decrypted in place in one reused
 //!   buffer ([`conclave::plane::srtp`]), and its payload timed like any subscriber's.
+//! * connected, a subscriber's socket goes to one reader thread for all of them (epoll and
+//!   `recvmmsg`), and a publisher's to a thread of its own that paces its packets and stamps
+//!   each just before it is encrypted and sent.
 //!
-//! It sends no RTCP (no receiver reports or NACKs): on loopback nothing is lost, and the
-//! server's forwarding does not depend on subscribers' reports. Conclave only: Janus offers
-//! first and runs full ICE, which this client does not answer.
+//! It sends no RTCP (no receiver reports or NACKs) and reads none (a publisher's receiver
+//! reports and REMB are left unread): on loopback nothing is lost, and the server's forwarding
+//! does not depend on them. Conclave only: Janus offers first to subscribers and runs full
+//! ICE, which this client does not answer.
 
-use crate::stats::{Subscriber, Window};
+use crate::peer::{Sent, Traffic};
+use crate::stats::{self, Subscriber, Window};
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use conclave::plane::transport::{self, Identity};
@@ -43,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Checks before one is answered.
@@ -56,8 +65,22 @@ const DRAIN: usize = 64;
 /// A running light subscriber; dropping it stops it (and closes its signaling socket).
 pub struct Light {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Tells the reader to close its copy of the socket.
+    /// Tells the reader (or the sending thread) to close its copy of the socket.
     closed: Arc<AtomicBool>,
+    /// Becomes true once DTLS is done.
+    pub connected: watch::Receiver<bool>,
+}
+
+/// What a light client does in its room.
+pub enum Part {
+    /// Receives (audio, and video if `video`), timed into `stats`.
+    Receive { stats: Arc<Subscriber>, video: bool },
+    /// Sends `traffic`'s audio as stream `stream`, counted into `sent`.
+    Send {
+        traffic: Traffic,
+        stream: u16,
+        sent: Arc<Sent>,
+    },
 }
 
 impl Drop for Light {
@@ -79,15 +102,14 @@ fn identity() -> anyhow::Result<&'static Identity> {
     Ok(IDENTITY.get_or_init(|| made))
 }
 
-/// Starts a subscriber whose server messages arrive on `ws_rx` and whose own go to `out`
-/// (the caller has joined the room; the offer is sent here).
+/// Starts a client whose server messages arrive on `ws_rx` and whose own go to `out` (the
+/// caller has joined the room; the offer is sent here).
 pub async fn start<S, E>(
     out: mpsc::UnboundedSender<ClientMessage>,
     ws_rx: S,
     writer: tokio::task::JoinHandle<()>,
-    stats: Arc<Subscriber>,
+    part: Part,
     window: Arc<Window>,
-    video: bool,
 ) -> anyhow::Result<Light>
 where
     S: Stream<Item = Result<WsMessage, E>> + Unpin + Send + 'static,
@@ -98,6 +120,32 @@ where
     let local = sock.local_addr()?;
     let (ufrag, pwd) = credentials();
     let closed = Arc::new(AtomicBool::new(false));
+    let (connected_tx, connected) = watch::channel(false);
+    let sections = match &part {
+        Part::Receive { video, .. } => {
+            let mut v = vec![Offered {
+                kind: "audio",
+                mid: "0".into(),
+                codec: Some((111, "opus/48000/2".into())),
+                direction: Direction::Receive,
+            }];
+            if *video {
+                v.push(Offered {
+                    kind: "video",
+                    mid: "1".into(),
+                    codec: Some((96, "VP8/90000".into())),
+                    direction: Direction::Receive,
+                });
+            }
+            v
+        }
+        Part::Send { .. } => vec![Offered {
+            kind: "audio",
+            mid: "0".into(),
+            codec: Some((111, "opus/48000/2".into())),
+            direction: Direction::Send(rand::random::<u32>() | 1),
+        }],
+    };
     let mut client = Client {
         sock: Some(sock),
         sender: None,
@@ -114,34 +162,27 @@ where
         rtp: None,
         buf: BytesMut::with_capacity(srtp::BUFFER),
         version: 1,
-        stats,
+        send_ssrc: match sections[0].direction {
+            Direction::Send(ssrc) => Some(ssrc),
+            _ => None,
+        },
+        send_pt: None,
+        part,
         window,
         out,
+        connected: connected_tx,
     };
-    let mut sections = vec![Offered {
-        kind: "audio",
-        mid: "0".into(),
-        codec: Some((111, "opus/48000/2".into())),
-        receive: true,
-    }];
-    if video {
-        sections.push(Offered {
-            kind: "video",
-            mid: "1".into(),
-            codec: Some((96, "VP8/90000".into())),
-            receive: true,
-        });
-    }
     let sdp = client.describe(&sections, "actpass");
     client.out.send(ClientMessage::Offer { sdp })?;
     let task = tokio::spawn(async move {
         if let Err(e) = client.run(ws_rx).await {
-            eprintln!("light subscriber: {e:#}");
+            eprintln!("light client: {e:#}");
         }
     });
     Ok(Light {
         tasks: vec![task, writer],
         closed,
+        connected,
     })
 }
 
@@ -197,10 +238,17 @@ impl Remote {
 struct Offered {
     kind: &'static str,
     mid: String,
-    /// The codec it receives there; `None` rejects the section.
+    /// The codec used there; `None` rejects the section.
     codec: Option<(u8, String)>,
-    /// Receive-only; otherwise inactive.
-    receive: bool,
+    direction: Direction,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Receive,
+    /// Send-only, with this SSRC.
+    Send(u32),
+    Inactive,
 }
 
 struct Client {
@@ -219,12 +267,17 @@ struct Client {
     answered: bool,
     next_check: Instant,
     dtls: Option<Endpoint>,
-    rtp: Option<srtp::RtpContext>,
+    /// SRTP for RTP once DTLS is done: ours (protects), the server's (checks).
+    rtp: Option<(srtp::RtpContext, srtp::RtpContext)>,
     buf: BytesMut,
     version: u64,
-    stats: Arc<Subscriber>,
+    /// A publisher's SSRC, and the payload type the server's answer gave its Opus.
+    send_ssrc: Option<u32>,
+    send_pt: Option<u8>,
+    part: Part,
     window: Arc<Window>,
     out: mpsc::UnboundedSender<ClientMessage>,
+    connected: watch::Sender<bool>,
 }
 
 impl Client {
@@ -276,21 +329,50 @@ impl Client {
         }
     }
 
-    /// Connected: the socket and the SRTP context go to the reader thread, which reads every
-    /// connected subscriber's socket with `recvmmsg`; this task keeps signaling and consent.
+    /// Connected: a subscriber's socket and SRTP context go to the reader thread, which reads
+    /// every connected subscriber's socket with `recvmmsg`; a publisher's to its sending
+    /// thread. This task keeps signaling and consent.
     fn hand_off(&mut self) -> anyhow::Result<()> {
-        let (Some(sock), Some(rtp)) = (self.sock.take(), self.rtp.take()) else {
+        let (Some(sock), Some((ours, theirs))) = (self.sock.take(), self.rtp.take()) else {
             return Ok(());
         };
+        let to = self.remote.addr.context("connected without an address")?;
         let sock = sock.into_std()?;
         self.sender = Some(sock.try_clone()?);
-        reader::register(reader::Registration {
-            sock,
-            rtp,
-            stats: self.stats.clone(),
-            window: self.window.clone(),
-            closed: self.closed.clone(),
-        })
+        match &self.part {
+            Part::Receive { stats, .. } => reader::register(reader::Registration {
+                sock,
+                rtp: theirs,
+                stats: stats.clone(),
+                window: self.window.clone(),
+                closed: self.closed.clone(),
+            })?,
+            Part::Send {
+                traffic,
+                stream,
+                sent,
+            } => {
+                let sender = Sender {
+                    sock,
+                    to,
+                    rtp: ours,
+                    pt: self
+                        .send_pt
+                        .context("the answer gave Opus no payload type")?,
+                    ssrc: self.send_ssrc.context("a publisher without an SSRC")?,
+                    traffic: *traffic,
+                    stream: *stream,
+                    sent: sent.clone(),
+                    window: self.window.clone(),
+                    closed: self.closed.clone(),
+                };
+                std::thread::Builder::new()
+                    .name("light-sender".into())
+                    .spawn(move || sender.run())?;
+            }
+        }
+        self.connected.send_replace(true);
+        Ok(())
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -310,7 +392,18 @@ impl Client {
             return Ok(());
         };
         match msg {
-            ServerMessage::Answer { sdp } => self.remote.read(&sdp),
+            ServerMessage::Answer { sdp } => {
+                self.remote.read(&sdp);
+                if self.send_ssrc.is_some()
+                    && let Ok(answer) = sdp::parse_offer(&sdp)
+                {
+                    self.send_pt = answer
+                        .media
+                        .first()
+                        .and_then(|m| m.codecs.iter().find(|(_, c)| c.starts_with("opus/")))
+                        .map(|(pt, _)| *pt);
+                }
+            }
             ServerMessage::Offer { sdp } => {
                 self.remote.read(&sdp);
                 let offer = sdp::parse_offer(&sdp).context("the server's offer")?;
@@ -329,11 +422,17 @@ impl Client {
                             .iter()
                             .find(|(_, c)| c.to_ascii_lowercase() == want)
                             .cloned();
+                        // Our own published section stays send-only.
+                        let direction = match self.send_ssrc {
+                            Some(ssrc) if m.mid == "0" => Direction::Send(ssrc),
+                            _ if m.client_sends => Direction::Receive,
+                            _ => Direction::Inactive,
+                        };
                         Offered {
                             kind,
                             mid: m.mid.clone(),
                             codec: codec.filter(|_| !m.rejected),
-                            receive: m.client_sends,
+                            direction,
                         }
                     })
                     .collect();
@@ -384,8 +483,18 @@ impl Client {
                 pwd = self.pwd,
                 fp = self.identity.fingerprint,
                 mid = m.mid,
-                dir = if m.receive { "recvonly" } else { "inactive" },
+                dir = match m.direction {
+                    Direction::Receive => "recvonly",
+                    Direction::Send(_) => "sendonly",
+                    Direction::Inactive => "inactive",
+                },
             );
+            if let Direction::Send(ssrc) = m.direction {
+                let _ = write!(
+                    s,
+                    "a=msid:light-{ssrc} light-{ssrc}-audio\r\na=ssrc:{ssrc} cname:light-{ssrc}\r\n"
+                );
+            }
             if m.kind == "audio" {
                 let _ = write!(s, "a=fmtp:{pt} minptime=10;useinbandfec=1\r\n");
             }
@@ -402,13 +511,13 @@ impl Client {
             Some(20..=63) => self.dtls_read(data, from)?,
             // RTCP (packet types 192-223 in the second byte) is not read.
             Some(128..=191) if data.len() > 1 && !(192..=223).contains(&data[1]) => {
-                if let Some(ctx) = &mut self.rtp {
+                if let (Some((_, ctx)), Part::Receive { stats, .. }) = (&mut self.rtp, &self.part) {
                     self.buf.clear();
                     self.buf.extend_from_slice(data);
                     if ctx.unprotect(&mut self.buf).is_ok()
                         && let Some(hl) = srtp::header_len(&self.buf)
                     {
-                        self.stats.packet(&self.buf[hl..], &self.window);
+                        stats.packet(&self.buf[hl..], &self.window);
                     }
                 }
             }
@@ -452,7 +561,7 @@ impl Client {
                 .context("DTLS finished without a state")?;
             let c = transport::srtp_contexts(state, &**self.identity.provider())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            self.rtp = Some(c.remote_rtp);
+            self.rtp = Some((c.local_rtp, c.remote_rtp));
         }
         Ok(())
     }
@@ -576,6 +685,62 @@ impl Setter for Raw {
     fn add_to(&self, m: &mut Message) -> rtc::shared::error::Result<()> {
         m.add(self.0, &self.1);
         Ok(())
+    }
+}
+
+/// A light publisher's thread: one Opus-sized packet per period, stamped just before it is
+/// encrypted and sent, until the client is dropped. Late (the core was busy), it catches up
+/// at once, as a browser's audio thread does, but not by more than 100 ms.
+struct Sender {
+    sock: std::net::UdpSocket,
+    to: SocketAddr,
+    rtp: srtp::RtpContext,
+    pt: u8,
+    ssrc: u32,
+    traffic: Traffic,
+    stream: u16,
+    sent: Arc<Sent>,
+    window: Arc<Window>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender {
+    fn run(mut self) {
+        let pps = u64::from(self.traffic.audio_pps.max(1));
+        let period = 1_000_000_000 / pps;
+        let ts_step = (48_000 / pps).max(1) as u32;
+        let size = self.traffic.audio_bytes.clamp(stats::HEADER, 1200);
+        let mut payload = vec![0u8; size];
+        let mut b = BytesMut::with_capacity(srtp::BUFFER);
+        let mut seq: u16 = rand::random();
+        let mut ts: u32 = rand::random();
+        let mut next = stats::now_ns();
+        while !self.closed.load(Ordering::Relaxed) {
+            let now = stats::now_ns();
+            if now < next {
+                std::thread::sleep(Duration::from_nanos(next - now));
+                continue;
+            }
+            next = next.max(now.saturating_sub(100_000_000)) + period;
+            let at = stats::now_ns();
+            // 0x78: an Opus TOC (SILK wideband, 20 ms, one frame).
+            stats::stamp(&mut payload, &[0x78, 0, 0, 0, 0, 0, 0, 0], self.stream, at);
+            b.clear();
+            b.extend_from_slice(&[0x80, self.pt & 0x7f]);
+            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&ts.to_be_bytes());
+            b.extend_from_slice(&self.ssrc.to_be_bytes());
+            b.extend_from_slice(&payload);
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(ts_step);
+            if self.rtp.protect(&mut b).is_err() {
+                eprintln!("light publisher: SRTP refused a packet");
+                return;
+            }
+            // A full send buffer loses the packet; it is counted as sent, so as lost.
+            let _ = self.sock.send_to(&b, self.to);
+            crate::peer::count(&self.sent, &self.window, at);
+        }
     }
 }
 

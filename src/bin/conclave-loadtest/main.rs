@@ -42,7 +42,7 @@ enum Target {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SubscriberClient {
+enum ClientKind {
     Webrtc,
     Light,
 }
@@ -115,16 +115,17 @@ struct Args {
     /// Clients send their ICE candidates before their offer (some clients race them).
     #[arg(long)]
     candidates_first: bool,
-    /// Subscribers' client: `webrtc` (webrtc-rs peer connections, as browsers negotiate) or
-    /// `light` (the plane's own ICE, DTLS and in-place SRTP, several times cheaper per packet,
-    /// for loads one client core of webrtc-rs cannot receive; Conclave only).
+    /// The clients: `webrtc` (webrtc-rs peer connections, as browsers negotiate) or `light`
+    /// (the plane's own ICE, DTLS and in-place SRTP, several times cheaper per packet, for
+    /// loads one client core of webrtc-rs cannot carry; Conclave only). With `light`,
+    /// subscribers and audio-only publishers are light; video publishers stay webrtc-rs.
     #[arg(long, value_enum, default_value = "webrtc")]
-    subscriber_client: SubscriberClient,
+    client: ClientKind,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
     /// Find the server's saturation and measure at half of it (Conclave; use with
-    /// `--subscriber-client light`): the audio rate rises by `--ramp-step` packets/s per
+    /// `--client light`): the audio rate rises by `--ramp-step` packets/s per
     /// publisher until a step loses more than 1% or uses 95% of the server's core; the
     /// capacity is the last clean step's packets per server CPU-second (what the whole core
     /// forwards), and a last run at half of it reports the latency.
@@ -175,6 +176,8 @@ pub enum Role {
         streams: (u16, u16),
         sent: (Arc<Sent>, Arc<Sent>),
         window: Arc<Window>,
+        /// A light client (`crate::light`; audio only) rather than webrtc-rs.
+        light: bool,
     },
     /// Receives every publisher of the room.
     Subscriber {
@@ -286,9 +289,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::of(&args);
-    if args.subscriber_client == SubscriberClient::Light && args.target != Target::Conclave {
+    if args.client == ClientKind::Light && args.target != Target::Conclave {
         anyhow::bail!(
-            "--subscriber-client light runs against Conclave only (Janus offers first and runs full ICE)"
+            "--client light runs against Conclave only (Janus offers first and runs full ICE)"
         );
     }
     let targets: Vec<Target> = match args.target {
@@ -314,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         r["target"] = json!(name);
         r["preset"] = json!(format!("{:?}", args.preset));
         r["round"] = json!(i / if args.target == Target::Both { 2 } else { 1 });
-        r["subscriber_client"] = json!(format!("{:?}", args.subscriber_client).to_lowercase());
+        r["client"] = json!(format!("{:?}", args.client).to_lowercase());
         if let Some(max) = args.max_join_p95_ms
             && r["join_ms"]["p95"].as_f64().unwrap_or(f64::MAX) > max
         {
@@ -394,7 +397,7 @@ async fn saturation(args: &Args, base: Scenario) -> anyhow::Result<()> {
     let r = conclave_once(args, half, steps.len()).await?;
     let out = json!({
         "saturation": {
-            "subscriber_client": format!("{:?}", args.subscriber_client).to_lowercase(),
+            "client": format!("{:?}", args.client).to_lowercase(),
             "scenario": r["scenario"],
             "steps": steps,
             "capacity_per_cpu_second": capacity,
@@ -532,6 +535,7 @@ async fn run_once(
                         streams: (idx * 2, idx * 2 + 1),
                         sent: (a, v),
                         window: window.clone(),
+                        light: args.client == ClientKind::Light && s.traffic.video_bps == 0,
                     },
                     feeds: Vec::new(),
                     candidates_first: args.candidates_first,
@@ -546,14 +550,10 @@ async fn run_once(
     // Publishers connected and sending before anyone subscribes.
     let deadline = Instant::now() + Duration::from_secs(20);
     for p in &peers {
-        let Some(mut st) = p.state() else { continue };
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(
-            left,
-            st.wait_for(|x| *x == webrtc::peer_connection::RTCPeerConnectionState::Connected),
-        )
-        .await
-        .context("a publisher did not connect within 20 s")??;
+        tokio::time::timeout(left, p.connected())
+            .await
+            .context("a publisher did not connect within 20 s")??;
     }
     pb.set_message("joining subscribers");
     let mut subs: Vec<Arc<Subscriber>> = Vec::new();
@@ -574,7 +574,7 @@ async fn run_once(
                     stats,
                     window: window.clone(),
                     video: s.traffic.video_bps > 0,
-                    light: args.subscriber_client == SubscriberClient::Light,
+                    light: args.client == ClientKind::Light,
                 },
                 feeds: feeds[room].clone(),
                 candidates_first: args.candidates_first,

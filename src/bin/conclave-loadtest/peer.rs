@@ -92,18 +92,24 @@ pub enum Client {
     /// webrtc-rs, as the tests and every publisher use.
     Webrtc(Peer),
     /// The plane's parts as a receive-only client.
-    Light(
-        #[allow(dead_code, reason = "held: dropping it stops the subscriber")] crate::light::Light,
-    ),
+    Light(crate::light::Light),
 }
 
 impl Client {
-    /// The webrtc-rs connection's state (a light subscriber has none to wait on).
-    pub fn state(&self) -> Option<watch::Receiver<RTCPeerConnectionState>> {
+    /// Waits until the client is connected (ICE and DTLS done).
+    pub async fn connected(&self) -> anyhow::Result<()> {
         match self {
-            Client::Webrtc(p) => Some(p.state.clone()),
-            Client::Light(_) => None,
+            Client::Webrtc(p) => {
+                let mut st = p.state.clone();
+                st.wait_for(|x| *x == RTCPeerConnectionState::Connected)
+                    .await?;
+            }
+            Client::Light(l) => {
+                let mut c = l.connected.clone();
+                c.wait_for(|x| *x).await?;
+            }
         }
+        Ok(())
     }
 
     /// Leaves as a client does (a light subscriber's socket closes when it is dropped).
@@ -385,7 +391,8 @@ async fn send(
     }
 }
 
-fn count(sent: &Sent, window: &Window, at: u64) {
+/// Counts one packet sent at `at`.
+pub fn count(sent: &Sent, window: &Window, at: u64) {
     sent.total.fetch_add(1, Ordering::Relaxed);
     if window.contains(at) {
         sent.in_window.fetch_add(1, Ordering::Relaxed);
