@@ -770,6 +770,35 @@ mod reader {
     const BATCH: usize = 32;
     const EVENTS: usize = 256;
     const SLOT: usize = 2048;
+    const CTRL: usize = 64;
+
+    /// CLOCK_REALTIME minus [`stats::now_ns`], read back to back: kernel receive timestamps
+    /// are on the first clock, send stamps on the second. (A run lasts seconds; the two do
+    /// not drift apart by microseconds in that time.)
+    fn realtime_minus_now_ns() -> u64 {
+        let now = stats::now_ns();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        real.saturating_sub(now)
+    }
+
+    /// The SCM_TIMESTAMPNS of a received message, in ns since the Unix epoch.
+    fn queued_ns(h: &libc::msghdr) -> Option<u64> {
+        // SAFETY: walks the control messages the kernel wrote within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
 
     /// Hands a socket to the reader (started on first use).
     pub fn register(r: Registration) -> anyhow::Result<()> {
@@ -834,8 +863,11 @@ mod reader {
                 h
             })
             .collect();
+        // Control space per message for one SCM_TIMESTAMPNS (u64s keep it aligned).
+        let mut ctrl = vec![[0u64; CTRL / 8]; BATCH];
         let mut work = BytesMut::with_capacity(srtp::BUFFER);
         let mut swept = Instant::now();
+        let offset = realtime_minus_now_ns();
         loop {
             // SAFETY: `events` has EVENTS entries.
             let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), EVENTS as i32, 100) };
@@ -860,6 +892,18 @@ mod reader {
                             regs.push(None);
                             regs.len() - 1
                         });
+                        let on: libc::c_int = 1;
+                        // SAFETY: sets an int option from a live value. Failing, packets
+                        // simply come without a kernel timestamp.
+                        unsafe {
+                            libc::setsockopt(
+                                r.sock.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_TIMESTAMPNS,
+                                (&on as *const libc::c_int).cast(),
+                                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                            )
+                        };
                         if let Err(e) = add(ep, r.sock.as_raw_fd(), at as u64) {
                             eprintln!("light reader: {e}");
                             continue;
@@ -872,7 +916,12 @@ mod reader {
                     continue;
                 };
                 loop {
-                    // SAFETY: `msgs` points at BATCH live iovecs over `bufs`.
+                    for (m, c) in msgs.iter_mut().zip(ctrl.iter_mut()) {
+                        m.msg_hdr.msg_control = c.as_mut_ptr().cast();
+                        m.msg_hdr.msg_controllen = CTRL as _;
+                    }
+                    // SAFETY: `msgs` points at BATCH live iovecs over `bufs` and BATCH live
+                    // control buffers of CTRL bytes.
                     let k = unsafe {
                         libc::recvmmsg(
                             r.sock.as_raw_fd(),
@@ -886,7 +935,8 @@ mod reader {
                         break;
                     }
                     for (m, b) in msgs.iter().zip(&bufs).take(k as usize) {
-                        packet(r, &b[..m.msg_len as usize], &mut work);
+                        let queued = queued_ns(&m.msg_hdr).map(|t| t.saturating_sub(offset));
+                        packet(r, &b[..m.msg_len as usize], &mut work, queued);
                     }
                     if (k as usize) < BATCH {
                         break;
@@ -918,7 +968,7 @@ mod reader {
 
     /// One datagram: RTP is decrypted and timed; anything else (consent answers, RTCP) is not
     /// read.
-    fn packet(r: &mut Registration, data: &[u8], work: &mut BytesMut) {
+    fn packet(r: &mut Registration, data: &[u8], work: &mut BytesMut, queued: Option<u64>) {
         if data.len() < 2 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
             return;
         }
@@ -927,7 +977,7 @@ mod reader {
         if r.rtp.unprotect(work).is_ok()
             && let Some(hl) = srtp::header_len(work)
         {
-            r.stats.packet(&work[hl..], &r.window);
+            r.stats.packet_at(&work[hl..], &r.window, queued);
         }
     }
 }

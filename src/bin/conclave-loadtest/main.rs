@@ -369,7 +369,7 @@ async fn saturation(args: &Args, base: Scenario) -> anyhow::Result<()> {
             "audio_pps": r["scenario"]["audio_pps"], "delivered_per_second": r["delivered_per_second"],
             "loss": r["loss"], "server_cpu_cores": r["server"]["cpu_cores"],
             "client_cpu_cores": r["client_cpu_cores"], "packets_per_cpu_second": r["packets_per_cpu_second"],
-            "latency_ms": r["latency_ms"],
+            "latency_ms": r["latency_ms"], "latency_socket_ms": r["latency_socket_ms"],
         })
     };
     let mut steps = Vec::new();
@@ -403,7 +403,8 @@ async fn saturation(args: &Args, base: Scenario) -> anyhow::Result<()> {
             "capacity_per_cpu_second": capacity,
             "half_load": {
                 "delivered_per_second": r["delivered_per_second"], "loss": r["loss"],
-                "latency_ms": r["latency_ms"], "server_cpu_cores": r["server"]["cpu_cores"],
+                "latency_ms": r["latency_ms"], "latency_socket_ms": r["latency_socket_ms"],
+                "server_cpu_cores": r["server"]["cpu_cores"],
                 "client_cpu_cores": r["client_cpu_cores"],
             },
         }
@@ -619,15 +620,17 @@ async fn run_once(
     let secs = window.length().as_secs_f64();
     let cpu = after.cpu_secs - before.cpu_secs;
     let mut latency = Histogram::default();
+    let mut latency_socket = Histogram::default();
     let mut received = 0u64;
     let mut received_video = 0u64;
     let mut foreign = 0u64;
     for x in &subs {
-        let (r, v, f, h) = x.take();
+        let (r, v, f, h, hs) = x.take();
         received += r;
         received_video += v;
         foreign += f;
         latency.merge(&h);
+        latency_socket.merge(&hs);
     }
     // Expected: every packet its room's publishers sent inside the window, once per subscriber.
     let mut expected = 0u64;
@@ -675,6 +678,12 @@ async fn run_once(
         "loss_video": loss(received_video, expected_video),
         "latency_ms": {
             "p50": latency.quantile_ms(0.50), "p99": latency.quantile_ms(0.99), "max": latency.max_ms(),
+        },
+        // Light subscribers: send to the kernel queueing the packet to the subscriber's socket,
+        // i.e. without the client's own scheduling delay (0 when not measured).
+        "latency_socket_ms": {
+            "p50": latency_socket.quantile_ms(0.50), "p99": latency_socket.quantile_ms(0.99),
+            "max": latency_socket.max_ms(), "packets": latency_socket.count(),
         },
         "packets_per_cpu_second": if cpu > 0.0 { received as f64 / cpu } else { 0.0 },
         // This tool's own cost: near 1.0 means the client, not the server, may set latency.

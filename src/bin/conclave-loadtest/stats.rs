@@ -163,6 +163,9 @@ struct SubscriberInner {
     /// Packets of other kinds or without the tool's header.
     foreign: u64,
     latency: Histogram,
+    /// Send to the moment the packet was queued to the subscriber's socket (kernel
+    /// timestamp; light subscribers only): the latency without the client's own scheduling.
+    latency_socket: Histogram,
 }
 
 impl Subscriber {
@@ -172,6 +175,11 @@ impl Subscriber {
     }
     /// Records one arriving packet.
     pub fn packet(&self, payload: &[u8], window: &Window) {
+        self.packet_at(payload, window, None);
+    }
+    /// Records one arriving packet that the kernel queued to the socket at `queued_ns` (on
+    /// the [`now_ns`] clock), if known.
+    pub fn packet_at(&self, payload: &[u8], window: &Window, queued_ns: Option<u64>) {
         let arrived = now_ns();
         let mut g = self.inner.lock().unwrap();
         if g.first_media.is_none() {
@@ -186,6 +194,9 @@ impl Subscriber {
                 g.received += 1;
                 g.received_video += u64::from(stream % 2 == 1);
                 g.latency.record(arrived.saturating_sub(sent) / 1000);
+                if let Some(q) = queued_ns {
+                    g.latency_socket.record(q.saturating_sub(sent) / 1000);
+                }
             }
             Some(_) => {}
             None => g.foreign += 1,
@@ -206,10 +217,17 @@ impl Subscriber {
         let g = self.inner.lock().unwrap();
         g.first_media.is_some() && (!video || g.first_video.is_some())
     }
-    /// Received in the window (all, video), foreign packets, and the latency histogram.
-    pub fn take(&self) -> (u64, u64, u64, Histogram) {
+    /// Received in the window (all, video), foreign packets, and the latency histograms
+    /// (arrival in the client, queued to its socket).
+    pub fn take(&self) -> (u64, u64, u64, Histogram, Histogram) {
         let g = self.inner.lock().unwrap();
-        (g.received, g.received_video, g.foreign, g.latency.clone())
+        (
+            g.received,
+            g.received_video,
+            g.foreign,
+            g.latency.clone(),
+            g.latency_socket.clone(),
+        )
     }
 }
 
