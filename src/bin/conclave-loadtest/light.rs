@@ -243,7 +243,7 @@ struct Offered {
     direction: Direction,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direction {
     Receive,
     /// Send-only, with this SSRC.
@@ -407,35 +407,7 @@ impl Client {
             ServerMessage::Offer { sdp } => {
                 self.remote.read(&sdp);
                 let offer = sdp::parse_offer(&sdp).context("the server's offer")?;
-                let sections: Vec<Offered> = offer
-                    .media
-                    .iter()
-                    .map(|m| {
-                        let kind = if m.kind == "video" { "video" } else { "audio" };
-                        let want = if kind == "video" {
-                            "vp8/90000"
-                        } else {
-                            "opus/48000/2"
-                        };
-                        let codec = m
-                            .codecs
-                            .iter()
-                            .find(|(_, c)| c.to_ascii_lowercase() == want)
-                            .cloned();
-                        // Our own published section stays send-only.
-                        let direction = match self.send_ssrc {
-                            Some(ssrc) if m.mid == "0" => Direction::Send(ssrc),
-                            _ if m.client_sends => Direction::Receive,
-                            _ => Direction::Inactive,
-                        };
-                        Offered {
-                            kind,
-                            mid: m.mid.clone(),
-                            codec: codec.filter(|_| !m.rejected),
-                            direction,
-                        }
-                    })
-                    .collect();
+                let sections = answer_sections(&offer, self.send_ssrc);
                 let sdp = self.describe(&sections, "active");
                 self.out.send(ClientMessage::Answer { sdp })?;
             }
@@ -451,55 +423,18 @@ impl Client {
     /// A description of `sections` with our credentials (`setup` is `actpass` in an offer,
     /// `active` in an answer).
     fn describe(&mut self, sections: &[Offered], setup: &str) -> String {
-        let mut s = String::with_capacity(1024);
-        let _ = write!(
-            s,
-            "v=0\r\no=- {id} {v} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE",
-            id = self.tiebreaker >> 2,
-            v = self.version
-        );
         self.version += 1;
-        for m in sections.iter().filter(|m| m.codec.is_some()) {
-            let _ = write!(s, " {}", m.mid);
-        }
-        s.push_str("\r\na=msid-semantic: WMS\r\n");
-        for m in sections {
-            let Some((pt, codec)) = &m.codec else {
-                let _ = write!(
-                    s,
-                    "m={} 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\n",
-                    m.kind, m.mid
-                );
-                continue;
-            };
-            let _ = write!(
-                s,
-                "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
-                 a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n\
-                 a=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=mid:{mid}\r\n\
-                 a={dir}\r\na=rtcp-mux\r\na=rtpmap:{pt} {codec}\r\n",
-                kind = m.kind,
-                ufrag = self.ufrag,
-                pwd = self.pwd,
-                fp = self.identity.fingerprint,
-                mid = m.mid,
-                dir = match m.direction {
-                    Direction::Receive => "recvonly",
-                    Direction::Send(_) => "sendonly",
-                    Direction::Inactive => "inactive",
-                },
-            );
-            if let Direction::Send(ssrc) = m.direction {
-                let _ = write!(
-                    s,
-                    "a=msid:light-{ssrc} light-{ssrc}-audio\r\na=ssrc:{ssrc} cname:light-{ssrc}\r\n"
-                );
-            }
-            if m.kind == "audio" {
-                let _ = write!(s, "a=fmtp:{pt} minptime=10;useinbandfec=1\r\n");
-            }
-        }
-        s
+        describe(
+            &Local {
+                ufrag: &self.ufrag,
+                pwd: &self.pwd,
+                fingerprint: &self.identity.fingerprint,
+                session: self.tiebreaker >> 2,
+                version: self.version - 1,
+            },
+            sections,
+            setup,
+        )
     }
 
     fn datagram(&mut self, data: &[u8], from: SocketAddr) -> anyhow::Result<()> {
@@ -669,6 +604,103 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// What our descriptions carry besides their sections.
+struct Local<'a> {
+    ufrag: &'a str,
+    pwd: &'a str,
+    fingerprint: &'a str,
+    session: u64,
+    version: u64,
+}
+
+/// Our answer's sections for a server offer: each offered section answered in kind (receive
+/// where the server sends, our own published section `mid 0` send-only, else inactive), with
+/// the offer's payload type for Opus or VP8; a section without either, or rejected, is
+/// rejected.
+fn answer_sections(offer: &sdp::Offer, send_ssrc: Option<u32>) -> Vec<Offered> {
+    offer
+        .media
+        .iter()
+        .map(|m| {
+            let kind = if m.kind == "video" { "video" } else { "audio" };
+            let want = if kind == "video" {
+                "vp8/90000"
+            } else {
+                "opus/48000/2"
+            };
+            let codec = m
+                .codecs
+                .iter()
+                .find(|(_, c)| c.to_ascii_lowercase() == want)
+                .cloned();
+            let direction = match send_ssrc {
+                Some(ssrc) if m.mid == "0" => Direction::Send(ssrc),
+                _ if m.client_sends => Direction::Receive,
+                _ => Direction::Inactive,
+            };
+            Offered {
+                kind,
+                mid: m.mid.clone(),
+                codec: codec.filter(|_| !m.rejected),
+                direction,
+            }
+        })
+        .collect()
+}
+
+/// An SDP offer or answer of `sections`: one BUNDLE group of the sections not rejected,
+/// rtcp-mux, our ICE credentials and fingerprint in each section.
+fn describe(local: &Local<'_>, sections: &[Offered], setup: &str) -> String {
+    let mut s = String::with_capacity(1024);
+    let _ = write!(
+        s,
+        "v=0\r\no=- {id} {v} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE",
+        id = local.session,
+        v = local.version
+    );
+    for m in sections.iter().filter(|m| m.codec.is_some()) {
+        let _ = write!(s, " {}", m.mid);
+    }
+    s.push_str("\r\na=msid-semantic: WMS\r\n");
+    for m in sections {
+        let Some((pt, codec)) = &m.codec else {
+            let _ = write!(
+                s,
+                "m={} 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:{}\r\n",
+                m.kind, m.mid
+            );
+            continue;
+        };
+        let _ = write!(
+            s,
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
+             a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n\
+             a=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=mid:{mid}\r\n\
+             a={dir}\r\na=rtcp-mux\r\na=rtpmap:{pt} {codec}\r\n",
+            kind = m.kind,
+            ufrag = local.ufrag,
+            pwd = local.pwd,
+            fp = local.fingerprint,
+            mid = m.mid,
+            dir = match m.direction {
+                Direction::Receive => "recvonly",
+                Direction::Send(_) => "sendonly",
+                Direction::Inactive => "inactive",
+            },
+        );
+        if let Direction::Send(ssrc) = m.direction {
+            let _ = write!(
+                s,
+                "a=msid:light-{ssrc} light-{ssrc}-audio\r\na=ssrc:{ssrc} cname:light-{ssrc}\r\n"
+            );
+        }
+        if m.kind == "audio" {
+            let _ = write!(s, "a=fmtp:{pt} minptime=10;useinbandfec=1\r\n");
+        }
+    }
+    s
 }
 
 async fn recv(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -979,5 +1011,132 @@ mod reader {
         {
             r.stats.packet_at(&work[hl..], &r.window, queued);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "AB:CD:EF";
+
+    fn local() -> Local<'static> {
+        Local {
+            ufrag: "abcdefgh",
+            pwd: "0123456789012345678901234",
+            fingerprint: FP,
+            session: 42,
+            version: 1,
+        }
+    }
+
+    fn receiving(kind: &'static str, mid: &str, codec: (u8, &str)) -> Offered {
+        Offered {
+            kind,
+            mid: mid.into(),
+            codec: Some((codec.0, codec.1.into())),
+            direction: Direction::Receive,
+        }
+    }
+
+    #[test]
+    fn the_plane_reads_a_light_subscribers_offer_as_receive_only() {
+        let sdp = describe(
+            &local(),
+            &[
+                receiving("audio", "0", (111, "opus/48000/2")),
+                receiving("video", "1", (96, "VP8/90000")),
+            ],
+            "actpass",
+        );
+        let offer = sdp::parse_offer(&sdp).unwrap();
+        assert_eq!(offer.fingerprint, FP);
+        let got: Vec<_> = offer
+            .media
+            .iter()
+            .map(|m| {
+                (
+                    m.kind.as_str(),
+                    m.mid.as_str(),
+                    m.codecs[0].1.as_str(),
+                    m.client_sends,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("audio", "0", "opus/48000/2", false),
+                ("video", "1", "VP8/90000", false)
+            ]
+        );
+        assert!(sdp.contains("a=group:BUNDLE 0 1\r\n"));
+        assert!(sdp.contains("a=ice-ufrag:abcdefgh\r\n"));
+    }
+
+    #[test]
+    fn a_light_publisher_offers_one_send_only_opus_section_with_its_ssrc() {
+        let sdp = describe(
+            &local(),
+            &[Offered {
+                direction: Direction::Send(77),
+                ..receiving("audio", "0", (111, "opus/48000/2"))
+            }],
+            "actpass",
+        );
+        let offer = sdp::parse_offer(&sdp).unwrap();
+        assert!(offer.media[0].client_sends);
+        assert!(sdp.contains("a=ssrc:77 cname:light-77\r\n"));
+    }
+
+    /// A server offer as the plane writes one: the client's published section, a track the
+    /// server sends, one it stopped, one whose codec the client does not take.
+    const SERVER_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
+        a=group:BUNDLE 0 1 3\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=ice-ufrag:srvufrag\r\na=ice-pwd:srvpassword0123456789012\r\n\
+        a=fingerprint:sha-256 11:22:33\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtpmap:109 opus/48000/2\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:1\r\na=sendonly\r\na=rtpmap:98 VP8/90000\r\n\
+        m=audio 0 UDP/TLS/RTP/SAVPF 109\r\na=mid:2\r\na=inactive\r\na=rtpmap:109 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:3\r\na=sendonly\r\na=rtpmap:102 H264/90000\r\n";
+
+    #[test]
+    fn a_server_offer_is_answered_in_kind_and_its_transport_is_read() {
+        let offer = sdp::parse_offer(SERVER_OFFER).unwrap();
+        let answer = answer_sections(&offer, Some(5));
+        let got: Vec<_> = answer
+            .iter()
+            .map(|m| (m.mid.as_str(), m.codec.as_ref().map(|c| c.0), m.direction))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0", Some(109), Direction::Send(5)),
+                ("1", Some(98), Direction::Receive),
+                ("2", None, Direction::Inactive),
+                ("3", None, Direction::Receive),
+            ]
+        );
+        let sdp = describe(&local(), &answer, "active");
+        assert!(sdp.contains("a=group:BUNDLE 0 1\r\n"), "{sdp}");
+        assert!(sdp.contains("m=audio 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n"));
+        // What the plane reads back of our answer.
+        let back = sdp::parse_offer(&sdp).unwrap();
+        assert_eq!(back.media.len(), 4);
+        assert!(back.media[2].rejected && back.media[3].rejected);
+        assert!(back.media[0].client_sends && !back.media[1].client_sends);
+
+        let mut r = Remote::default();
+        r.read(SERVER_OFFER);
+        assert_eq!(r.ufrag, "srvufrag");
+        assert_eq!(r.pwd, "srvpassword0123456789012");
+        assert_eq!(r.fingerprint, "11:22:33");
+        assert_eq!(r.addr, Some("127.0.0.1:40000".parse().unwrap()));
+        // A trickled candidate does not replace the first one; a TCP one is not taken.
+        r.candidate("candidate:2 1 udp 1 127.0.0.1 40001 typ host");
+        assert_eq!(r.addr.unwrap().port(), 40000);
+        let mut t = Remote::default();
+        t.candidate("candidate:1 1 tcp 1 127.0.0.1 9 typ host tcptype active");
+        assert_eq!(t.addr, None);
     }
 }
