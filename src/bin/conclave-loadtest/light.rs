@@ -779,7 +779,7 @@ impl Sender {
 /// The one thread that reads every connected light subscriber's socket: level-triggered
 /// epoll, then `recvmmsg` per ready socket (one system call per batch, none to find a socket
 /// empty), decrypting in one reused buffer. It runs on the tool's core like everything else.
-mod reader {
+pub mod reader {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::sync::mpsc as std_mpsc;
@@ -803,6 +803,14 @@ mod reader {
     const EVENTS: usize = 256;
     const SLOT: usize = 2048;
     const CTRL: usize = 64;
+    /// `--read-every-us`: while packets keep coming, the reader sleeps this long between
+    /// reads instead of waiting in epoll (0, the default: it waits, woken per arrival, as an
+    /// application does). On loopback the server's core runs the receiving side's kernel
+    /// path, so a reader woken per arrival makes it pay a wake-up per packet that a client on
+    /// another machine never costs it; a cadence removes most of that. Arrival is still timed
+    /// at the kernel's socket timestamp (`latency_socket_ms`); user-space latency includes
+    /// the wait.
+    pub static READ_EVERY_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
     /// CLOCK_REALTIME minus [`stats::now_ns`], read back to back: kernel receive timestamps
     /// are on the first clock, send stamps on the second. (A run lasts seconds; the two do
@@ -875,6 +883,7 @@ mod reader {
     }
 
     fn run(ep: i32, wake: i32, rx: std_mpsc::Receiver<Registration>) {
+        let read_every = Duration::from_micros(READ_EVERY_US.load(Ordering::Relaxed));
         let mut regs: Vec<Option<Registration>> = Vec::new();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let mut bufs = vec![[0u8; SLOT]; BATCH];
@@ -900,9 +909,15 @@ mod reader {
         let mut work = BytesMut::with_capacity(srtp::BUFFER);
         let mut swept = Instant::now();
         let offset = realtime_minus_now_ns();
+        let mut busy = false;
         loop {
+            if busy && read_every > Duration::ZERO {
+                // Busy: read on a cadence rather than be woken per arrival (see READ_EVERY).
+                std::thread::sleep(read_every);
+            }
             // SAFETY: `events` has EVENTS entries.
             let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), EVENTS as i32, 100) };
+            busy = n > 0;
             if n < 0 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;

@@ -131,6 +131,10 @@ struct Args {
     /// forwards), and a last run at half of it reports the latency.
     #[arg(long)]
     saturation: bool,
+    /// Light subscribers, under load, read every this many µs instead of being woken per
+    /// arrival (see `light::reader::READ_EVERY_US`; 0 waits).
+    #[arg(long, default_value_t = 0)]
+    read_every_us: u64,
     /// Packets/s per publisher added per ramp step (`--saturation`).
     #[arg(long, default_value_t = 500)]
     ramp_step: u32,
@@ -289,6 +293,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::of(&args);
+    light::reader::READ_EVERY_US.store(args.read_every_us, Ordering::Relaxed);
     if args.client == ClientKind::Light && args.target != Target::Conclave {
         anyhow::bail!(
             "--client light runs against Conclave only (Janus offers first and runs full ICE)"
