@@ -721,8 +721,10 @@ impl Setter for Raw {
 }
 
 /// A light publisher's thread: one Opus-sized packet per period, stamped just before it is
-/// encrypted and sent, until the client is dropped. Late (the core was busy), it catches up
-/// at once, as a browser's audio thread does, but not by more than 100 ms.
+/// encrypted and sent, until the client is dropped. Late by a period or more (the tool's core
+/// was busy), it skips the missed packets rather than send them in a burst: a burst of N
+/// packets into 200 subscribers queues in the server for N times its fan-out time, which
+/// measured the tool's stall, not the server (docs/performance.md, "Light clients").
 struct Sender {
     sock: std::net::UdpSocket,
     to: SocketAddr,
@@ -753,8 +755,17 @@ impl Sender {
                 std::thread::sleep(Duration::from_nanos(next - now));
                 continue;
             }
-            next = next.max(now.saturating_sub(100_000_000)) + period;
+            let late = now - next;
+            // Late by a whole period or more (this tool's core was busy): the missed packets
+            // are not sent in a burst, the cadence resumes from now.
+            next = if late >= period { now } else { next } + period;
             let at = stats::now_ns();
+            if late > 1_000_000 && self.window.contains(at) {
+                self.sent.late.fetch_add(1, Ordering::Relaxed);
+                self.sent
+                    .late_max_us
+                    .fetch_max(late / 1000, Ordering::Relaxed);
+            }
             // 0x78: an Opus TOC (SILK wideband, 20 ms, one frame).
             stats::stamp(&mut payload, &[0x78, 0, 0, 0, 0, 0, 0, 0], self.stream, at);
             b.clear();

@@ -691,6 +691,12 @@ async fn run_once(
             "max": latency_socket.max_ms(), "packets": latency_socket.count(),
         },
         "packets_per_cpu_second": if cpu > 0.0 { received as f64 / cpu } else { 0.0 },
+        // Light publishers: packets of the window sent over 1 ms late (this tool's core was
+        // busy), which the server then receives in a burst.
+        "publisher_late": {
+            "packets": sent.iter().map(|x| x.late.load(Ordering::Relaxed)).sum::<u64>(),
+            "max_ms": sent.iter().map(|x| x.late_max_us.load(Ordering::Relaxed)).max().unwrap_or(0) as f64 / 1000.0,
+        },
         // This tool's own cost: near 1.0 means the client, not the server, may set latency.
         "client_cpu_cores": (client_after.cpu_secs - client_before.cpu_secs) / secs,
         "server": {

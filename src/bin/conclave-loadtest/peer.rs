@@ -41,6 +41,10 @@ pub struct Sent {
     pub in_window: AtomicU64,
     /// Packets sent in all.
     pub total: AtomicU64,
+    /// Light publishers: packets of the window sent more than 1 ms after their time (the
+    /// client's core was busy), and the latest one's lateness in µs.
+    pub late: AtomicU64,
+    pub late_max_us: AtomicU64,
 }
 
 struct Handler {
