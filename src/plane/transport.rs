@@ -223,6 +223,47 @@ pub fn srtp_contexts(
     })
 }
 
+/// The DTLS configuration of one handshake with `identity`'s certificate: the server's
+/// (`client_of` is `None`; the client must present a certificate) or, as the client of
+/// `client_of`, the load tool's light clients'. Either way the peer's certificate must hash
+/// to `remote_fingerprint` (its SDP's sha-256 `a=fingerprint`), and both SRTP profiles and the
+/// extended master secret are required.
+pub fn dtls_config(
+    identity: &Identity,
+    remote_fingerprint: &str,
+    client_of: Option<SocketAddr>,
+) -> Result<rtc::dtls::config::HandshakeConfig, TransportError> {
+    let expected = remote_fingerprint.to_ascii_lowercase();
+    let verify_provider = identity.provider.clone();
+    let mut builder = ConfigBuilder::default()
+        .with_crypto_provider(identity.provider.clone())
+        .with_certificates(vec![identity.certificate.clone()])
+        .with_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ])
+        .with_insecure_skip_verify(true)
+        .with_verify_peer_certificate(Some(Arc::new(move |certs: &[Vec<u8>], _| {
+            let Some(first) = certs.first() else {
+                return Err(rtc::shared::error::Error::ErrNonCertificate);
+            };
+            let got = sha256_fingerprint(&*verify_provider, first)
+                .map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
+            if got.to_ascii_lowercase() == expected {
+                Ok(())
+            } else {
+                Err(rtc::shared::error::Error::ErrNoMatchingCertificateFingerprint)
+            }
+        })))
+        .with_extended_master_secret(ExtendedMasterSecretType::Require);
+    if client_of.is_none() {
+        builder = builder.with_client_auth(ClientAuthType::RequireAnyClientCert);
+    }
+    builder
+        .build(client_of.is_some(), client_of)
+        .map_err(|e| TransportError::Crypto(e.to_string()))
+}
+
 /// One client's ICE-lite + DTLS + SRTP state.
 pub struct Transport {
     local_addr: SocketAddr,
@@ -254,33 +295,8 @@ impl Transport {
         local_addr: SocketAddr,
         now: Instant,
     ) -> Result<Self, TransportError> {
-        let expected = credentials.remote_fingerprint.to_ascii_lowercase();
         let provider = identity.provider.clone();
-        let verify_provider = provider.clone();
-        let config = ConfigBuilder::default()
-            .with_crypto_provider(provider.clone())
-            .with_certificates(vec![identity.certificate.clone()])
-            .with_srtp_protection_profiles(vec![
-                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
-                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
-            ])
-            .with_client_auth(ClientAuthType::RequireAnyClientCert)
-            .with_insecure_skip_verify(true)
-            .with_verify_peer_certificate(Some(Arc::new(move |certs: &[Vec<u8>], _| {
-                let Some(first) = certs.first() else {
-                    return Err(rtc::shared::error::Error::ErrNonCertificate);
-                };
-                let got = sha256_fingerprint(&*verify_provider, first)
-                    .map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
-                if got.to_ascii_lowercase() == expected {
-                    Ok(())
-                } else {
-                    Err(rtc::shared::error::Error::ErrNoMatchingCertificateFingerprint)
-                }
-            })))
-            .with_extended_master_secret(ExtendedMasterSecretType::Require)
-            .build(false, None)
-            .map_err(|e| TransportError::Crypto(e.to_string()))?;
+        let config = dtls_config(identity, &credentials.remote_fingerprint, None)?;
         Ok(Transport {
             local_addr,
             credentials,

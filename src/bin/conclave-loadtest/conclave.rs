@@ -191,42 +191,45 @@ impl Server {
             ServerMessage::Joined { .. } => {}
             other => bail!("expected joined, got {other:?}"),
         }
-        let mut peer = match &j.role {
+        let light = match &j.role {
             Role::Subscriber {
                 stats,
                 window,
                 video,
                 light: true,
-            } => {
-                let part = crate::light::Part::Receive {
+            } => Some((
+                crate::light::Part::Receive {
                     stats: stats.clone(),
                     video: *video,
-                };
-                let light =
-                    crate::light::start(out_tx, ws_rx, writer, part, window.clone()).await?;
-                return Ok(Client::Light(light));
-            }
+                },
+                window,
+            )),
             Role::Publisher {
                 traffic,
                 streams,
                 sent,
                 window,
                 light: true,
-            } => {
-                let part = crate::light::Part::Send {
+            } => Some((
+                crate::light::Part::Send {
                     traffic: *traffic,
                     stream: streams.0,
                     sent: sent.0.clone(),
-                };
-                let light =
-                    crate::light::start(out_tx, ws_rx, writer, part, window.clone()).await?;
-                return Ok(Client::Light(light));
-            }
+                },
+                window,
+            )),
+            _ => None,
+        };
+        if let Some((part, window)) = light {
+            let light = crate::light::start(out_tx, ws_rx, writer, part, window.clone()).await?;
+            return Ok(Client::Light(light));
+        }
+        let mut peer = match &j.role {
             Role::Subscriber {
                 stats,
                 window,
                 video,
-                light: false,
+                ..
             } => {
                 let p = peer::build(Some((stats.clone(), window.clone())), LOOPBACK).await?;
                 peer::add_receivers(&p, *video).await?;
@@ -237,7 +240,7 @@ impl Server {
                 streams,
                 sent,
                 window,
-                light: false,
+                ..
             } => {
                 let mut p = peer::build(None, LOOPBACK).await?;
                 peer::add_senders(

@@ -35,9 +35,7 @@ use conclave::plane::transport::{self, Identity};
 use conclave::plane::{sdp, srtp};
 use conclave_signaling::{ClientMessage, ServerMessage, decode_server};
 use futures::{Stream, StreamExt};
-use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType};
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
-use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::shared::TransportProtocol;
 use rtc::stun::attributes::{
     ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
@@ -564,31 +562,7 @@ impl Client {
     }
 
     fn connect(&self, remote: SocketAddr, now: Instant) -> anyhow::Result<Endpoint> {
-        let provider = self.identity.provider().clone();
-        let verify = provider.clone();
-        let expected = self.remote.fingerprint.clone();
-        let config = ConfigBuilder::default()
-            .with_crypto_provider(provider)
-            .with_certificates(vec![self.identity.certificate().clone()])
-            .with_srtp_protection_profiles(vec![
-                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
-                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
-            ])
-            .with_insecure_skip_verify(true)
-            .with_verify_peer_certificate(Some(Arc::new(move |certs: &[Vec<u8>], _| {
-                let first = certs
-                    .first()
-                    .ok_or(rtc::shared::error::Error::ErrNonCertificate)?;
-                let got = transport::sha256_fingerprint(&*verify, first)
-                    .map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
-                if got.to_ascii_lowercase() == expected {
-                    Ok(())
-                } else {
-                    Err(rtc::shared::error::Error::ErrNoMatchingCertificateFingerprint)
-                }
-            })))
-            .with_extended_master_secret(ExtendedMasterSecretType::Require)
-            .build(true, Some(remote))
+        let config = transport::dtls_config(self.identity, &self.remote.fingerprint, Some(remote))
             .map_err(|e| anyhow::anyhow!("DTLS config: {e}"))?;
         let mut dtls = Endpoint::new(self.local, TransportProtocol::UDP, None);
         dtls.connect(now, remote, Arc::new(config), None)
