@@ -86,12 +86,12 @@ impl Metrics {
         let packet_counters = [
             (
                 "conclave_rtp_packets_in_total",
-                "RTP packets received from publishers.",
+                "RTP packets delivered to the room's producers: every published packet on the PeerConnection stack; on the media plane (the default) only published audio, tapped for transcription and agents (the plane's forwarding counts are conclave_plane_*).",
                 packets.packets_in,
             ),
             (
                 "conclave_rtp_packets_out_total",
-                "RTP packets written to subscribers (and other sinks).",
+                "RTP packets written to producers' sinks: subscribers on the PeerConnection stack; on the media plane room-level sinks only (transcription, agents; legs are counted by conclave_plane_forwarded_total).",
                 packets.sinks.written,
             ),
             (
