@@ -178,19 +178,19 @@ pub fn srtp_contexts(
         profile,
         ..Default::default()
     };
+    let err = |e: &dyn std::fmt::Display| format!("SRTP keys: {e}");
     let km = state
         .export_keying_material(
             rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP,
             &[],
             config.keying_material_len(),
         )
-        .map_err(|e| format!("SRTP keys: {e}"))?;
+        .map_err(|e| err(&e))?;
     config
         .set_session_keys_from_keying_material(km.as_ref(), state.is_client())
-        .map_err(|e| format!("SRTP keys: {e}"))?;
+        .map_err(|e| err(&e))?;
     let crypto = provider.crypto();
     let k = &config.keys;
-    let err = |e: &dyn std::fmt::Display| format!("SRTP keys: {e}");
     let local_rtcp = Context::new(
         &k.local_master_key,
         &k.local_master_salt,

@@ -60,7 +60,7 @@ const CONSENT_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read per wake-up before the task looks at signaling and timers again.
 const DRAIN: usize = 64;
 
-/// A running light subscriber; dropping it stops it (and closes its signaling socket).
+/// A running light client; dropping it stops it (and closes its signaling socket).
 pub struct Light {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Tells the reader (or the sending thread) to close its copy of the socket.
@@ -116,7 +116,8 @@ where
     let identity = identity()?;
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let local = sock.local_addr()?;
-    let (ufrag, pwd) = credentials();
+    let local_creds = transport::Credentials::generate(&**identity.provider(), String::new());
+    let (ufrag, pwd) = (local_creds.local_ufrag, local_creds.local_pwd);
     let closed = Arc::new(AtomicBool::new(false));
     let (connected_tx, connected) = watch::channel(false);
     let sections = match &part {
@@ -182,14 +183,6 @@ where
         closed,
         connected,
     })
-}
-
-fn credentials() -> (String, String) {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
-    let text: String = (0..32)
-        .map(|_| ALPHABET[rand::random_range(0..64)] as char)
-        .collect();
-    (text[..8].to_owned(), text[8..].to_owned())
 }
 
 /// What the server's descriptions and trickle said about its end.
@@ -374,9 +367,9 @@ impl Client {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.remote.addr?;
-        let dtls = match (&self.dtls, self.remote.addr) {
-            (Some(d), Some(a)) if self.sock.is_some() => d.poll_timeout(&a),
+        let addr = self.remote.addr?;
+        let dtls = match &self.dtls {
+            Some(d) if self.sock.is_some() => d.poll_timeout(&addr),
             _ => None,
         };
         Some(dtls.map_or(self.next_check, |d| d.min(self.next_check)))
@@ -442,16 +435,10 @@ impl Client {
         match data.first() {
             Some(0..=3) => self.stun(data, from)?,
             Some(20..=63) => self.dtls_read(data, from)?,
-            // RTCP (packet types 192-223 in the second byte) is not read.
-            Some(128..=191) if data.len() > 1 && !(192..=223).contains(&data[1]) => {
+            // Media before the hand-off (it arrived in the same read as DTLS's last flight).
+            Some(128..=191) => {
                 if let (Some((_, ctx)), Part::Receive { stats, .. }) = (&mut self.rtp, &self.part) {
-                    self.buf.clear();
-                    self.buf.extend_from_slice(data);
-                    if ctx.unprotect(&mut self.buf).is_ok()
-                        && let Some(hl) = srtp::header_len(&self.buf)
-                    {
-                        stats.packet(&self.buf[hl..], &self.window);
-                    }
+                    receive_rtp(ctx, stats, &self.window, data, &mut self.buf, None);
                 }
             }
             _ => {}
@@ -681,6 +668,28 @@ async fn recv(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usiz
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// One datagram that may be SRTP: RTP (not RTCP, packet types 192-223 in the second byte) is
+/// copied into `work`, decrypted there and its payload timed; anything else is not read.
+fn receive_rtp(
+    ctx: &mut srtp::RtpContext,
+    stats: &Subscriber,
+    window: &Window,
+    data: &[u8],
+    work: &mut BytesMut,
+    queued: Option<u64>,
+) {
+    if data.len() < 2 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
+        return;
+    }
+    work.clear();
+    work.extend_from_slice(data);
+    if ctx.unprotect(work).is_ok()
+        && let Some(hl) = srtp::header_len(work)
+    {
+        stats.packet_at(&work[hl..], window, queued);
     }
 }
 
@@ -1001,16 +1010,7 @@ pub mod reader {
     /// One datagram: RTP is decrypted and timed; anything else (consent answers, RTCP) is not
     /// read.
     fn packet(r: &mut Registration, data: &[u8], work: &mut BytesMut, queued: Option<u64>) {
-        if data.len() < 2 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
-            return;
-        }
-        work.clear();
-        work.extend_from_slice(data);
-        if r.rtp.unprotect(work).is_ok()
-            && let Some(hl) = srtp::header_len(work)
-        {
-            r.stats.packet_at(&work[hl..], &r.window, queued);
-        }
+        receive_rtp(&mut r.rtp, &r.stats, &r.window, data, work, queued);
     }
 }
 

@@ -91,11 +91,11 @@ pub struct Peer {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// A joined client: a webrtc-rs peer connection, or a light subscriber (`crate::light`).
+/// A joined client: a webrtc-rs peer connection, or a light client (`crate::light`).
 pub enum Client {
-    /// webrtc-rs, as the tests and every publisher use.
+    /// webrtc-rs, as the tests, Janus's clients and every video publisher use.
     Webrtc(Peer),
-    /// The plane's parts as a receive-only client.
+    /// The plane's parts as a client: a subscriber, or an audio publisher.
     Light(crate::light::Light),
 }
 
@@ -116,7 +116,7 @@ impl Client {
         Ok(())
     }
 
-    /// Leaves as a client does (a light subscriber's socket closes when it is dropped).
+    /// Leaves as a client does (a light client's socket closes when it is dropped).
     pub async fn close(&self) {
         if let Client::Webrtc(p) = self {
             let _ = tokio::time::timeout(Duration::from_secs(2), p.pc.close()).await;
